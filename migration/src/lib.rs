@@ -1,0 +1,1 @@
+//! Live migration protocol (to come).
