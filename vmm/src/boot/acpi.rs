@@ -1,0 +1,186 @@
+//! ACPI tables: RSDP -> XSDT -> {FADT -> DSDT, MADT}, placed in the BIOS area.
+//!
+//! The machine is ACPI hardware-reduced: the FADT's sleep control and reset registers
+//! point at tern's power-control ports (devices::legacy::acpi_pm), so a guest
+//! `poweroff` writes S5 there and tern exits. The MADT lists every vCPU's local APIC,
+//! the IOAPIC, the ISA IRQ0 -> GSI2 override, and LINT1 as NMI.
+
+use acpi_tables::aml::{Name, Package, Path};
+use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::xsdt::XSDT;
+use acpi_tables::Aml;
+use devices::legacy::acpi_pm::{
+    ACPI_PM_PORT, RESET_OFFSET, RESET_VALUE, S5_SLEEP_TYPE, SLEEP_CONTROL_OFFSET, SLEEP_STATUS_OFFSET,
+};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::layout::{ACPI_TABLES_START, HIGH_MEMORY_START, IOAPIC_ADDR, LAPIC_ADDR};
+use crate::memory::GuestMemoryMmap;
+
+const OEM_ID: [u8; 6] = *b"TERN  ";
+const OEM_TABLE_ID: [u8; 8] = *b"TERNVM  ";
+const OEM_REVISION: u32 = 1;
+
+/// Errors building ACPI tables.
+#[derive(Debug, thiserror::Error)]
+pub enum AcpiError {
+    #[error("ACPI tables need {needed} bytes but the BIOS area has {available}")]
+    TooLarge { needed: u64, available: u64 },
+    #[error("writing ACPI tables: {0}")]
+    GuestMemory(#[from] vm_memory::GuestMemoryError),
+}
+
+fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    aml.to_aml_bytes(&mut bytes);
+    bytes
+}
+
+/// The DSDT: the `_S5_` sleep object (more devices join later with PCI).
+pub fn dsdt() -> Vec<u8> {
+    let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    let s5 = Name::new(Path::new("_S5_"), &Package::new(vec![&S5_SLEEP_TYPE, &0u8, &0u8, &0u8]));
+    table.append_slice(&to_bytes(&s5));
+    table.as_slice().to_vec()
+}
+
+/// The MADT for `cpus` vCPUs whose APIC IDs are 0..cpus.
+pub fn madt(cpus: u8) -> Vec<u8> {
+    const PCAT_COMPAT: u32 = 1;
+    const TYPE_LOCAL_APIC: u8 = 0;
+    const TYPE_IOAPIC: u8 = 1;
+    const TYPE_INTERRUPT_OVERRIDE: u8 = 2;
+    const TYPE_LOCAL_APIC_NMI: u8 = 4;
+    const LAPIC_ENABLED: u32 = 1;
+
+    let mut table = Sdt::new(*b"APIC", 36, 4, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    let mut body = Vec::new();
+    body.extend_from_slice(&(LAPIC_ADDR as u32).to_le_bytes());
+    body.extend_from_slice(&PCAT_COMPAT.to_le_bytes());
+    for cpu in 0..cpus {
+        body.extend_from_slice(&[TYPE_LOCAL_APIC, 8, cpu, cpu]);
+        body.extend_from_slice(&LAPIC_ENABLED.to_le_bytes());
+    }
+    // IOAPIC id = number of CPUs (distinct from every LAPIC id), GSI base 0.
+    body.extend_from_slice(&[TYPE_IOAPIC, 12, cpus, 0]);
+    body.extend_from_slice(&(IOAPIC_ADDR as u32).to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    // ISA bus IRQ 0 (PIT) is wired to GSI 2 on the IOAPIC.
+    body.extend_from_slice(&[TYPE_INTERRUPT_OVERRIDE, 10, 0, 0]);
+    body.extend_from_slice(&2u32.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    // LINT1 of every processor (uid 0xff) is the NMI line.
+    body.extend_from_slice(&[TYPE_LOCAL_APIC_NMI, 6, 0xff, 0, 0, 1]);
+    table.append_slice(&body);
+    table.as_slice().to_vec()
+}
+
+fn io_register(port: u64) -> GAS {
+    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, port)
+}
+
+/// The FADT: hardware-reduced, pointing at the DSDT and the power-control ports.
+pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
+    let pm = u64::from(ACPI_PM_PORT);
+    let mut builder = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
+        .dsdt_64(dsdt_addr)
+        .flag(Flags::HwReducedAcpi)
+        .flag(Flags::ResetRegSup)
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton);
+    builder.sleep_control_reg = io_register(pm + SLEEP_CONTROL_OFFSET);
+    builder.sleep_status_reg = io_register(pm + SLEEP_STATUS_OFFSET);
+    builder.reset_reg = io_register(pm + RESET_OFFSET);
+    builder.reset_value = RESET_VALUE;
+    to_bytes(&builder.finalize())
+}
+
+fn align16(x: u64) -> u64 {
+    (x + 15) & !15
+}
+
+/// Writes all tables at [`ACPI_TABLES_START`]; returns the RSDP address.
+pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<GuestAddress, AcpiError> {
+    let rsdp_addr = ACPI_TABLES_START;
+    let mut next = align16(rsdp_addr + Rsdp::len() as u64);
+
+    let mut place = |bytes: &[u8]| -> Result<u64, AcpiError> {
+        let addr = next;
+        let end = addr + bytes.len() as u64;
+        if end > HIGH_MEMORY_START {
+            return Err(AcpiError::TooLarge { needed: end - ACPI_TABLES_START, available: HIGH_MEMORY_START - ACPI_TABLES_START });
+        }
+        mem.write_slice(bytes, GuestAddress(addr))?;
+        next = align16(end);
+        Ok(addr)
+    };
+
+    let dsdt_addr = place(&dsdt())?;
+    let fadt_addr = place(&fadt(dsdt_addr))?;
+    let madt_addr = place(&madt(cpus))?;
+    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    xsdt.add_entry(fadt_addr);
+    xsdt.add_entry(madt_addr);
+    let xsdt_addr = place(&to_bytes(&xsdt))?;
+    mem.write_slice(&to_bytes(&Rsdp::new(OEM_ID, xsdt_addr)), GuestAddress(rsdp_addr))?;
+    Ok(GuestAddress(rsdp_addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checksum_ok(table: &[u8]) -> bool {
+        table.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0
+    }
+
+    fn length_field(table: &[u8]) -> usize {
+        u32::from_le_bytes(table[4..8].try_into().unwrap()) as usize
+    }
+
+    #[test]
+    fn tables_have_valid_lengths_and_checksums() {
+        for t in [dsdt(), madt(4), fadt(0xe0100)] {
+            assert_eq!(length_field(&t), t.len());
+            assert!(checksum_ok(&t), "checksum of {:?}", &t[..4]);
+        }
+    }
+
+    #[test]
+    fn madt_lists_every_cpu() {
+        let t = madt(3);
+        let mut off = 44;
+        let mut ids = vec![];
+        while off < t.len() {
+            let (kind, len) = (t[off], t[off + 1] as usize);
+            if kind == 0 {
+                ids.push(t[off + 3]);
+            }
+            off += len;
+        }
+        assert_eq!(off, t.len());
+        assert_eq!(ids, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn dsdt_contains_s5() {
+        let t = dsdt();
+        assert!(t.windows(4).any(|w| w == b"_S5_"));
+    }
+
+    #[test]
+    fn rsdp_written_and_points_at_xsdt() {
+        let mem = crate::memory::create_guest_memory(64 << 20).unwrap();
+        let rsdp = write_tables(&mem, 2).unwrap();
+        let mut sig = [0u8; 8];
+        mem.read_slice(&mut sig, rsdp).unwrap();
+        assert_eq!(&sig, b"RSD PTR ");
+        let xsdt: u64 = mem.read_obj(GuestAddress(rsdp.0 + 24)).unwrap();
+        let mut xsig = [0u8; 4];
+        mem.read_slice(&mut xsig, GuestAddress(xsdt)).unwrap();
+        assert_eq!(&xsig, b"XSDT");
+    }
+}

@@ -1,0 +1,118 @@
+//! Kernel image detection and loading through linux-loader.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use linux_loader::loader::bootparam::setup_header;
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use linux_loader::loader::{bzimage::BzImage, KernelLoader};
+use vm_memory::GuestAddress;
+
+use super::BootError;
+use crate::layout::HIGH_MEMORY_START;
+use crate::memory::GuestMemoryMmap;
+
+/// Kernel image formats tern boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// Uncompressed ELF `vmlinux`.
+    Elf,
+    /// Compressed `bzImage` with a setup header.
+    BzImage,
+}
+
+/// Where a kernel landed and how it can be entered.
+#[derive(Clone, Copy)]
+pub struct LoadedKernel {
+    pub format: KernelFormat,
+    /// PVH entry point when the ELF carries the Xen PVH note.
+    pub pvh_entry: Option<GuestAddress>,
+    /// 64-bit boot protocol entry point.
+    pub entry_64: GuestAddress,
+    /// First byte after the kernel image.
+    pub end: u64,
+    /// Highest address the kernel accepts for the initrd.
+    pub initrd_addr_max: u64,
+    /// bzImage setup header, to copy into the zero page.
+    pub setup_header: Option<setup_header>,
+}
+
+/// `XLF_KERNEL_64`: the bzImage has a 64-bit entry point at load address + 0x200.
+const XLF_KERNEL_64: u16 = 1 << 0;
+/// Offset of the 64-bit entry point from the protected-mode kernel's start.
+const BZIMAGE_ENTRY_64_OFFSET: u64 = 0x200;
+/// Default initrd limit for kernels that do not state one.
+const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
+
+/// Detects the image format from its magic numbers.
+pub fn detect_format(file: &mut File, path: &Path) -> Result<KernelFormat, BootError> {
+    let not_kernel = |reason: &str| BootError::NotAKernel { path: path.to_path_buf(), reason: reason.into() };
+    let mut head = [0u8; 0x210];
+    let open_err = |source| BootError::OpenKernel { path: path.to_path_buf(), source };
+    file.seek(SeekFrom::Start(0)).map_err(open_err)?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]).map_err(open_err)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(open_err)?;
+    if read >= 4 && head[..4] == *b"\x7fELF" {
+        return Ok(KernelFormat::Elf);
+    }
+    if read >= 0x206 && head[0x202..0x206] == *b"HdrS" {
+        return Ok(KernelFormat::BzImage);
+    }
+    Err(not_kernel("neither an ELF vmlinux nor a bzImage (no ELF magic, no HdrS setup header)"))
+}
+
+/// Loads the kernel at `path` into `mem`.
+pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, BootError> {
+    let mut file = File::open(path).map_err(|source| BootError::OpenKernel { path: path.to_path_buf(), source })?;
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(BootError::NotAKernel { path: path.to_path_buf(), reason: "not a regular file".into() });
+    }
+    let load_err = |source| BootError::LoadKernel { path: path.to_path_buf(), source };
+    match detect_format(&mut file, path)? {
+        KernelFormat::Elf => {
+            let res = Elf::load(mem, None, &mut file, Some(GuestAddress(HIGH_MEMORY_START))).map_err(load_err)?;
+            let pvh_entry = match res.pvh_boot_cap {
+                PvhBootCapability::PvhEntryPresent(addr) => Some(addr),
+                _ => None,
+            };
+            Ok(LoadedKernel {
+                format: KernelFormat::Elf,
+                pvh_entry,
+                entry_64: res.kernel_load,
+                end: res.kernel_end,
+                initrd_addr_max: DEFAULT_INITRD_ADDR_MAX,
+                setup_header: None,
+            })
+        }
+        KernelFormat::BzImage => {
+            let res = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIGH_MEMORY_START))).map_err(load_err)?;
+            let header = res.setup_header.ok_or_else(|| BootError::NotAKernel {
+                path: path.to_path_buf(),
+                reason: "bzImage without a setup header".into(),
+            })?;
+            let xloadflags = header.xloadflags;
+            if xloadflags & XLF_KERNEL_64 == 0 {
+                return Err(BootError::NotAKernel {
+                    path: path.to_path_buf(),
+                    reason: "bzImage has no 64-bit entry point (XLF_KERNEL_64)".into(),
+                });
+            }
+            let initrd_max = header.initrd_addr_max;
+            Ok(LoadedKernel {
+                format: KernelFormat::BzImage,
+                pvh_entry: None,
+                entry_64: GuestAddress(res.kernel_load.0 + BZIMAGE_ENTRY_64_OFFSET),
+                end: res.kernel_end,
+                initrd_addr_max: if initrd_max == 0 { DEFAULT_INITRD_ADDR_MAX } else { u64::from(initrd_max) },
+                setup_header: Some(header),
+            })
+        }
+    }
+}

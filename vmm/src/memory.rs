@@ -1,0 +1,127 @@
+//! Guest RAM: sizing, the split around the 32-bit MMIO hole, and the E820 map.
+
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::GuestAddress;
+
+use crate::layout::{
+    ACPI_TABLES_START, EBDA_START, HIGH_MEMORY_START, MMIO_HOLE_END, MMIO_HOLE_START,
+};
+
+/// Guest memory with a dirty bitmap recording writes made through vm-memory (devices).
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<AtomicBitmap>;
+/// One mapped region of [`GuestMemoryMmap`].
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<AtomicBitmap>;
+
+/// Smallest guest tern accepts: enough for a kernel, initramfs and page tables.
+pub const MIN_MEMORY: u64 = 64 << 20;
+
+/// Errors creating guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// Size not usable.
+    #[error("guest memory of {size} bytes is invalid: {reason}")]
+    InvalidSize { size: u64, reason: &'static str },
+    /// mmap of guest RAM failed.
+    #[error("cannot map {size} bytes of guest memory: {source}")]
+    Map { size: u64, source: vm_memory::mmap::FromRangesError },
+}
+
+/// E820 entry types used here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum E820Kind {
+    /// Usable RAM.
+    Ram = 1,
+    /// Reserved (firmware tables area).
+    Reserved = 2,
+}
+
+/// One E820 entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct E820Entry {
+    pub addr: u64,
+    pub size: u64,
+    pub kind: E820Kind,
+}
+
+/// The RAM ranges `(start, size)` for a guest of `size` bytes: below the MMIO hole,
+/// then above 4 GiB for the rest.
+pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
+    let low = size.min(MMIO_HOLE_START);
+    let mut ranges = vec![(GuestAddress(0), low as usize)];
+    if size > low {
+        ranges.push((GuestAddress(MMIO_HOLE_END), (size - low) as usize));
+    }
+    ranges
+}
+
+/// Maps anonymous guest RAM of `size` bytes, checking the size first.
+pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    if size < MIN_MEMORY {
+        return Err(MemoryError::InvalidSize { size, reason: "below the 64 MiB minimum" });
+    }
+    if size % 4096 != 0 {
+        return Err(MemoryError::InvalidSize { size, reason: "not a multiple of 4 KiB" });
+    }
+    if size > (1 << 46) {
+        return Err(MemoryError::InvalidSize { size, reason: "above the 64 TiB maximum" });
+    }
+    GuestMemoryMmap::from_ranges(&ram_ranges(size)).map_err(|source| MemoryError::Map { size, source })
+}
+
+/// The E820 map the guest sees for a guest of `size` bytes.
+pub fn e820_map(size: u64) -> Vec<E820Entry> {
+    let mut map = Vec::new();
+    for (start, len) in ram_ranges(size) {
+        let start = start.0;
+        let end = start + len as u64;
+        if start == 0 {
+            map.push(E820Entry { addr: 0, size: EBDA_START, kind: E820Kind::Ram });
+            map.push(E820Entry {
+                addr: ACPI_TABLES_START,
+                size: HIGH_MEMORY_START - ACPI_TABLES_START,
+                kind: E820Kind::Reserved,
+            });
+            map.push(E820Entry {
+                addr: HIGH_MEMORY_START,
+                size: end - HIGH_MEMORY_START,
+                kind: E820Kind::Ram,
+            });
+        } else {
+            map.push(E820Entry { addr: start, size: end - start, kind: E820Kind::Ram });
+        }
+    }
+    map
+}
+
+/// Highest address + 1 of RAM below the MMIO hole.
+pub fn low_ram_end(size: u64) -> u64 {
+    size.min(MMIO_HOLE_START)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_guest_is_one_range() {
+        assert_eq!(ram_ranges(512 << 20), vec![(GuestAddress(0), 512 << 20)]);
+    }
+
+    #[test]
+    fn large_guest_splits_around_hole() {
+        let r = ram_ranges(4 << 30);
+        assert_eq!(r, vec![(GuestAddress(0), MMIO_HOLE_START as usize), (GuestAddress(MMIO_HOLE_END), (1 << 30) as usize)]);
+        let e = e820_map(4 << 30);
+        let ram: u64 = e.iter().filter(|x| x.kind == E820Kind::Ram).map(|x| x.size).sum();
+        // Everything except the EBDA/VGA/BIOS area below 1 MiB is usable RAM.
+        assert_eq!(ram, (4 << 30) - (HIGH_MEMORY_START - EBDA_START));
+        assert_eq!(e.last().unwrap().addr, MMIO_HOLE_END);
+    }
+
+    #[test]
+    fn bad_sizes_rejected() {
+        assert!(matches!(create_guest_memory(1 << 20), Err(MemoryError::InvalidSize { .. })));
+        assert!(matches!(create_guest_memory((64 << 20) + 1), Err(MemoryError::InvalidSize { .. })));
+        assert!(create_guest_memory(64 << 20).is_ok());
+    }
+}
