@@ -2,5 +2,13 @@
 //! pause/resume.
 
 pub mod boot;
+pub mod cpuid;
+pub mod host_check;
+pub mod kvm_vm;
 pub mod layout;
+pub mod legacy_devices;
+pub mod machine;
 pub mod memory;
+pub mod vcpu;
+
+pub use machine::{Boot, Machine, MachineConfig, MachineError, MachineExit};

@@ -1,0 +1,233 @@
+#!/bin/sh
+# tern test guest: /init (PID 1) of initramfs.cpio.gz and rootfs.ext4.
+#
+# Kernel command line (all optional):
+#   tern.job=boot|shell|netserver|netperf|dirty|disk   (default boot)
+#   tern.ip=A.B.C.D/NN        address for eth0 (the VMM sets the MAC)
+#   tern.peer=A.B.C.D         netperf server (job netperf)
+#   tern.netperf=T:S:B,...    netperf tests: TEST:SECONDS:SIZE (job netperf)
+#                             default TCP_STREAM:10:16384,TCP_RR:10:1
+#   tern.disk=/dev/vdX|file:/PATH   disk job target (default /dev/vdb)
+#   tern.disk_mb=N            disk job size in MiB (default 64)
+#   tern.dirty_mb=N           dirty job working set in MiB (default 64)
+#   tern.dirty_report=S       dirty job report interval in seconds (default 5)
+#   root=/dev/vdX [init=/init]  with the initramfs: mount that ext4 root and
+#                             switch_root into it (virtio_blk is a module in the
+#                             Debian cloud kernel, so the initramfs is needed)
+#
+# Console markers, one per line, machine-readable:
+#   TERN-GUEST-INIT cpus=N uptime=S root=initramfs|DEV
+#   TERN-GUEST-NET dev=eth0 ip=A/NN mac=MAC | TERN-GUEST-NET error ...
+#   TERN-JOB netserver ready | TERN-JOB dirty ready mb=N | TERN-JOB error ...
+#   TERN-NETPERF test=T size=B seconds=S result=NUM unit=U [mean_latency_us=.. p99_latency_us=..]
+#   TERN-NETPERF test=T size=B seconds=S result=error rc=N
+#   TERN-DIRTY counter=N sum=MD5 | TERN-DIRTY verify ok|fail counter=N sum=MD5 [expected=MD5]
+#   TERN-DISK written sum=MD5 bytes=N target=T | TERN-DISK verify ok|fail sum=MD5
+#   TERN-GUEST-POWEROFF
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+umask 022
+
+mounted() { grep -q " $1 " /proc/mounts 2>/dev/null; }
+
+[ -d /proc/self ] || mount -t proc proc /proc
+mounted /sys || mount -t sysfs sysfs /sys
+mounted /dev || mount -t devtmpfs devtmpfs /dev
+# The kernel opens /dev/console for PID 1 only if it exists in the root file system.
+[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
+mkdir -p /dev/pts /dev/shm
+mounted /dev/pts || mount -t devpts devpts /dev/pts
+mounted /tmp || mount -t tmpfs -o mode=1777 tmpfs /tmp
+mounted /run || mount -t tmpfs -o mode=755 tmpfs /run
+
+# Modules, in dependency order (written by resources/guest/build.sh).
+for m in $(cat /lib/modules/tern/load-order); do
+    [ -d /sys/module/$m ] || insmod /lib/modules/tern/$m.ko || echo "TERN-GUEST-WARN insmod $m failed"
+done
+
+# tern.foo=bar -> T_foo=bar; root= and init= as ROOTDEV, NEWINIT.
+ROOTDEV= NEWINIT=/init
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+    tern.*=*)
+        k=${w%%=*}; k=${k#tern.}; v=${w#*=}
+        case "$k" in *[!a-z0-9_]*) continue ;; esac
+        eval "T_$k=\$v" ;;
+    root=/dev/*) ROOTDEV=${w#root=} ;;
+    init=/*) NEWINIT=${w#init=} ;;
+    esac
+done
+
+if [ ! -e /etc/tern-rootfs ] && [ -n "$ROOTDEV" ]; then
+    i=0
+    while [ ! -b "$ROOTDEV" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    mkdir -p /newroot
+    if mount -t ext4 "$ROOTDEV" /newroot || mount -t ext4 -o ro "$ROOTDEV" /newroot; then
+        echo "TERN-GUEST-STAGE switch_root $ROOTDEV $NEWINIT"
+        umount /run /tmp /dev/pts 2>/dev/null
+        mkdir -p /newroot/dev && mount --move /dev /newroot/dev
+        umount /sys /proc
+        exec switch_root /newroot "$NEWINIT"
+    fi
+    echo "TERN-GUEST-STAGE error cannot mount $ROOTDEV, staying in the initramfs"
+fi
+ROOTNAME=initramfs
+if [ -e /etc/tern-rootfs ]; then
+    ROOTNAME=$(awk '$2 == "/" && $1 != "rootfs" { d = $1 } END { print d }' /proc/mounts)
+    mount -o remount,rw / 2>/dev/null
+fi
+
+read up _ </proc/uptime
+echo "TERN-GUEST-INIT cpus=$(nproc) uptime=$up root=${ROOTNAME:-unknown}"
+
+guest_poweroff() {
+    sync
+    echo "TERN-GUEST-POWEROFF"
+    poweroff -f
+    sleep 5
+    echo "TERN-GUEST-WARN poweroff -f returned; trying reboot -f"
+    reboot -f
+}
+
+ip link set lo up
+if [ -n "$T_ip" ]; then
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    if ip addr add "$T_ip" dev eth0 && ip link set eth0 up; then
+        echo "TERN-GUEST-NET dev=eth0 ip=$T_ip mac=$(cat /sys/class/net/eth0/address)"
+    else
+        echo "TERN-GUEST-NET error cannot configure eth0 with $T_ip"
+    fi
+fi
+
+wait_peer() { # IP SECONDS
+    i=0
+    while [ $i -lt "$2" ]; do
+        ping -c 1 -W 1 "$1" >/dev/null 2>&1 && return 0
+        i=$((i + 1))
+    done
+    return 1
+}
+
+job_netperf() {
+    if [ -z "$T_peer" ]; then
+        echo "TERN-JOB error netperf needs tern.peer=IP"; return
+    fi
+    if ! wait_peer "$T_peer" 30; then
+        echo "TERN-JOB error peer $T_peer unreachable"; return
+    fi
+    for spec in $(echo "${T_netperf:-TCP_STREAM:10:16384,TCP_RR:10:1}" | tr ',' ' '); do
+        test=${spec%%:*}; rest=${spec#*:}; secs=${rest%%:*}; size=${rest#*:}
+        case "$test" in
+        *_RR | *_CRR) opts="-r $size,$size -o THROUGHPUT,THROUGHPUT_UNITS,MEAN_LATENCY,P99_LATENCY" ;;
+        *) opts="-m $size -o THROUGHPUT,THROUGHPUT_UNITS" ;;
+        esac
+        # netserver may still be starting: retry the control connection a few times.
+        n=0
+        while :; do
+            out=$(netperf -H "$T_peer" -t "$test" -l "$secs" -P 0 -- $opts 2>&1); rc=$?
+            [ $rc -eq 0 ] || [ $n -ge 3 ] && break
+            n=$((n + 1)); sleep 1
+        done
+        line=$(echo "$out" | grep -E '^[0-9.]+,' | tail -n 1)
+        if [ $rc -ne 0 ] || [ -z "$line" ]; then
+            echo "TERN-NETPERF test=$test size=$size seconds=$secs result=error rc=$rc"
+            echo "$out" | sed 's/^/netperf| /'
+            continue
+        fi
+        echo "$line" | awk -F, -v t="$test" -v s="$size" -v l="$secs" '{
+            u = $2; if (u == "10^6bits/s") u = "Mbit/s"; else if (u == "Trans/s") u = "trans/s"
+            x = ""; if (NF >= 4) x = " mean_latency_us=" $3 " p99_latency_us=" $4
+            printf "TERN-NETPERF test=%s size=%s seconds=%s result=%s unit=%s%s\n", t, s, l, $1, u, x
+        }'
+    done
+}
+
+job_dirty() {
+    D=/tmp/dirty; mb=${T_dirty_mb:-64}; every=${T_dirty_report:-5}
+    mkdir -p $D /tmp/www/cgi-bin
+    echo "$mb" >$D/mb
+    netserver >/dev/null 2>&1
+    tern-pattern dirty-all 0 "$mb" >$D/blob
+    echo 0 >$D/counter
+    # verify over HTTP: wget -q -O - http://GUEST/cgi-bin/verify (or /cgi-bin/status)
+    for c in verify status; do
+        printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nexec tern-dirty %s\n' $c >/tmp/www/cgi-bin/$c
+        chmod +x /tmp/www/cgi-bin/$c
+    done
+    httpd -p 80 -h /tmp/www
+    (
+        i=0; read up _ </proc/uptime; last=${up%.*}
+        while :; do
+            if [ -e $D/stop ]; then
+                : >$D/stopped
+                while [ -e $D/stop ]; do sleep 0.1; done
+                rm -f $D/stopped
+            fi
+            i=$((i + 1)); s=$(((i - 1) % mb))
+            tern-pattern dirty-slot $s $i | dd of=$D/blob bs=4096 seek=$((s * 256)) conv=notrunc iflag=fullblock 2>/dev/null
+            echo $i >$D/counter.new && mv $D/counter.new $D/counter
+            read up _ </proc/uptime; now=${up%.*}
+            if [ $((now - last)) -ge "$every" ]; then
+                sum=$(md5sum <$D/blob); echo "TERN-DIRTY counter=$i sum=${sum%% *}"; last=$now
+            fi
+        done
+    ) &
+    echo "TERN-JOB dirty ready mb=$mb"
+    # Console commands: verify, status, poweroff.
+    while read -r cmd; do
+        case "$cmd" in
+        verify | status) tern-dirty "$cmd" ;;
+        poweroff) return ;;
+        "") ;;
+        *) echo "TERN-DIRTY error unknown command $cmd (verify, status, poweroff)" ;;
+        esac
+    done
+    while :; do sleep 3600; done # console input closed: keep running
+}
+
+job_disk() {
+    mb=${T_disk_mb:-64}; target=${T_disk:-/dev/vdb}
+    case "$target" in
+    file:*)
+        target=${target#file:}
+        mkdir -p "$(dirname "$target")" ;;
+    *)
+        i=0
+        while [ ! -b "$target" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        if [ ! -b "$target" ]; then
+            echo "TERN-DISK error no block device $target"; echo "TERN-DISK verify fail sum=none"; return
+        fi ;;
+    esac
+    tern-pattern disk "$mb" >/tmp/disk-pattern
+    sum=$(md5sum </tmp/disk-pattern); sum=${sum%% *}
+    if ! dd if=/tmp/disk-pattern of="$target" bs=1M conv=fsync 2>/dev/null; then
+        echo "TERN-DISK error write to $target failed"; echo "TERN-DISK verify fail sum=none"; return
+    fi
+    rm -f /tmp/disk-pattern
+    sync
+    echo "TERN-DISK written sum=$sum bytes=$((mb * 1048576)) target=$target"
+    [ -b "$target" ] && blockdev --flushbufs "$target"
+    echo 3 >/proc/sys/vm/drop_caches
+    got=$(dd if="$target" bs=1M count="$mb" 2>/dev/null | md5sum); got=${got%% *}
+    if [ "$got" = "$sum" ]; then
+        echo "TERN-DISK verify ok sum=$got"
+    else
+        echo "TERN-DISK verify fail sum=$got expected=$sum"
+    fi
+}
+
+case "${T_job:-boot}" in
+boot) ;;
+shell)
+    echo "TERN-JOB shell (exit the shell to power off)"
+    setsid cttyhack sh -l ;;
+netserver)
+    netserver >/dev/null 2>&1
+    echo "TERN-JOB netserver ready"
+    while :; do sleep 3600; done ;;
+netperf) job_netperf ;;
+dirty) job_dirty ;;
+disk) job_disk ;;
+*) echo "TERN-JOB error unknown job $T_job" ;;
+esac
+guest_poweroff

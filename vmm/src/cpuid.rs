@@ -1,0 +1,122 @@
+//! Guest CPUID: what KVM supports, with per-vCPU APIC IDs and a one-socket topology
+//! of `cpus` cores (one thread each) filled in, and the hypervisor bit set. KVM's
+//! paravirtual leaves (0x4000_0000..) come from KVM itself and carry kvmclock.
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::Kvm;
+
+/// Error reading KVM's supported CPUID.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read KVM's supported CPUID: {0}")]
+pub struct CpuidError(pub kvm_ioctls::Error);
+
+/// KVM's supported CPUID, unmodified.
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, CpuidError> {
+    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(CpuidError)
+}
+
+const ECX_HYPERVISOR: u32 = 1 << 31;
+const EDX_HTT: u32 = 1 << 28;
+/// x2APIC topology level types in leaf 0xb ECX[15:8].
+const LEVEL_TYPE_THREAD: u32 = 1;
+const LEVEL_TYPE_CORE: u32 = 2;
+
+/// Bits needed to number `n` items (ceil(log2 n)).
+fn id_bits(n: u32) -> u32 {
+    if n <= 1 { 0 } else { 32 - (n - 1).leading_zeros() }
+}
+
+/// Returns `base` specialised for vCPU `index` of `cpus`.
+pub fn vcpu_cpuid(base: &CpuId, index: u8, cpus: u8) -> CpuId {
+    let mut cpuid = base.clone();
+    let apic_id = u32::from(index);
+    let cpus = u32::from(cpus);
+    let core_bits = id_bits(cpus);
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            0x1 => {
+                entry.ebx = (entry.ebx & 0x0000_ffff) | (apic_id << 24) | (cpus.max(1) << 16);
+                entry.ecx |= ECX_HYPERVISOR;
+                if cpus > 1 {
+                    entry.edx |= EDX_HTT;
+                } else {
+                    entry.edx &= !EDX_HTT;
+                }
+            }
+            0x4 => {
+                // Cores per package - 1 in EAX[31:26]; threads sharing this cache - 1
+                // in EAX[25:14] (caches above L2 are shared by all cores).
+                let level = (entry.eax >> 5) & 0x7;
+                let sharing = if level >= 3 { cpus - 1 } else { 0 };
+                entry.eax = (entry.eax & 0x3fff) | ((cpus - 1) << 26) | (sharing << 14);
+            }
+            0xb | 0x1f => {
+                match entry.index {
+                    0 => {
+                        entry.eax = 0;
+                        entry.ebx = 1;
+                        entry.ecx = (LEVEL_TYPE_THREAD << 8) | entry.index;
+                    }
+                    1 => {
+                        entry.eax = core_bits;
+                        entry.ebx = cpus;
+                        entry.ecx = (LEVEL_TYPE_CORE << 8) | entry.index;
+                    }
+                    _ => {
+                        entry.eax = 0;
+                        entry.ebx = 0;
+                        entry.ecx = entry.index;
+                    }
+                }
+                entry.edx = apic_id;
+            }
+            0x8000_0008 => {
+                // AMD: NC = cores - 1, ApicIdSize = bits for the core id.
+                entry.ecx = (entry.ecx & !0xf0ff) | (core_bits << 12) | (cpus - 1);
+            }
+            0x8000_001e => {
+                // AMD extended APIC id, compute unit id, node id.
+                entry.eax = apic_id;
+                entry.ebx = (entry.ebx & !0xffff) | (apic_id & 0xff);
+                entry.ecx &= !0xff;
+            }
+            _ => {}
+        }
+    }
+    cpuid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    fn base() -> CpuId {
+        let entries = [
+            kvm_cpuid_entry2 { function: 1, ebx: 0xff00_0800, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xb, index: 0, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xb, index: 1, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0x8000_0008, ecx: 0x7, ..Default::default() },
+        ];
+        CpuId::from_entries(&entries).unwrap()
+    }
+
+    #[test]
+    fn apic_ids_and_counts_are_per_vcpu() {
+        let c = vcpu_cpuid(&base(), 2, 4);
+        let e = c.as_slice();
+        assert_eq!(e[0].ebx >> 24, 2);
+        assert_eq!((e[0].ebx >> 16) & 0xff, 4);
+        assert_eq!(e[0].ebx & 0xffff, 0x0800, "low bits kept");
+        assert_ne!(e[0].ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(e[0].edx & EDX_HTT, 0);
+        assert_eq!((e[1].edx, e[2].edx), (2, 2));
+        assert_eq!((e[2].eax, e[2].ebx), (2, 4));
+        assert_eq!(e[3].ecx & 0xff, 3);
+    }
+
+    #[test]
+    fn id_bits_rounds_up() {
+        assert_eq!([id_bits(1), id_bits(2), id_bits(3), id_bits(4), id_bits(5)], [0, 1, 2, 2, 3]);
+    }
+}

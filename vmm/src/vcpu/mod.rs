@@ -1,0 +1,166 @@
+//! vCPU threads: one per vCPU, each looping on KVM_RUN and routing exits to the buses.
+
+pub mod pause;
+pub mod setup;
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+
+use devices::bus::Bus;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use pause::{CheckIn, PauseControl};
+
+/// Something that ends (or may end) the machine, reported to the thread that owns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmEvent {
+    /// The guest powered off (ACPI S5 or a KVM shutdown system event).
+    PowerOff,
+    /// The guest reset the machine (keyboard controller, ACPI reset, triple fault).
+    Reset { reason: String },
+    /// A vCPU executed HLT with no in-kernel irqchip to wake it (tiny test guests).
+    Halted { vcpu: u8 },
+    /// A vCPU hit an exit it cannot continue from.
+    VcpuFailed { vcpu: u8, reason: String },
+    /// The user asked to quit (console escape, API).
+    UserQuit,
+}
+
+/// The signal used to kick vCPU threads out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) kick-signal handler once per process: its only job is to make
+/// KVM_RUN return EINTR.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| result = register_signal_handler(kick_signal(), on_kick));
+    result
+}
+
+/// Everything a vCPU thread needs.
+pub struct VcpuContext {
+    pub index: u8,
+    pub fd: VcpuFd,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub pause: Arc<PauseControl>,
+    pub events: Sender<VmEvent>,
+}
+
+/// Starts the vCPU thread.
+pub fn spawn(ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
+    ctx.pause.register_vcpu();
+    let pause = ctx.pause.clone();
+    let spawned = std::thread::Builder::new().name(format!("vcpu{}", ctx.index)).spawn(move || {
+        let pause = ctx.pause.clone();
+        run_loop(ctx);
+        pause.unregister_vcpu();
+    });
+    if spawned.is_err() {
+        pause.unregister_vcpu();
+    }
+    spawned
+}
+
+/// Sends the kick signal to a vCPU thread.
+pub fn kick(thread: &JoinHandle<()>) {
+    if !thread.is_finished() {
+        // An error means the thread already exited, which is what a kick wants anyway.
+        let _ = thread.kill(kick_signal());
+    }
+}
+
+fn run_loop(mut ctx: VcpuContext) {
+    let span = tracing::debug_span!("vcpu", index = ctx.index);
+    let _enter = span.enter();
+    while ctx.pause.check_in() == CheckIn::Run {
+        let outcome = match ctx.fd.run() {
+            Ok(exit) => handle_exit(exit, &ctx.pio, &ctx.mmio, ctx.index),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                ctx.fd.set_kvm_immediate_exit(0);
+                Outcome::Continue
+            }
+            Err(e) => Outcome::End(VmEvent::VcpuFailed { vcpu: ctx.index, reason: format!("KVM_RUN failed: {e}") }),
+        };
+        if let Outcome::End(event) = outcome {
+            let event = with_registers(event, &ctx.fd);
+            let _ = ctx.events.send(event);
+            return;
+        }
+    }
+}
+
+enum Outcome {
+    Continue,
+    End(VmEvent),
+}
+
+fn handle_exit(exit: VcpuExit, pio: &Bus, mmio: &Bus, vcpu: u8) -> Outcome {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            pio.read(u64::from(port), data);
+        }
+        VcpuExit::IoOut(port, data) => {
+            pio.write(u64::from(port), data);
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !mmio.read(addr, data) {
+                tracing::trace!(addr, "unhandled MMIO read");
+            }
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if !mmio.write(addr, data) {
+                tracing::trace!(addr, "unhandled MMIO write");
+            }
+        }
+        VcpuExit::Hlt => return Outcome::End(VmEvent::Halted { vcpu }),
+        VcpuExit::Shutdown => {
+            return Outcome::End(VmEvent::Reset { reason: format!("vCPU {vcpu} triple fault (KVM_EXIT_SHUTDOWN)") })
+        }
+        VcpuExit::SystemEvent(kind, _) => {
+            return Outcome::End(match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => VmEvent::PowerOff,
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => VmEvent::Reset { reason: "KVM reset system event".into() },
+                other => VmEvent::VcpuFailed { vcpu, reason: format!("system event {other} (guest crash)") },
+            })
+        }
+        VcpuExit::FailEntry(reason, cpu) => {
+            return Outcome::End(VmEvent::VcpuFailed {
+                vcpu,
+                reason: format!("KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on host cpu {cpu}"),
+            })
+        }
+        VcpuExit::InternalError => {
+            return Outcome::End(VmEvent::VcpuFailed { vcpu, reason: "KVM_EXIT_INTERNAL_ERROR".into() })
+        }
+        VcpuExit::Intr | VcpuExit::IrqWindowOpen => {}
+        other => {
+            return Outcome::End(VmEvent::VcpuFailed { vcpu, reason: format!("unexpected exit {other:?}") });
+        }
+    }
+    Outcome::Continue
+}
+
+/// Appends the vCPU's registers to a failure, so the error says where the guest was.
+fn with_registers(event: VmEvent, fd: &VcpuFd) -> VmEvent {
+    match event {
+        VmEvent::VcpuFailed { vcpu, reason } => {
+            let regs = match (fd.get_regs(), fd.get_sregs()) {
+                (Ok(r), Ok(s)) => format!(
+                    "rip={:#x} rsp={:#x} rax={:#x} rflags={:#x} cs={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+                    r.rip, r.rsp, r.rax, r.rflags, s.cs.selector, s.cr0, s.cr3, s.cr4, s.efer
+                ),
+                _ => "registers unavailable".into(),
+            };
+            VmEvent::VcpuFailed { vcpu, reason: format!("{reason} [{regs}]") }
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,196 @@
+//! Host-KVM tests: tiny guests assembled here (32-bit flat protected mode, paging off)
+//! run on this machine's /dev/kvm through the real machine code paths: vCPU threads,
+//! port and MMIO buses, HLT, pause/resume, the dirty-page log, the UART.
+//!
+//! These need /dev/kvm; without it they fail with the reason (they are not skipped).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use devices::bus::BusDevice;
+use kvm_ioctls::Kvm;
+use vm_memory::{Bytes, GuestAddress};
+use vmm::{Boot, Machine, MachineConfig, MachineExit};
+
+const LOAD_ADDR: u64 = 0x10_0000;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn kvm() -> Kvm {
+    Kvm::new().unwrap_or_else(|e| panic!("host-KVM tests need /dev/kvm, which cannot be opened here: {e}"))
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn machine(code: Vec<u8>, cpus: u8, track_dirty_pages: bool, serial: Capture) -> Machine {
+    let config = MachineConfig {
+        cpus,
+        memory: 64 << 20,
+        boot: Boot::Flat32 { code, load_addr: LOAD_ADDR },
+        serial_output: Box::new(serial),
+        in_kernel_irqchip: false,
+        track_dirty_pages,
+    };
+    Machine::new(&kvm(), config, Instant::now()).expect("machine builds")
+}
+
+/// `mov edx, port`
+fn mov_edx(port: u32) -> Vec<u8> {
+    let mut v = vec![0xba];
+    v.extend_from_slice(&port.to_le_bytes());
+    v
+}
+
+const HLT: u8 = 0xf4;
+
+#[test]
+fn serial_output_reaches_the_configured_writer() {
+    let mut code = mov_edx(0x3f8);
+    for b in b"hello\n" {
+        code.extend_from_slice(&[0xb0, *b, 0xee]); // mov al, b; out dx, al
+    }
+    code.push(HLT);
+    let out = Capture::default();
+    let mut m = machine(code, 1, false, out.clone());
+    m.start().unwrap();
+    assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::AllHalted));
+    assert_eq!(&*out.0.lock().unwrap(), b"hello\n");
+}
+
+#[derive(Default)]
+struct Recorder {
+    reads: Vec<(u64, usize)>,
+    writes: Vec<(u64, Vec<u8>)>,
+}
+impl BusDevice for Recorder {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.reads.push((offset, data.len()));
+        let value = 0xdead_beefu32.to_le_bytes();
+        data.copy_from_slice(&value[..data.len()]);
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.writes.push((offset, data.to_vec()));
+    }
+}
+
+#[test]
+fn port_and_mmio_exits_reach_bus_devices() {
+    let mut code = vec![0xa1, 0x00, 0x00, 0x00, 0xd0]; // mov eax, [0xd0000000]
+    code.extend(mov_edx(0x1234));
+    code.push(0xef); // out dx, eax
+    code.extend_from_slice(&[0xa3, 0x04, 0x00, 0x00, 0xd0]); // mov [0xd0000004], eax
+    code.push(HLT);
+    let mut m = machine(code, 1, false, Capture::default());
+    let mmio = Arc::new(Mutex::new(Recorder::default()));
+    let pio = Arc::new(Mutex::new(Recorder::default()));
+    m.mmio_bus_mut().insert(mmio.clone(), 0xd000_0000, 0x10).unwrap();
+    m.pio_bus_mut().insert(pio.clone(), 0x1234, 4).unwrap();
+    m.start().unwrap();
+    assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::AllHalted));
+    let mmio = mmio.lock().unwrap();
+    assert_eq!(mmio.reads, vec![(0, 4)]);
+    assert_eq!(mmio.writes, vec![(4, 0xdead_beefu32.to_le_bytes().to_vec())]);
+    assert_eq!(pio.lock().unwrap().writes, vec![(0, 0xdead_beefu32.to_le_bytes().to_vec())]);
+}
+
+#[test]
+fn hlt_on_every_vcpu_ends_the_machine() {
+    let mut m = machine(vec![HLT], 1, false, Capture::default());
+    m.start().unwrap();
+    assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::AllHalted));
+}
+
+const COUNTER_ADDR: u64 = 0x1_0000;
+
+/// `inc dword [COUNTER_ADDR]; jmp back`
+fn counting_loop() -> Vec<u8> {
+    let mut code = vec![0xff, 0x05];
+    code.extend_from_slice(&(COUNTER_ADDR as u32).to_le_bytes());
+    code.extend_from_slice(&[0xeb, 0xf8]);
+    code
+}
+
+fn counter(m: &Machine) -> u32 {
+    m.guest_memory().read_obj(GuestAddress(COUNTER_ADDR)).unwrap()
+}
+
+#[test]
+fn pause_stops_guest_progress_and_resume_restarts_it() {
+    let mut m = machine(counting_loop(), 1, false, Capture::default());
+    m.start().unwrap();
+    let started = Instant::now();
+    while counter(&m) == 0 {
+        assert!(started.elapsed() < TIMEOUT, "guest never started counting");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..3 {
+        m.pause();
+        assert!(m.is_paused());
+        let frozen = counter(&m);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(counter(&m), frozen, "guest made progress while paused");
+        m.resume();
+        let resumed = Instant::now();
+        while counter(&m) == frozen {
+            assert!(resumed.elapsed() < TIMEOUT, "guest did not resume");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    m.stop_vcpus();
+}
+
+#[test]
+fn dirty_log_reports_exactly_the_pages_written() {
+    let targets = [0x2_0000u32, 0x2_3000, 0x5_0ff0, 0x30_0000];
+    let mut code = vec![];
+    for t in targets {
+        code.extend_from_slice(&[0xc7, 0x05]); // mov dword [t], imm32
+        code.extend_from_slice(&t.to_le_bytes());
+        code.extend_from_slice(&1u32.to_le_bytes());
+    }
+    code.push(HLT);
+    let mut m = machine(code, 1, true, Capture::default());
+    // Nothing logged before the guest runs (our own loading is not a guest write).
+    assert_eq!(m.take_dirty_pages().unwrap(), Vec::<u64>::new());
+    m.start().unwrap();
+    assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::AllHalted));
+    let mut dirty = m.take_dirty_pages().unwrap();
+    dirty.sort();
+    assert_eq!(dirty, vec![0x2_0000, 0x2_3000, 0x5_0000, 0x30_0000]);
+    // The log was cleared by reading it.
+    assert_eq!(m.take_dirty_pages().unwrap(), Vec::<u64>::new());
+}
+
+#[test]
+fn acpi_power_off_port_ends_the_machine_cleanly() {
+    let mut code = mov_edx(0x600);
+    code.extend_from_slice(&[0xb0, (5 << 2) | (1 << 5), 0xee]); // SLP_TYP=5 | SLP_EN
+    code.push(HLT);
+    let mut m = machine(code, 1, false, Capture::default());
+    m.start().unwrap();
+    assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::PowerOff));
+}
+
+#[test]
+fn cpu_count_is_checked() {
+    let config = MachineConfig {
+        cpus: 0,
+        memory: 64 << 20,
+        boot: Boot::Flat32 { code: vec![HLT], load_addr: LOAD_ADDR },
+        serial_output: Box::new(std::io::sink()),
+        in_kernel_irqchip: false,
+        track_dirty_pages: false,
+    };
+    let err = Machine::new(&kvm(), config, Instant::now()).err().expect("0 vCPUs refused");
+    assert!(err.to_string().contains("--cpus 0"), "{err}");
+}
