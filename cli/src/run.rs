@@ -66,6 +66,9 @@ pub struct RunArgs {
     /// Serial console: stdio, null, or file=PATH.
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
+    /// Serve the control API (JSON over this Unix socket; see README).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
     /// Run even where /dev/kvm is software-emulated (kvm_pvm) and Linux cannot boot.
     #[arg(long)]
     pub allow_emulated_kvm: bool,
@@ -159,6 +162,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         console::spawn_stdin_forwarder(machine.serial(), machine.event_sender(), interactive)
             .context("cannot start the console input thread")?;
     }
+    let _api = match &args.api_socket {
+        Some(path) => Some(vmm::api::serve(path, machine.event_sender())?),
+        None => None,
+    };
     machine.start()?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "vCPUs started");
     let exit = machine.wait_for_exit(None);

@@ -1,6 +1,7 @@
 //! The tern machine: KVM VM and vCPUs, guest memory, direct Linux boot, device wiring,
 //! pause/resume.
 
+pub mod api;
 pub mod boot;
 pub mod cpuid;
 pub mod host_check;

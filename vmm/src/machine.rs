@@ -12,6 +12,7 @@ use devices::legacy::{DebugPort, Serial};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::api::{ApiCommand, ApiReply, ApiRequest};
 use crate::boot::{self, regs, BootEntry, BootError, BootSource};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
@@ -97,6 +98,7 @@ pub struct Machine {
     events_rx: Receiver<VmEvent>,
     halted: usize,
     cpus: u8,
+    memory: u64,
     pio: Bus,
     mmio: Bus,
     serial: Arc<Mutex<Serial>>,
@@ -157,6 +159,7 @@ impl Machine {
             events_rx,
             halted: 0,
             cpus: config.cpus,
+            memory: config.memory,
             pio,
             mmio: Bus::new(),
             serial: legacy.serial,
@@ -262,6 +265,12 @@ impl Machine {
                 VmEvent::Reset { reason } => MachineExit::Reset { reason },
                 VmEvent::UserQuit => MachineExit::UserQuit,
                 VmEvent::VcpuFailed { vcpu, reason } => MachineExit::VcpuFailed { vcpu, reason },
+                VmEvent::Api(request) => {
+                    match self.handle_api(request) {
+                        Some(exit) => exit,
+                        None => continue,
+                    }
+                }
                 VmEvent::Halted { .. } => {
                     self.halted += 1;
                     if self.halted < usize::from(self.cpus) {
@@ -276,6 +285,32 @@ impl Machine {
             }
             return Some(exit);
         }
+    }
+
+    /// Executes a control-API request; returns an exit when the request ends the VM.
+    fn handle_api(&mut self, request: ApiRequest) -> Option<MachineExit> {
+        let (reply, exit) = match request.command {
+            ApiCommand::Info => (
+                ApiReply {
+                    state: Some(if self.is_paused() { "paused" } else { "running" }.into()),
+                    cpus: Some(self.cpus),
+                    memory_bytes: Some(self.memory),
+                    ..ApiReply::ok()
+                },
+                None,
+            ),
+            ApiCommand::Pause => {
+                self.pause();
+                (ApiReply::ok(), None)
+            }
+            ApiCommand::Resume => {
+                self.resume();
+                (ApiReply::ok(), None)
+            }
+            ApiCommand::Shutdown => (ApiReply::ok(), Some(MachineExit::UserQuit)),
+        };
+        let _ = request.reply.send(reply);
+        exit
     }
 
     /// Ends every vCPU thread and joins it.

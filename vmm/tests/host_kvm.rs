@@ -194,3 +194,42 @@ fn cpu_count_is_checked() {
     let err = Machine::new(&kvm(), config, Instant::now()).err().expect("0 vCPUs refused");
     assert!(err.to_string().contains("--cpus 0"), "{err}");
 }
+
+#[test]
+fn control_api_pauses_resumes_and_shuts_down() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+
+    let mut m = machine(counting_loop(), 1, false, Capture::default());
+    let mem = m.guest_memory().clone();
+    let read_counter = move || -> u32 { mem.read_obj(GuestAddress(COUNTER_ADDR)).unwrap() };
+    let dir = std::env::temp_dir().join(format!("tern-host-kvm-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("api.sock");
+    let _socket = vmm::api::serve(&path, m.event_sender()).unwrap();
+    m.start().unwrap();
+    let owner = std::thread::spawn(move || m.wait_for_exit(Some(TIMEOUT)));
+
+    let conn = UnixStream::connect(&path).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut ask = |request: &str| -> String {
+        (&conn).write_all(format!("{request}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    };
+    assert!(ask(r#"{"command":"info"}"#).contains(r#""state":"running""#));
+    assert!(ask(r#"{"command":"pause"}"#).contains(r#""ok":true"#));
+    assert!(ask(r#"{"command":"info"}"#).contains(r#""state":"paused""#));
+    let frozen = read_counter();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(read_counter(), frozen, "guest ran while paused through the API");
+    assert!(ask(r#"{"command":"resume"}"#).contains(r#""ok":true"#));
+    let resumed = Instant::now();
+    while read_counter() == frozen {
+        assert!(resumed.elapsed() < TIMEOUT, "guest did not resume");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(ask(r#"{"command":"shutdown"}"#).contains(r#""ok":true"#));
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
+}

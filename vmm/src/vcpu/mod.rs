@@ -13,8 +13,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use pause::{CheckIn, PauseControl};
 
-/// Something that ends (or may end) the machine, reported to the thread that owns it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Something that ends (or may end) the machine, or a request for it, delivered to
+/// the thread that owns the machine.
+#[derive(Debug)]
 pub enum VmEvent {
     /// The guest powered off (ACPI S5 or a KVM shutdown system event).
     PowerOff,
@@ -26,6 +27,8 @@ pub enum VmEvent {
     VcpuFailed { vcpu: u8, reason: String },
     /// The user asked to quit (console escape, API).
     UserQuit,
+    /// A control-API request.
+    Api(crate::api::ApiRequest),
 }
 
 /// The signal used to kick vCPU threads out of KVM_RUN.
