@@ -10,3 +10,4 @@ pub mod interrupt;
 pub mod legacy;
 pub mod power;
 pub mod sync;
+pub mod virtio;
