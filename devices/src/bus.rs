@@ -3,9 +3,13 @@
 //! A vCPU exit carries an address and data; the bus finds the device whose range
 //! covers the address and calls its handler with the offset inside that range.
 //! Handlers are short and never block (the design rule for register handlers).
+//!
+//! The map can change while vCPUs run (a guest moving a PCI BAR), so it sits behind
+//! a read-write lock; the lock is released before a handler runs, so a handler may
+//! itself change the bus.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::sync::lock;
 
@@ -37,9 +41,9 @@ struct Entry {
 }
 
 /// A set of non-overlapping address ranges, each served by one device.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Bus {
-    ranges: BTreeMap<u64, Entry>,
+    ranges: RwLock<BTreeMap<u64, Entry>>,
 }
 
 impl Bus {
@@ -49,31 +53,46 @@ impl Bus {
     }
 
     /// Serves `[base, base + len)` with `device`.
-    pub fn insert(
-        &mut self,
-        device: Arc<Mutex<dyn BusDevice>>,
-        base: u64,
-        len: u64,
-    ) -> Result<(), BusError> {
+    pub fn insert(&self, device: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64) -> Result<(), BusError> {
         let end = base
             .checked_add(len)
             .filter(|_| len > 0)
             .ok_or(BusError::InvalidRange { base, len })?;
-        if let Some((prev_base, prev)) = self.ranges.range(..end).next_back() {
+        let mut ranges = self.ranges.write().unwrap_or_else(|p| p.into_inner());
+        if let Some((prev_base, prev)) = ranges.range(..end).next_back() {
             if prev_base + prev.len > base {
                 return Err(BusError::Overlap { base, len });
             }
         }
-        self.ranges.insert(base, Entry { len, device });
+        ranges.insert(base, Entry { len, device });
         Ok(())
     }
 
-    fn resolve(&self, addr: u64, access_len: usize) -> Option<(u64, &Entry)> {
-        let (base, entry) = self.ranges.range(..=addr).next_back()?;
+    /// Removes the range starting at `base`; returns whether one was there.
+    pub fn remove(&self, base: u64) -> bool {
+        self.ranges.write().unwrap_or_else(|p| p.into_inner()).remove(&base).is_some()
+    }
+
+    /// Moves the range at `old_base` to `new_base` (same device and length).
+    pub fn relocate(&self, old_base: u64, new_base: u64) -> Result<(), BusError> {
+        let entry = {
+            let mut ranges = self.ranges.write().unwrap_or_else(|p| p.into_inner());
+            ranges.remove(&old_base).ok_or(BusError::InvalidRange { base: old_base, len: 0 })?
+        };
+        let len = entry.len;
+        self.insert(entry.device.clone(), new_base, len).inspect_err(|_| {
+            // Put it back where it was rather than lose the device.
+            let _ = self.insert(entry.device, old_base, len);
+        })
+    }
+
+    fn resolve(&self, addr: u64, access_len: usize) -> Option<(u64, Arc<Mutex<dyn BusDevice>>)> {
+        let ranges = self.ranges.read().unwrap_or_else(|p| p.into_inner());
+        let (base, entry) = ranges.range(..=addr).next_back()?;
         let offset = addr - base;
         // The whole access must fit inside the device's range.
         if offset.checked_add(access_len as u64)? <= entry.len {
-            Some((offset, entry))
+            Some((offset, entry.device.clone()))
         } else {
             None
         }
@@ -83,8 +102,8 @@ impl Bus {
     /// the address.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.resolve(addr, data.len()) {
-            Some((offset, entry)) => {
-                lock(&entry.device).read(offset, data);
+            Some((offset, device)) => {
+                lock(&device).read(offset, data);
                 true
             }
             None => {
@@ -97,8 +116,8 @@ impl Bus {
     /// Routes a write. Returns false when no device serves the address.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.resolve(addr, data.len()) {
-            Some((offset, entry)) => {
-                lock(&entry.device).write(offset, data);
+            Some((offset, device)) => {
+                lock(&device).write(offset, data);
                 true
             }
             None => false,
@@ -129,7 +148,7 @@ mod tests {
 
     #[test]
     fn routes_by_offset_inside_range() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         let dev = recorder();
         bus.insert(dev.clone(), 0x3f8, 8).unwrap();
         let mut b = [0u8; 1];
@@ -150,15 +169,32 @@ mod tests {
 
     #[test]
     fn access_straddling_the_end_is_rejected() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(recorder(), 0x60, 1).unwrap();
         let mut b = [0u8; 2];
         assert!(!bus.read(0x60, &mut b));
     }
 
     #[test]
+    fn relocation_moves_the_device() {
+        let bus = Bus::new();
+        let dev = recorder();
+        bus.insert(dev.clone(), 0x1000, 0x100).unwrap();
+        bus.insert(recorder(), 0x3000, 0x100).unwrap();
+        bus.relocate(0x1000, 0x2000).unwrap();
+        assert!(!bus.write(0x1000, &[1]));
+        assert!(bus.write(0x2004, &[1]));
+        assert_eq!(dev.lock().unwrap().last_write, vec![(4, vec![1])]);
+        // Relocating onto another device fails and leaves the device where it was.
+        assert!(bus.relocate(0x2000, 0x3080).is_err());
+        assert!(bus.write(0x2000, &[2]));
+        assert!(bus.remove(0x2000));
+        assert!(!bus.remove(0x2000));
+    }
+
+    #[test]
     fn overlaps_and_bad_ranges_are_errors() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(recorder(), 0x100, 0x10).unwrap();
         assert!(matches!(bus.insert(recorder(), 0x10f, 1), Err(BusError::Overlap { .. })));
         assert!(matches!(bus.insert(recorder(), 0xf8, 0x9), Err(BusError::Overlap { .. })));

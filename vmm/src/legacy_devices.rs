@@ -32,7 +32,7 @@ pub fn power_sink(events: Sender<VmEvent>) -> PowerRequestSink {
 
 /// Creates the devices and inserts them into `pio`.
 pub fn add_legacy_devices(
-    pio: &mut Bus,
+    pio: &Bus,
     serial_output: serial::SerialOutput,
     events: Sender<VmEvent>,
     start: Instant,

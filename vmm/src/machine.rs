@@ -99,8 +99,8 @@ pub struct Machine {
     halted: usize,
     cpus: u8,
     memory: u64,
-    pio: Bus,
-    mmio: Bus,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
     serial: Arc<Mutex<Serial>>,
     debug_port: Arc<Mutex<DebugPort>>,
     vm: VmFd,
@@ -129,8 +129,8 @@ impl Machine {
         };
 
         let (events_tx, events_rx) = channel();
-        let mut pio = Bus::new();
-        let legacy = add_legacy_devices(&mut pio, config.serial_output, events_tx.clone(), started_at)?;
+        let pio = Arc::new(Bus::new());
+        let legacy = add_legacy_devices(&pio, config.serial_output, events_tx.clone(), started_at)?;
         if config.in_kernel_irqchip {
             vm.register_irqfd(legacy.serial_interrupt.event(), COM1_IRQ)
                 .map_err(|source| MachineError::Irqfd { gsi: COM1_IRQ, source })?;
@@ -161,7 +161,7 @@ impl Machine {
             cpus: config.cpus,
             memory: config.memory,
             pio,
-            mmio: Bus::new(),
+            mmio: Arc::new(Bus::new()),
             serial: legacy.serial,
             debug_port: legacy.debug_port,
             vm,
@@ -170,14 +170,14 @@ impl Machine {
         })
     }
 
-    /// The port I/O bus, for adding devices before `start`.
-    pub fn pio_bus_mut(&mut self) -> &mut Bus {
-        &mut self.pio
+    /// The port I/O bus.
+    pub fn pio_bus(&self) -> &Arc<Bus> {
+        &self.pio
     }
 
-    /// The MMIO bus, for adding devices before `start`.
-    pub fn mmio_bus_mut(&mut self) -> &mut Bus {
-        &mut self.mmio
+    /// The MMIO bus.
+    pub fn mmio_bus(&self) -> &Arc<Bus> {
+        &self.mmio
     }
 
     /// Guest memory.
@@ -211,8 +211,8 @@ impl Machine {
             return Err(MachineError::AlreadyStarted);
         }
         vcpu::install_kick_handler().map_err(MachineError::Signal)?;
-        let pio = Arc::new(self.pio.clone());
-        let mmio = Arc::new(self.mmio.clone());
+        let pio = self.pio.clone();
+        let mmio = self.mmio.clone();
         for (index, fd) in self.pending_vcpus.drain(..).enumerate() {
             let ctx = VcpuContext {
                 index: index as u8,

@@ -93,8 +93,8 @@ fn port_and_mmio_exits_reach_bus_devices() {
     let mut m = machine(code, 1, false, Capture::default());
     let mmio = Arc::new(Mutex::new(Recorder::default()));
     let pio = Arc::new(Mutex::new(Recorder::default()));
-    m.mmio_bus_mut().insert(mmio.clone(), 0xd000_0000, 0x10).unwrap();
-    m.pio_bus_mut().insert(pio.clone(), 0x1234, 4).unwrap();
+    m.mmio_bus().insert(mmio.clone(), 0xd000_0000, 0x10).unwrap();
+    m.pio_bus().insert(pio.clone(), 0x1234, 4).unwrap();
     m.start().unwrap();
     assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::AllHalted));
     let mmio = mmio.lock().unwrap();
