@@ -36,3 +36,19 @@ impl vm_superio::Trigger for Interrupt {
         Interrupt::trigger(self)
     }
 }
+
+/// An MSI message: what the device writes, and where, to interrupt a CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiMessage {
+    pub address: u64,
+    pub data: u32,
+}
+
+/// Routes MSI vectors to the guest. The VMM implements it with KVM GSI routing and
+/// irqfds; devices only see GSIs and eventfds.
+pub trait MsiRouter: Send + Sync {
+    /// Allocates a GSI and returns it with an eventfd registered as its irqfd.
+    fn allocate(&self) -> io::Result<(u32, EventFd)>;
+    /// Points `gsi` at `message` (or removes its route with `None`).
+    fn set_route(&self, gsi: u32, message: Option<MsiMessage>) -> io::Result<()>;
+}

@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod interrupt;
 pub mod legacy;
+pub mod pci;
 pub mod power;
 pub mod sync;
 pub mod virtio;
