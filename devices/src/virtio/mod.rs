@@ -8,6 +8,7 @@
 //! worker and returns the queues so the transport can start over.
 
 pub mod block;
+pub mod pci;
 
 use std::io;
 use std::sync::Arc;

@@ -1,0 +1,498 @@
+//! The virtio-pci (modern, virtio 1.x) transport: a PCI function whose BAR 0 holds the
+//! common configuration, ISR, device configuration, queue notification area and the
+//! MSI-X table and PBA, described to the driver by vendor capabilities.
+//!
+//! Queue notifications are ioeventfds registered with KVM at the notification
+//! addresses, so a notify wakes the device worker without exiting to a vCPU thread's
+//! handler. When the guest moves BAR 0, the ioeventfds move with it.
+
+pub mod common_config;
+pub mod interrupt;
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::bus::BusDevice;
+use crate::interrupt::MsiRouter;
+use crate::pci::config_io::{BarMove, PciDevice};
+use crate::pci::msix::Msix;
+use crate::pci::{capability_id, BarKind, PciConfig, PciIds};
+use crate::virtio::{features, status, ActivateContext, ActiveQueue, GuestMemoryMmap, VirtioDevice};
+use common_config::{CommonConfig, StatusChange};
+use interrupt::PciInterrupt;
+
+/// BAR 0 layout.
+pub mod bar_layout {
+    pub const COMMON: u64 = 0x0000;
+    pub const COMMON_LEN: u64 = 0x38;
+    pub const ISR: u64 = 0x1000;
+    pub const DEVICE: u64 = 0x2000;
+    pub const DEVICE_LEN: u64 = 0x1000;
+    pub const NOTIFY: u64 = 0x3000;
+    /// Bytes between queue notification addresses.
+    pub const NOTIFY_MULTIPLIER: u64 = 4;
+    pub const MSIX_TABLE: u64 = 0x4000;
+    pub const MSIX_PBA: u64 = 0x5000;
+    pub const SIZE: u64 = 0x8000;
+}
+
+const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
+const VIRTIO_PCI_MODERN_DEVICE_BASE: u16 = 0x1040;
+const CAP_COMMON: u8 = 1;
+const CAP_NOTIFY: u8 = 2;
+const CAP_ISR: u8 = 3;
+const CAP_DEVICE: u8 = 4;
+
+/// Registers queue-notify eventfds with the hypervisor.
+pub trait IoEventRegistrar: Send + Sync {
+    /// Makes guest writes to MMIO `addr` signal `fd`.
+    fn register(&self, fd: &EventFd, addr: u64) -> io::Result<()>;
+    /// Undoes [`IoEventRegistrar::register`].
+    fn unregister(&self, fd: &EventFd, addr: u64) -> io::Result<()>;
+}
+
+/// Errors creating a virtio-pci function.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioPciError {
+    #[error("virtio-pci setup: {0}")]
+    Io(#[from] io::Error),
+    #[error("virtio-pci config space: {0}")]
+    Config(#[from] crate::pci::config::ConfigError),
+}
+
+/// PCI class codes for the device types tern serves.
+fn class_of(device_type: u32) -> (u8, u8) {
+    match device_type {
+        crate::virtio::device_type::NET => (0x02, 0x00),
+        crate::virtio::device_type::BLOCK => (0x01, 0x80),
+        _ => (0xff, 0x00),
+    }
+}
+
+fn virtio_cap(cfg_type: u8, offset: u64, length: u64, extra: Option<u32>) -> Vec<u8> {
+    let len = if extra.is_some() { 20 } else { 16 };
+    let mut cap = vec![capability_id::VENDOR_SPECIFIC, 0, len, cfg_type, 0, 0, 0, 0];
+    cap.extend_from_slice(&(offset as u32).to_le_bytes());
+    cap.extend_from_slice(&(length as u32).to_le_bytes());
+    if let Some(x) = extra {
+        cap.extend_from_slice(&x.to_le_bytes());
+    }
+    cap
+}
+
+/// A virtio device behind a PCI function.
+pub struct VirtioPciDevice {
+    config: PciConfig,
+    msix_cap_offset: usize,
+    device: Box<dyn VirtioDevice>,
+    common: CommonConfig,
+    interrupt: Arc<PciInterrupt>,
+    notify_fds: Vec<EventFd>,
+    mapped_bar: u64,
+    registrar: Arc<dyn IoEventRegistrar>,
+    mem: GuestMemoryMmap,
+    active: bool,
+}
+
+impl VirtioPciDevice {
+    /// Wraps `device` with BAR 0 at `bar_addr` (aligned to [`bar_layout::SIZE`]),
+    /// registering its notify eventfds.
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        bar_addr: u64,
+        mem: GuestMemoryMmap,
+        router: Arc<dyn MsiRouter>,
+        registrar: Arc<dyn IoEventRegistrar>,
+    ) -> Result<Self, VirtioPciError> {
+        let device_type = device.device_type();
+        let (class, subclass) = class_of(device_type);
+        let ids = PciIds {
+            vendor: VIRTIO_PCI_VENDOR,
+            device: VIRTIO_PCI_MODERN_DEVICE_BASE + device_type as u16,
+            class,
+            subclass,
+            prog_if: 0,
+            revision: 1,
+            subsystem_vendor: VIRTIO_PCI_VENDOR,
+            subsystem: 0x40,
+        };
+        let mut config = PciConfig::new(ids);
+        config.add_bar(0, BarKind::Memory32, bar_addr, bar_layout::SIZE)?;
+        let queue_sizes = device.queue_max_sizes();
+        let queues = queue_sizes.len();
+        use bar_layout::*;
+        for cap in [
+            virtio_cap(CAP_COMMON, COMMON, COMMON_LEN, None),
+            virtio_cap(CAP_ISR, ISR, 1, None),
+            virtio_cap(CAP_DEVICE, DEVICE, DEVICE_LEN, None),
+            virtio_cap(CAP_NOTIFY, NOTIFY, NOTIFY_MULTIPLIER * queues as u64, Some(NOTIFY_MULTIPLIER as u32)),
+        ] {
+            config.add_capability(&cap, &vec![0; cap.len()])?;
+        }
+        // One vector per queue plus one for configuration changes.
+        let vectors = queues as u16 + 1;
+        let (body, writable) = Msix::capability(vectors, 0, MSIX_TABLE as u32, MSIX_PBA as u32);
+        let msix_cap_offset = config.add_capability(&body, &writable)?;
+        let msix = Arc::new(Msix::new(vectors, router)?);
+
+        let mut notify_fds = Vec::with_capacity(queues);
+        for q in 0..queues {
+            let fd = EventFd::new(EFD_NONBLOCK)?;
+            registrar.register(&fd, bar_addr + NOTIFY + q as u64 * NOTIFY_MULTIPLIER)?;
+            notify_fds.push(fd);
+        }
+        let offered = device.offered_features() | features::VERSION_1;
+        Ok(Self {
+            config,
+            msix_cap_offset,
+            common: CommonConfig::new(offered, &queue_sizes),
+            interrupt: Arc::new(PciInterrupt::new(msix, queues)),
+            device,
+            notify_fds,
+            mapped_bar: bar_addr,
+            registrar,
+            mem,
+            active: false,
+        })
+    }
+
+    /// Where BAR 0 is mapped now.
+    pub fn bar_address(&self) -> u64 {
+        self.mapped_bar
+    }
+
+    /// The transport's negotiated state (for inspection and migration).
+    pub fn common_config(&self) -> &CommonConfig {
+        &self.common
+    }
+
+    fn status(&self) -> u8 {
+        let mut s = self.common.status;
+        if self.interrupt.needs_reset.load(Ordering::SeqCst) {
+            s |= status::DEVICE_NEEDS_RESET;
+        }
+        s
+    }
+
+    fn reset(&mut self) {
+        if self.active && !self.device.reset() {
+            tracing::warn!("virtio device refused to reset");
+        }
+        self.active = false;
+        self.common.reset();
+        self.interrupt.isr.store(0, Ordering::SeqCst);
+        self.interrupt.needs_reset.store(false, Ordering::SeqCst);
+        for v in self.interrupt.queue_vectors.iter() {
+            v.store(common_config::NO_VECTOR, Ordering::SeqCst);
+        }
+        self.interrupt.config_vector.store(common_config::NO_VECTOR, Ordering::SeqCst);
+    }
+
+    fn build_queue(&self, index: usize) -> Option<Queue> {
+        let setup = self.common.queues.get(index)?;
+        let mut queue = Queue::new(setup.max_size).ok()?;
+        queue.set_size(setup.size);
+        queue.set_desc_table_address(Some(setup.desc as u32), Some((setup.desc >> 32) as u32));
+        queue.set_avail_ring_address(Some(setup.driver as u32), Some((setup.driver >> 32) as u32));
+        queue.set_used_ring_address(Some(setup.device as u32), Some((setup.device >> 32) as u32));
+        queue.set_event_idx(self.common.driver_features & features::RING_EVENT_IDX != 0);
+        queue.set_ready(true);
+        // The setters silently ignore misaligned addresses; catch that here.
+        let as_set = (queue.desc_table(), queue.avail_ring(), queue.used_ring()) == (setup.desc, setup.driver, setup.device);
+        (as_set && queue.size() == setup.size && queue.is_valid(&self.mem)).then_some(queue)
+    }
+
+    fn activate(&mut self) {
+        let mut queues = Vec::new();
+        for (index, setup) in self.common.queues.iter().enumerate() {
+            if !setup.enabled {
+                continue;
+            }
+            let (Some(queue), Ok(notify)) = (self.build_queue(index), self.notify_fds[index].try_clone()) else {
+                tracing::warn!(index, "driver set up an invalid virtqueue; device needs reset");
+                self.interrupt.needs_reset.store(true, Ordering::SeqCst);
+                return;
+            };
+            queues.push(ActiveQueue { queue, notify });
+        }
+        let ctx = ActivateContext {
+            mem: self.mem.clone(),
+            acked_features: self.common.driver_features,
+            queues,
+            interrupt: self.interrupt.clone(),
+        };
+        match self.device.activate(ctx) {
+            Ok(()) => self.active = true,
+            Err(e) => {
+                tracing::warn!("virtio device activation failed: {e}");
+                self.interrupt.needs_reset.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn move_notifiers(&mut self, new_bar: u64) {
+        use bar_layout::{NOTIFY, NOTIFY_MULTIPLIER};
+        for (q, fd) in self.notify_fds.iter().enumerate() {
+            let off = NOTIFY + q as u64 * NOTIFY_MULTIPLIER;
+            if let Err(e) = self.registrar.unregister(fd, self.mapped_bar + off) {
+                tracing::warn!("unregistering queue {q} notifier: {e}");
+            }
+            if let Err(e) = self.registrar.register(fd, new_bar + off) {
+                tracing::warn!("registering queue {q} notifier at {:#x}: {e}", new_bar + off);
+            }
+        }
+    }
+}
+
+impl PciDevice for VirtioPciDevice {
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        self.config.read(offset, data);
+    }
+
+    fn config_write(&mut self, offset: usize, data: &[u8]) -> Vec<BarMove> {
+        self.config.write(offset, data);
+        let control_at = self.msix_cap_offset + 2;
+        if offset <= control_at + 1 && offset + data.len() > control_at {
+            self.interrupt.msix.set_control(self.config.read_u16(control_at));
+        }
+        let bar = self.config.bar_address(0);
+        if self.config.memory_enabled() && bar != self.mapped_bar && bar != 0 {
+            self.move_notifiers(bar);
+            let mv = BarMove { old: self.mapped_bar, new: bar, len: bar_layout::SIZE };
+            self.mapped_bar = bar;
+            return vec![mv];
+        }
+        Vec::new()
+    }
+}
+
+impl BusDevice for VirtioPciDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        use bar_layout::*;
+        match offset {
+            o if o < COMMON + COMMON_LEN => {
+                self.common.read(o - COMMON, data);
+                if o == 0x14 && !data.is_empty() {
+                    data[0] = self.status();
+                }
+            }
+            o if (ISR..ISR + 4).contains(&o) => {
+                data.fill(0);
+                if o == ISR && !data.is_empty() {
+                    // Reading the ISR clears it.
+                    data[0] = self.interrupt.isr.swap(0, Ordering::SeqCst);
+                }
+            }
+            o if (DEVICE..DEVICE + DEVICE_LEN).contains(&o) => self.device.read_config(o - DEVICE, data),
+            o if (MSIX_TABLE..MSIX_PBA).contains(&o) => self.interrupt.msix.table_read(o - MSIX_TABLE, data),
+            o if (MSIX_PBA..SIZE).contains(&o) => self.interrupt.msix.pba_read(o - MSIX_PBA, data),
+            _ => data.fill(0),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        use bar_layout::*;
+        match offset {
+            o if o < COMMON + COMMON_LEN => {
+                let change = self.common.write(o - COMMON, data);
+                self.refuse_unknown_vectors();
+                self.sync_vectors();
+                match change {
+                    StatusChange::Reset => self.reset(),
+                    StatusChange::Activate => self.activate(),
+                    StatusChange::None => {}
+                }
+            }
+            o if (DEVICE..DEVICE + DEVICE_LEN).contains(&o) => self.device.write_config(o - DEVICE, data),
+            o if (NOTIFY..MSIX_TABLE).contains(&o) => {
+                // Normally handled in-kernel by the ioeventfd; this is the fallback.
+                let q = ((o - NOTIFY) / NOTIFY_MULTIPLIER) as usize;
+                if let Some(fd) = self.notify_fds.get(q) {
+                    let _ = fd.write(1);
+                }
+            }
+            o if (MSIX_TABLE..MSIX_PBA).contains(&o) => self.interrupt.msix.table_write(o - MSIX_TABLE, data),
+            _ => {}
+        }
+    }
+}
+
+impl VirtioPciDevice {
+    /// A vector beyond the MSI-X table reads back as NO_VECTOR, telling the driver the
+    /// choice was refused (virtio 1.x 4.1.5.1.2).
+    fn refuse_unknown_vectors(&mut self) {
+        let count = self.interrupt.msix.count();
+        let fix = |v: &mut u16| {
+            if *v != common_config::NO_VECTOR && *v >= count {
+                *v = common_config::NO_VECTOR;
+            }
+        };
+        fix(&mut self.common.msix_config);
+        for q in self.common.queues.iter_mut() {
+            fix(&mut q.msix_vector);
+        }
+    }
+
+    /// Copies the driver's vector choices into the interrupt state the worker reads.
+    fn sync_vectors(&self) {
+        self.interrupt.config_vector.store(self.common.msix_config, Ordering::Release);
+        for (setup, slot) in self.common.queues.iter().zip(self.interrupt.queue_vectors.iter()) {
+            slot.store(setup.msix_vector, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interrupt::MsiMessage;
+    use crate::virtio::ActivateError;
+    use std::sync::Mutex;
+    use vm_memory::GuestAddress;
+
+    #[derive(Default)]
+    struct Log {
+        activations: Vec<(u64, usize)>,
+        resets: usize,
+    }
+
+    struct FakeDevice(Arc<Mutex<Log>>);
+    impl VirtioDevice for FakeDevice {
+        fn device_type(&self) -> u32 {
+            crate::virtio::device_type::BLOCK
+        }
+        fn queue_max_sizes(&self) -> Vec<u16> {
+            vec![16]
+        }
+        fn offered_features(&self) -> u64 {
+            features::VERSION_1 | features::RING_EVENT_IDX
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            crate::virtio::read_config_bytes(&[0xaa, 0xbb], offset, data);
+        }
+        fn write_config(&mut self, _: u64, _: &[u8]) {}
+        fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+            self.0.lock().unwrap().activations.push((ctx.acked_features, ctx.queues.len()));
+            Ok(())
+        }
+        fn reset(&mut self) -> bool {
+            self.0.lock().unwrap().resets += 1;
+            true
+        }
+    }
+
+    struct NullRouter;
+    impl MsiRouter for NullRouter {
+        fn allocate(&self) -> io::Result<(u32, EventFd)> {
+            Ok((24, EventFd::new(EFD_NONBLOCK)?))
+        }
+        fn set_route(&self, _: u32, _: Option<MsiMessage>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Registrations(Mutex<Vec<u64>>);
+    impl IoEventRegistrar for Registrations {
+        fn register(&self, _: &EventFd, addr: u64) -> io::Result<()> {
+            self.0.lock().unwrap().push(addr);
+            Ok(())
+        }
+        fn unregister(&self, _: &EventFd, addr: u64) -> io::Result<()> {
+            self.0.lock().unwrap().retain(|a| *a != addr);
+            Ok(())
+        }
+    }
+
+    fn device() -> (VirtioPciDevice, Arc<Mutex<Log>>, Arc<Registrations>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let regs = Arc::new(Registrations::default());
+        let dev = VirtioPciDevice::new(Box::new(FakeDevice(log.clone())), 0xc000_0000, mem, Arc::new(NullRouter), regs.clone()).unwrap();
+        (dev, log, regs)
+    }
+
+    fn w32(d: &mut VirtioPciDevice, off: u64, v: u32) {
+        BusDevice::write(d, off, &v.to_le_bytes());
+    }
+    fn w16(d: &mut VirtioPciDevice, off: u64, v: u16) {
+        BusDevice::write(d, off, &v.to_le_bytes());
+    }
+
+    #[test]
+    fn capabilities_describe_the_bar() {
+        let (mut d, _, regs) = device();
+        let mut found = vec![];
+        let mut ptr = [0u8; 1];
+        d.config_read(0x34, &mut ptr);
+        let mut at = ptr[0] as usize;
+        while at != 0 {
+            let mut cap = [0u8; 16];
+            d.config_read(at, &mut cap);
+            found.push((cap[0], cap[3]));
+            at = cap[1] as usize;
+        }
+        assert_eq!(found, vec![(9, CAP_COMMON), (9, CAP_ISR), (9, CAP_DEVICE), (9, CAP_NOTIFY), (capability_id::MSIX, 0)]);
+        assert_eq!(*regs.0.lock().unwrap(), vec![0xc000_0000 + bar_layout::NOTIFY]);
+    }
+
+    #[test]
+    fn driver_init_activates_and_reset_resets() {
+        let (mut d, log, _) = device();
+        BusDevice::write(&mut d, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+        w32(&mut d, 0x08, 1);
+        w32(&mut d, 0x0c, 1); // VERSION_1
+        BusDevice::write(&mut d, 0x14, &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK]);
+        let mut s = [0u8];
+        BusDevice::read(&mut d, 0x14, &mut s);
+        assert_ne!(s[0] & status::FEATURES_OK, 0);
+        w16(&mut d, 0x16, 0);
+        w32(&mut d, 0x20, 0x1000);
+        w32(&mut d, 0x28, 0x2000);
+        w32(&mut d, 0x30, 0x3000);
+        w16(&mut d, 0x1a, 7); // beyond the 2-vector table: refused
+        let mut v = [0u8; 2];
+        BusDevice::read(&mut d, 0x1a, &mut v);
+        assert_eq!(u16::from_le_bytes(v), common_config::NO_VECTOR);
+        w16(&mut d, 0x1a, 1);
+        w16(&mut d, 0x1c, 1);
+        BusDevice::write(&mut d, 0x14, &[0x0f]);
+        assert_eq!(log.lock().unwrap().activations, vec![(features::VERSION_1, 1)]);
+        let mut cfg = [0u8; 2];
+        BusDevice::read(&mut d, bar_layout::DEVICE, &mut cfg);
+        assert_eq!(cfg, [0xaa, 0xbb]);
+        BusDevice::write(&mut d, 0x14, &[0]);
+        assert_eq!(log.lock().unwrap().resets, 1);
+        BusDevice::read(&mut d, 0x14, &mut s);
+        assert_eq!(s[0], 0);
+    }
+
+    #[test]
+    fn invalid_queue_sets_needs_reset_instead_of_activating() {
+        let (mut d, log, _) = device();
+        w32(&mut d, 0x08, 1);
+        w32(&mut d, 0x0c, 1);
+        BusDevice::write(&mut d, 0x14, &[status::FEATURES_OK]);
+        w32(&mut d, 0x20, 0x1001); // misaligned descriptor table
+        w32(&mut d, 0x24, 0x10); // and far outside guest memory
+        w16(&mut d, 0x1c, 1);
+        BusDevice::write(&mut d, 0x14, &[status::FEATURES_OK | status::DRIVER_OK]);
+        assert!(log.lock().unwrap().activations.is_empty());
+        let mut s = [0u8];
+        BusDevice::read(&mut d, 0x14, &mut s);
+        assert_ne!(s[0] & status::DEVICE_NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn bar_move_moves_notifiers() {
+        let (mut d, _, regs) = device();
+        d.config_write(0x10, &0xd000_0000u32.to_le_bytes());
+        assert!(d.config_write(0x04, &[0x02, 0]).len() == 1);
+        assert_eq!(*regs.0.lock().unwrap(), vec![0xd000_0000 + bar_layout::NOTIFY]);
+        assert_eq!(d.bar_address(), 0xd000_0000);
+    }
+}
