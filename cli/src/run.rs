@@ -148,6 +148,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         serial_output: serial_output(&args.serial)?,
         in_kernel_irqchip: true,
         track_dirty_pages: false,
+        virtio_devices: Vec::new(),
     };
     let mut machine = Machine::new(&kvm, config, started)?;
 

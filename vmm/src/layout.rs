@@ -41,3 +41,5 @@ pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Local APIC MMIO base.
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
+/// End (exclusive) of the window PCI BARs are allocated from, below the IOAPIC.
+pub const PCI_MMIO_END: u64 = IOAPIC_ADDR;

@@ -10,6 +10,8 @@ pub mod layout;
 pub mod legacy_devices;
 pub mod machine;
 pub mod memory;
+pub mod msi_routing;
+pub mod pci_devices;
 pub mod vcpu;
 
 pub use machine::{Boot, Machine, MachineConfig, MachineError, MachineExit};

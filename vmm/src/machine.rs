@@ -17,6 +17,7 @@ use crate::boot::{self, regs, BootEntry, BootError, BootSource};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
 use crate::legacy_devices::{add_legacy_devices, LegacyError};
+use crate::pci_devices::{add_pci_devices, PciSetupError};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
 use crate::vcpu::pause::PauseControl;
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
@@ -39,6 +40,8 @@ pub struct MachineConfig {
     pub serial_output: SerialOutput,
     pub in_kernel_irqchip: bool,
     pub track_dirty_pages: bool,
+    /// Virtio devices, each put on PCI bus 0 (needs the in-kernel irqchip for MSI).
+    pub virtio_devices: Vec<Box<dyn devices::virtio::VirtioDevice>>,
 }
 
 /// Why the machine stopped.
@@ -84,6 +87,10 @@ pub enum MachineError {
     Thread(std::io::Error),
     #[error("installing the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
+    #[error(transparent)]
+    Pci(#[from] PciSetupError),
+    #[error("virtio devices need the in-kernel irqchip (MSI routing)")]
+    VirtioNeedsIrqchip,
     #[error("the machine was already started")]
     AlreadyStarted,
 }
@@ -103,7 +110,7 @@ pub struct Machine {
     mmio: Arc<Bus>,
     serial: Arc<Mutex<Serial>>,
     debug_port: Arc<Mutex<DebugPort>>,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     started_at: Instant,
 }
@@ -118,7 +125,7 @@ impl Machine {
         }
         let mem = create_guest_memory(config.memory)?;
         let options = VmOptions { in_kernel_irqchip: config.in_kernel_irqchip, track_dirty_pages: config.track_dirty_pages };
-        let vm = kvm_vm::create_vm(kvm, &mem, options)?;
+        let vm = Arc::new(kvm_vm::create_vm(kvm, &mem, options)?);
 
         let entry = match &config.boot {
             Boot::Linux(source) => Some(boot::load(&mem, config.memory, source, config.cpus)?),
@@ -134,6 +141,13 @@ impl Machine {
         if config.in_kernel_irqchip {
             vm.register_irqfd(legacy.serial_interrupt.event(), COM1_IRQ)
                 .map_err(|source| MachineError::Irqfd { gsi: COM1_IRQ, source })?;
+        }
+
+        let mmio = Arc::new(Bus::new());
+        if config.in_kernel_irqchip {
+            add_pci_devices(&vm, &mem, &pio, &mmio, config.virtio_devices)?;
+        } else if !config.virtio_devices.is_empty() {
+            return Err(MachineError::VirtioNeedsIrqchip);
         }
 
         let base_cpuid = cpuid::supported_cpuid(kvm)?;
@@ -161,7 +175,7 @@ impl Machine {
             cpus: config.cpus,
             memory: config.memory,
             pio,
-            mmio: Arc::new(Bus::new()),
+            mmio,
             serial: legacy.serial,
             debug_port: legacy.debug_port,
             vm,

@@ -40,6 +40,7 @@ fn machine(code: Vec<u8>, cpus: u8, track_dirty_pages: bool, serial: Capture) ->
         serial_output: Box::new(serial),
         in_kernel_irqchip: false,
         track_dirty_pages,
+        virtio_devices: Vec::new(),
     };
     Machine::new(&kvm(), config, Instant::now()).expect("machine builds")
 }
@@ -190,6 +191,7 @@ fn cpu_count_is_checked() {
         serial_output: Box::new(std::io::sink()),
         in_kernel_irqchip: false,
         track_dirty_pages: false,
+        virtio_devices: Vec::new(),
     };
     let err = Machine::new(&kvm(), config, Instant::now()).err().expect("0 vCPUs refused");
     assert!(err.to_string().contains("--cpus 0"), "{err}");

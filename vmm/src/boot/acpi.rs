@@ -5,9 +5,9 @@
 //! `poweroff` writes S5 there and tern exits. The MADT lists every vCPU's local APIC,
 //! the IOAPIC, the ISA IRQ0 -> GSI2 override, and LINT1 as NMI.
 
-use acpi_tables::aml::{Name, Package, Path};
+use acpi_tables::aml::{AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, Path, ResourceTemplate, Scope, IO};
 use acpi_tables::fadt::{FADTBuilder, Flags};
-use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -17,7 +17,8 @@ use devices::legacy::acpi_pm::{
 };
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::layout::{ACPI_TABLES_START, HIGH_MEMORY_START, IOAPIC_ADDR, LAPIC_ADDR};
+use crate::layout::{ACPI_TABLES_START, HIGH_MEMORY_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START, PCI_MMIO_END};
+use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_IO_PORT_COUNT};
 use crate::memory::GuestMemoryMmap;
 
 const OEM_ID: [u8; 6] = *b"TERN  ";
@@ -39,11 +40,37 @@ fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// The DSDT: the `_S5_` sleep object (more devices join later with PCI).
+/// The PCI host bridge `\_SB.PCI0`: bus 0, config ports 0xCF8-0xCFF, the I/O space
+/// around them and the 32-bit MMIO window BARs live in.
+fn pci_host_bridge() -> Vec<u8> {
+    let hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0A03"));
+    let adr = Name::new(Path::new("_ADR"), &0u32);
+    let seg = Name::new(Path::new("_SEG"), &0u8);
+    let uid = Name::new(Path::new("_UID"), &0u8);
+    let bbn = Name::new(Path::new("_BBN"), &0u8);
+    let bus = AddressSpace::new_bus_number(0u16, 0u16);
+    let config_ports = IO::new(CONFIG_ADDRESS_PORT, CONFIG_ADDRESS_PORT, 1, CONFIG_IO_PORT_COUNT as u8);
+    let io_low = AddressSpace::new_io(0u16, CONFIG_ADDRESS_PORT - 1, None);
+    let io_high = AddressSpace::new_io(0xd00u16, 0xffffu16, None);
+    let mmio = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        MMIO_HOLE_START as u32,
+        (PCI_MMIO_END - 1) as u32,
+        None,
+    );
+    let resources = ResourceTemplate::new(vec![&bus, &config_ports, &io_low, &io_high, &mmio]);
+    let crs = Name::new(Path::new("_CRS"), &resources);
+    let device = Device::new(Path::new("PCI0"), vec![&hid, &adr, &seg, &uid, &bbn, &crs]);
+    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&device]))
+}
+
+/// The DSDT: the `_S5_` sleep object and the PCI host bridge.
 pub fn dsdt() -> Vec<u8> {
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let s5 = Name::new(Path::new("_S5_"), &Package::new(vec![&S5_SLEEP_TYPE, &0u8, &0u8, &0u8]));
     table.append_slice(&to_bytes(&s5));
+    table.append_slice(&pci_host_bridge());
     table.as_slice().to_vec()
 }
 
@@ -79,7 +106,7 @@ pub fn madt(cpus: u8) -> Vec<u8> {
 }
 
 fn io_register(port: u64) -> GAS {
-    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, port)
+    GAS::new(GasSpace::SystemIo, 8, 0, AccessSize::ByteAccess, port)
 }
 
 /// The FADT: hardware-reduced, pointing at the DSDT and the power-control ports.
@@ -169,6 +196,7 @@ mod tests {
     fn dsdt_contains_s5() {
         let t = dsdt();
         assert!(t.windows(4).any(|w| w == b"_S5_"));
+        assert!(t.windows(4).any(|w| w == b"PCI0"));
     }
 
     #[test]
