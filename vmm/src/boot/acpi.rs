@@ -5,7 +5,9 @@
 //! `poweroff` writes S5 there and tern exits. The MADT lists every vCPU's local APIC,
 //! the IOAPIC, the ISA IRQ0 -> GSI2 override, and LINT1 as NMI.
 
-use acpi_tables::aml::{AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, Path, ResourceTemplate, Scope, IO};
+use acpi_tables::aml::{
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Name, Package, Path, ResourceTemplate, Scope, IO,
+};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
 use acpi_tables::rsdp::Rsdp;
@@ -18,6 +20,7 @@ use devices::legacy::acpi_pm::{
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::{ACPI_TABLES_START, HIGH_MEMORY_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START, PCI_MMIO_END};
+use devices::legacy::serial::{COM1_IRQ, COM1_PORT, UART_PORT_COUNT};
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_IO_PORT_COUNT};
 use crate::memory::GuestMemoryMmap;
 
@@ -61,16 +64,38 @@ fn pci_host_bridge() -> Vec<u8> {
     );
     let resources = ResourceTemplate::new(vec![&bus, &config_ports, &io_low, &io_high, &mmio]);
     let crs = Name::new(Path::new("_CRS"), &resources);
-    let device = Device::new(Path::new("PCI0"), vec![&hid, &adr, &seg, &uid, &bbn, &crs]);
-    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&device]))
+    to_bytes(&Device::new(Path::new("PCI0"), vec![&hid, &adr, &seg, &uid, &bbn, &crs]))
 }
 
-/// The DSDT: the `_S5_` sleep object and the PCI host bridge.
+/// COM1 `\_SB.COM1`: described so a hardware-reduced ACPI guest (which has no legacy
+/// PIC and maps no ISA IRQs by itself) routes the UART's IRQ 4 through the IOAPIC.
+fn com1() -> Vec<u8> {
+    let hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0501"));
+    let uid = Name::new(Path::new("_UID"), &0u8);
+    let ports = IO::new(COM1_PORT, COM1_PORT, 1, UART_PORT_COUNT as u8);
+    let irq = Interrupt::new(true, true, false, false, COM1_IRQ);
+    let crs = Name::new(Path::new("_CRS"), &ResourceTemplate::new(vec![&ports, &irq]));
+    to_bytes(&Device::new(Path::new("COM1"), vec![&hid, &uid, &crs]))
+}
+
+/// The `\_SB` scope with every device tern describes.
+fn system_bus() -> Vec<u8> {
+    struct Raw(Vec<u8>);
+    impl Aml for Raw {
+        fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+            sink.vec(&self.0);
+        }
+    }
+    let (pci, serial) = (Raw(pci_host_bridge()), Raw(com1()));
+    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&pci, &serial]))
+}
+
+/// The DSDT: the `_S5_` sleep object, the PCI host bridge and COM1.
 pub fn dsdt() -> Vec<u8> {
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let s5 = Name::new(Path::new("_S5_"), &Package::new(vec![&S5_SLEEP_TYPE, &0u8, &0u8, &0u8]));
     table.append_slice(&to_bytes(&s5));
-    table.append_slice(&pci_host_bridge());
+    table.append_slice(&system_bus());
     table.as_slice().to_vec()
 }
 
@@ -197,6 +222,7 @@ mod tests {
         let t = dsdt();
         assert!(t.windows(4).any(|w| w == b"_S5_"));
         assert!(t.windows(4).any(|w| w == b"PCI0"));
+        assert!(t.windows(4).any(|w| w == b"COM1"));
     }
 
     #[test]
