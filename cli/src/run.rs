@@ -10,6 +10,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kvm_ioctls::Kvm;
+use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::VirtioDevice;
 use vmm::boot::{kernel, BootSource};
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::{Boot, Machine, MachineConfig, MachineExit};
@@ -66,6 +68,10 @@ pub struct RunArgs {
     /// Serial console: stdio, null, or file=PATH.
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
+    /// Attach a raw disk image as virtio-blk: path=FILE[,readonly=on][,serial=ID]
+    /// (repeatable; the first is /dev/vda in the guest).
+    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]")]
+    pub disks: Vec<BlockConfig>,
     /// Serve the control API (JSON over this Unix socket; see README).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
@@ -108,6 +114,21 @@ fn host_memory_bytes() -> u64 {
     if pages > 0 && page_size > 0 { pages as u64 * page_size as u64 } else { 0 }
 }
 
+/// Opens (and locks) every disk image; errors name the disk.
+fn open_disks(configs: &[BlockConfig]) -> Result<Vec<Box<dyn VirtioDevice>>> {
+    let mut seen = Vec::new();
+    let mut disks: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for config in configs {
+        let canonical = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
+        if seen.contains(&canonical) {
+            bail!("disk {} is given more than once", config.path.display());
+        }
+        seen.push(canonical);
+        disks.push(Box::new(Block::new(config.clone())?));
+    }
+    Ok(disks)
+}
+
 fn serial_output(arg: &SerialArg) -> Result<Box<dyn std::io::Write + Send>> {
     Ok(match arg {
         SerialArg::Stdio => Box::new(console::RawStdout),
@@ -133,6 +154,7 @@ fn open_kvm() -> Result<Kvm> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     validate(&args)?;
+    let virtio_devices = open_disks(&args.disks)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
@@ -148,7 +170,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         serial_output: serial_output(&args.serial)?,
         in_kernel_irqchip: true,
         track_dirty_pages: false,
-        virtio_devices: Vec::new(),
+        virtio_devices,
     };
     let mut machine = Machine::new(&kvm, config, started)?;
 

@@ -1,0 +1,803 @@
+#!/usr/bin/env python3
+"""tern's end-to-end rig: runs tests/e2e scenarios where real KVM can boot Linux.
+
+Nested mode (this kind of host: /dev/kvm is kvm_pvm, no vmx/svm): boots L1, a Debian
+cloud kernel under QEMU TCG with an emulated AMD-SVM CPU, whose /dev/kvm is ordinary
+KVM; the scenarios run inside L1 and boot L2 guests. Host mode (a host whose /dev/kvm
+can boot Linux): the same scenario scripts run directly on the host.
+
+  tests/rig/rig.py --suite tests/e2e/suite.txt          every group of the suite
+  tests/rig/rig.py --scenario qemu-smoke --repeat 20    one scenario, 20 fresh L1 boots
+  tests/rig/rig.py --scenario qemu-smoke --repeat 20 --retries 0   raw rig fault rate
+
+Rig faults (L1 silent past the watchdog, L1 kernel lockup/stall/panic messages, L1 never
+up, L1 gone mid-run) are retried on a fresh L1, at most --retries times, each retry
+printed with its reason. Scenario failures are never retried. See tests/rig/README.md.
+Python 3 standard library only.
+"""
+import argparse
+import collections
+import datetime
+import hashlib
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TARGET = os.path.join(ROOT, "target")
+CACHE = os.path.join(TARGET, "rig-cache")
+LOGS = os.path.join(TARGET, "rig-logs")
+GUEST = os.path.join(TARGET, "guest")
+E2E = os.path.join(ROOT, "tests", "e2e")
+RIG = os.path.join(ROOT, "tests", "rig")
+GUEST_SRC = os.path.join(ROOT, "resources", "guest")
+TERN_BIN = os.path.join(TARGET, "release", "tern")
+sys.path.insert(0, GUEST_SRC)
+import tools  # noqa: E402  (resources/guest/tools.py)
+
+L1_MODULES = ["irqbypass", "kvm", "kvm_amd", "tun", "tap", "vhost_iotlb", "vhost", "vhost_net",
+              "llc", "stp", "bridge", "virtio_pci", "virtio_blk"]
+QEMU_FIRMWARE = [
+    "/usr/share/qemu/pvh.bin", "/usr/share/qemu/linuxboot.bin", "/usr/share/qemu/linuxboot_dma.bin",
+    "/usr/share/qemu/multiboot.bin", "/usr/share/qemu/multiboot_dma.bin", "/usr/share/qemu/kvmvapic.bin",
+    "/usr/share/qemu/qboot.rom",
+    "/usr/share/seabios/bios-256k.bin", "/usr/share/seabios/bios.bin", "/usr/share/seabios/bios-microvm.bin",
+    "/usr/share/seabios/vgabios-stdvga.bin", "/usr/share/seabios/vgabios-virtio.bin",
+    "/usr/share/seabios/vgabios-isavga.bin", "/usr/share/seabios/vgabios.bin",
+    "/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/efi-e1000e.rom", "/usr/lib/ipxe/qemu/efi-virtio.rom",
+]
+HOST_TOOLS = ["qemu-system-x86_64", "cpio", "gzip", "lz4", "mkfs.ext4", "debugfs", "e2fsck", "busybox", "netperf", "netserver", "ldd"]
+# L1 kernel messages that mean the rig itself is in trouble. Matched only on lines that
+# start with a printk timestamp: guest logs shown by scenarios are prefixed ("  | ").
+KERNEL_FAULT = re.compile(
+    r"^\[\s*\d+\.\d+\] .*(soft lockup|hard LOCKUP|rcu: INFO|rcu_\w+ (self-)?detected stall|"
+    r"detected stalls on CPUs|watchdog: BUG|Kernel panic|BUG: |Oops|general protection fault|"
+    r"blocked for more than|Unable to handle|Call Trace)")
+DEFAULT_TIMEOUT = 300
+
+
+def die(msg):
+    print(f"rig: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+class Report:
+    """Prints and keeps everything the rig says, for target/rig-logs/<stamp>-summary.txt."""
+
+    def __init__(self, path):
+        self.path = path
+        self.f = open(path, "w")
+
+    def __call__(self, *lines):
+        for line in lines:
+            print(line, flush=True)
+            self.f.write(line + "\n")
+        self.f.flush()
+
+
+# ---------------------------------------------------------------- environment
+def host_can_boot_linux():
+    try:
+        cpu = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return (os.path.exists("/dev/kvm") and re.search(r"\b(vmx|svm)\b", cpu) is not None
+            and not os.path.exists("/sys/module/kvm_pvm"))
+
+
+def ensure_host(install):
+    if install:
+        r = subprocess.run([os.path.join(ROOT, "resources", "install-host-packages.sh")])
+        if r.returncode != 0:
+            print("rig: resources/install-host-packages.sh failed", file=sys.stderr)
+    missing = [t for t in HOST_TOOLS if shutil.which(t) is None]
+    if missing:
+        die("missing tool(s): " + ", ".join(missing) + " (resources/install-host-packages.sh installs them)")
+    v = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+    if not re.search(r"version 10\.", v):
+        die(f"qemu-system-x86_64 is not QEMU 10 ({v.splitlines()[0] if v else '?'}); "
+            "resources/install-host-packages.sh installs it from bookworm-backports")
+
+
+def build_guest():
+    r = subprocess.run([os.path.join(GUEST_SRC, "build.sh")])
+    if r.returncode != 0:
+        die("resources/guest/build.sh failed")
+    env = {}
+    for line in open(os.path.join(GUEST, "kernel.env")):
+        k, _, v = line.strip().partition("=")
+        env[k] = v
+    return env
+
+
+def file_key(paths):
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}:missing\n".encode())
+    return h
+
+
+def ldd(paths):
+    libs = []
+    for p in paths:
+        out = subprocess.run(["ldd", p], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            m = re.search(r"(/\S+) \(0x", line)
+            if m and m.group(1) not in libs:
+                libs.append(m.group(1))
+    return libs
+
+
+def copy_into(stage, path, dest=None):
+    dst = os.path.join(stage, (dest or path).lstrip("/"))
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy2(os.path.realpath(path), dst)
+    return dst
+
+
+def write_cpio(stage, out, compress):
+    names = subprocess.run(["find", ".", "-mindepth", "1"], cwd=stage, capture_output=True,
+                           text=True, check=True).stdout
+    names = "\n".join(sorted(names.split())) + "\n"
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as f:
+        cp = subprocess.Popen(["cpio", "-o", "-H", "newc", "-R", "0:0", "--reproducible", "--quiet"],
+                              cwd=stage, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        comp = {"gzip": ["gzip", "-6", "-n"], "lz4": ["lz4", "-l", "-9", "-q"], "none": ["cat"]}[compress]
+        z = subprocess.Popen(comp, stdin=cp.stdout, stdout=f)
+        cp.stdout.close()
+        cp.stdin.write(names.encode())
+        cp.stdin.close()
+        if cp.wait() != 0 or z.wait() != 0:
+            die(f"building {out} failed")
+    os.replace(tmp, out)
+
+
+def build_l1_initrd(kenv, compress):
+    """busybox, L1 modules, QEMU 10 with libraries and firmware, netperf; cached."""
+    qemu = shutil.which("qemu-system-x86_64")
+    progs = [qemu, shutil.which("netperf"), shutil.which("netserver"), shutil.which("debugfs"), shutil.which("e2fsck")]
+    busybox = "/bin/busybox" if os.path.exists("/bin/busybox") else shutil.which("busybox")
+    libs = ldd(progs)
+    fw = [f for f in QEMU_FIRMWARE if os.path.exists(f)]
+    h = file_key(progs + libs + fw + [busybox, os.path.join(RIG, "l1-init.sh"),
+                                      os.path.join(GUEST_SRC, "tern-pattern"), os.path.join(GUEST_SRC, "tools.py"),
+                                      os.path.abspath(__file__)])
+    h.update((kenv["MODULES_DIR"] + " ".join(L1_MODULES) + compress).encode())
+    key = h.hexdigest()[:16]
+    out = os.path.join(CACHE, f"l1-{key}.cpio.{compress}")
+    if os.path.exists(out):
+        return out
+    print(f"rig: building the L1 initramfs ({os.path.relpath(out, ROOT)})", flush=True)
+    stage = os.path.join(CACHE, "l1-stage")
+    shutil.rmtree(stage, ignore_errors=True)
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc", "payload",
+              "lib/modules/tern", "lib64"):
+        os.makedirs(os.path.join(stage, d), exist_ok=True)
+    copy_into(stage, busybox, "/bin/busybox")
+    applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True).stdout.split()
+    for a in applets:
+        if a in ("linuxrc", "sbin/init", "bin/busybox"):
+            continue
+        dst = os.path.join(stage, a)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if not os.path.lexists(dst):
+            os.symlink("/bin/busybox", dst)
+    for p in progs:
+        copy_into(stage, p, "/usr/bin/" + os.path.basename(p))
+    for lib in libs:
+        copy_into(stage, lib)
+        # the loader must also be found at its canonical path
+    ld = "/lib64/ld-linux-x86-64.so.2"
+    if not os.path.exists(os.path.join(stage, ld.lstrip("/"))):
+        copy_into(stage, ld)
+    for f in fw:
+        copy_into(stage, f)
+    order = []
+    for name, path in tools.resolve_modules(kenv["MODULES_DIR"], L1_MODULES):
+        with open(os.path.join(stage, "lib/modules/tern", name + ".ko"), "wb") as f:
+            f.write(tools.read_module(path))
+        order.append(name)
+    with open(os.path.join(stage, "lib/modules/tern/load-order"), "w") as f:
+        f.write("\n".join(order) + "\n")
+    copy_into(stage, os.path.join(RIG, "l1-init.sh"), "/init")
+    copy_into(stage, os.path.join(GUEST_SRC, "tern-pattern"), "/usr/bin/tern-pattern")
+    os.chmod(os.path.join(stage, "init"), 0o755)
+    os.chmod(os.path.join(stage, "usr/bin/tern-pattern"), 0o755)
+    with open(os.path.join(stage, "etc/passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    with open(os.path.join(stage, "etc/group"), "w") as f:
+        f.write("root:x:0:\n")
+    for old in os.listdir(CACHE):
+        if old.startswith("l1-") and (old.endswith(".gzip") or old.endswith(".lz4") or old.endswith(".none")):
+            os.unlink(os.path.join(CACHE, old))
+    write_cpio(stage, out, compress)
+    shutil.rmtree(stage, ignore_errors=True)
+    return out
+
+
+def build_payload(with_tern, base_libs):
+    """ext4 image for L1's /payload: guest artifacts, tern (+ libraries L1 lacks), tests/e2e."""
+    e2e_files = []
+    for dp, _dn, fn in os.walk(E2E):
+        e2e_files += [os.path.join(dp, f) for f in sorted(fn)]
+    guest_files = [os.path.join(GUEST, f) for f in sorted(os.listdir(GUEST)) if not f.startswith(".")]
+    tern = TERN_BIN if with_tern and os.path.exists(TERN_BIN) else None
+    tern_libs = [lib for lib in ldd([tern]) if os.path.basename(lib) not in base_libs] if tern else []
+    h = file_key(sorted(e2e_files) + guest_files + ([tern] if tern else []) + tern_libs)
+    key = h.hexdigest()[:16]
+    out = os.path.join(CACHE, "payload.ext4")
+    keyfile = out + ".key"
+    if os.path.exists(out) and os.path.exists(keyfile) and open(keyfile).read() == key:
+        return out, tern is not None
+    stage = os.path.join(CACHE, "payload-stage")
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(os.path.join(stage, "guest"))
+
+    def link(src, dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        try:
+            os.link(os.path.realpath(src), dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for f in guest_files:
+        link(f, os.path.join(stage, "guest", os.path.basename(f)))
+    for f in e2e_files:
+        link(f, os.path.join(stage, "e2e", os.path.relpath(f, E2E)))
+    if tern:
+        link(tern, os.path.join(stage, "tern"))
+        for lib in tern_libs:
+            link(lib, os.path.join(stage, "lib", os.path.basename(lib)))
+    size = 0
+    for dp, _dn, fn in os.walk(stage):
+        for f in fn:
+            size += os.stat(os.path.join(dp, f)).st_size
+    mb = size // (1 << 20) + 128
+    if os.path.exists(out):
+        os.unlink(out)
+    with open(out, "wb") as f:
+        f.truncate(mb << 20)
+    r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "tern-payload", "-E", "root_owner=0:0",
+                        "-d", stage, out], capture_output=True, text=True)
+    if r.returncode != 0:
+        die(f"mkfs.ext4 -d for the payload failed: {r.stderr}")
+    with open(keyfile, "w") as f:
+        f.write(key)
+    shutil.rmtree(stage, ignore_errors=True)
+    return out, tern is not None
+
+
+# ---------------------------------------------------------------- scenarios
+def scenario_meta(name):
+    path = os.path.join(E2E, "scenarios", name + ".sh")
+    meta = {"timeout": DEFAULT_TIMEOUT, "needs": [], "path": path, "exists": os.path.exists(path)}
+    if meta["exists"]:
+        for line in open(path):
+            m = re.match(r"#\s*rig:\s*(.*)", line)
+            if m:
+                for kv in m.group(1).split():
+                    k, _, v = kv.partition("=")
+                    if k == "timeout":
+                        meta["timeout"] = int(v)
+                    elif k == "needs":
+                        meta["needs"] = v.split(",")
+    return meta
+
+
+def parse_suite(path):
+    groups = []
+    for line in open(path):
+        line = line.split("#", 1)[0].split()
+        if line:
+            groups.append(line)
+    return groups
+
+
+MARK_RESULT = re.compile(r'TERN-SCENARIO name=(\S+) result=(pass|fail)(?: reason="([^"]*)")?')
+MARK_BENCH = re.compile(r"TERN-BENCH name=(\S+) (.*)")
+
+
+class Outcome:
+    def __init__(self, name):
+        self.name = name
+        self.kind = "not-run"   # pass | fail | rig-fault | not-run
+        self.reason = ""
+        self.results = []       # (result, reason) markers seen
+        self.bench = {}
+        self.lines = collections.deque(maxlen=50)
+        self.faults = []        # L1 kernel fault lines seen while it ran
+        self.timed_out = False
+        self.rc = None
+        self.start = self.end = None
+
+    @property
+    def seconds(self):
+        return None if self.start is None or self.end is None else self.end - self.start
+
+    def finish(self):
+        passes = [r for r in self.results if r[0] == "pass"]
+        fails = [r for r in self.results if r[0] == "fail"]
+        if len(self.results) > 1:
+            self.kind, self.reason = "fail", f"{len(self.results)} result markers (the contract is exactly one)"
+        elif passes and not self.timed_out:
+            self.kind = "pass"
+        elif self.faults:
+            self.kind, self.reason = "rig-fault", "L1 kernel: " + self.faults[0]
+        elif self.timed_out:
+            self.kind, self.reason = "fail", "timeout inside a live L1"
+        elif fails:
+            self.kind, self.reason = "fail", fails[0][1] or "(no reason given)"
+        else:
+            self.kind, self.reason = "fail", f"no TERN-SCENARIO result marker (exit code {self.rc})"
+
+
+class Options:
+    pass
+
+
+class L1Boot:
+    """One L1 boot that runs `names` in order; fills self.outcomes."""
+
+    def __init__(self, opts, names, log_path):
+        self.o = opts
+        self.names = names
+        self.log_path = log_path
+        self.outcomes = {n: Outcome(n) for n in names}
+        self.fault = None          # boot-level rig fault reason
+        self.l1_up = None          # seconds from QEMU start to TERN-RIG-L1-UP
+        self.last = collections.deque(maxlen=50)
+        self.warnings = []
+        self.wall = None
+
+    def command(self):
+        o = self.o
+        plan = ",".join(f"{n}:{scenario_meta(n)['timeout']}" for n in self.names)
+        append = f"console=ttyS0 panic=-1 loglevel=4 {o.l1_append} tern.rig.plan={plan} tern.rig.hb={o.heartbeat}"
+        if o.l2_append:
+            append += " tern.rig.l2=" + ",".join(o.l2_append.split())
+        return [o.qemu, "-accel", "tcg,thread=multi", "-cpu", o.cpu, "-smp", str(o.smp), "-m", o.mem,
+                "-kernel", os.path.join(GUEST, "vmlinux"), "-initrd", o.l1_initrd, "-append", append,
+                "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio", "-monitor", "none",
+                "-drive", f"file={o.payload},if=none,id=payload,format=raw,readonly=on",
+                "-device", "virtio-blk-pci,drive=payload"]
+
+    def run(self):
+        o = self.o
+        cmd = self.command()
+        log = open(self.log_path, "w")
+        log.write("# " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        q = queue.Queue()
+
+        def reader():
+            for raw in iter(p.stdout.readline, b""):
+                q.put((time.monotonic(), raw))
+            q.put(None)
+
+        threading.Thread(target=reader, daemon=True).start()
+        last_out = t0
+        cur = None
+        done_at = None
+        eof = False
+        while True:
+            try:
+                item = q.get(timeout=1)
+            except queue.Empty:
+                item = False
+            now = time.monotonic()
+            if item is None:
+                eof = True
+                break
+            if item:
+                t, raw = item
+                last_out = t
+                line = raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r", "")
+                log.write(f"[{t - t0:8.3f}] {line}\n")
+                self.last.append(line)
+                cur = self.on_line(line, t - t0, cur)
+                if "TERN-RIG-DONE" in line and done_at is None:
+                    done_at = now
+                if self.fault and self.fault.startswith("L1 has no /dev/kvm"):
+                    break
+            if done_at is not None:
+                if p.poll() is not None or now - done_at > 30:
+                    break
+                continue
+            if now - last_out > o.watchdog:
+                self.fault = f"watchdog: L1 printed nothing for {o.watchdog} s"
+                break
+            if self.l1_up is None and now - t0 > o.l1_up_timeout:
+                self.fault = f"L1 never reached its init marker (TERN-RIG-L1-UP) within {o.l1_up_timeout} s"
+                break
+            if cur is not None:
+                oc = self.outcomes[cur]
+                limit = scenario_meta(cur)["timeout"] + 90
+                if now - t0 - oc.start > limit:
+                    self.fault = f"scenario {cur} ran {limit} s with no end from L1's own timer"
+                    break
+        # stop L1
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        rc = p.wait()
+        if not eof:
+            # drain what the reader already has
+            while True:
+                try:
+                    item = q.get(timeout=0.5)
+                except queue.Empty:
+                    break
+                if item is None:
+                    break
+                t, raw = item
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                log.write(f"[{t - t0:8.3f}] {line}\n")
+                self.last.append(line)
+        self.wall = time.monotonic() - t0
+        if done_at is None and self.fault is None:
+            self.fault = f"L1 ended (QEMU exit code {rc}) before finishing its scenarios"
+            panics = [ln for ln in self.last if "Kernel panic" in ln]
+            if panics:
+                self.fault += ": " + panics[-1].strip()
+        if self.fault:
+            faulty = [ln for ln in self.last if KERNEL_FAULT.search(ln)]
+            if faulty and "L1 kernel" not in self.fault:
+                self.fault += f" (L1 kernel said: {faulty[0].strip()})"
+        log.write(f"# rig: fault={self.fault} wall={self.wall:.1f}s qemu_rc={rc}\n")
+        log.close()
+        # scenario outcomes
+        for n in self.names:
+            oc = self.outcomes[n]
+            if oc.end is not None:
+                oc.finish()
+            elif oc.results and all(r[0] == "pass" for r in oc.results) and len(oc.results) == 1:
+                oc.kind = "pass"
+                self.warnings.append(f"{n}: passed, but L1 failed before the scenario ended ({self.fault})")
+            elif oc.start is not None:
+                oc.kind, oc.reason = "rig-fault", self.fault or "L1 ended mid-scenario"
+            else:
+                oc.kind, oc.reason = "not-run", self.fault or "L1 ended early"
+        return self
+
+    def on_line(self, line, t, cur):
+        if cur is not None:
+            self.outcomes[cur].lines.append(line)
+        if KERNEL_FAULT.search(line):
+            msg = line.strip()
+            if cur is not None:
+                self.outcomes[cur].faults.append(msg)
+            self.warnings.append("L1 kernel: " + msg)
+        if "TERN-RIG-" in line:
+            m = re.search(r"TERN-RIG-(L1-UP|SCENARIO-BEGIN|SCENARIO-END|SCENARIO-TIMEOUT|ERROR)\b(.*)", line)
+            if m:
+                kind, rest = m.group(1), m.group(2)
+                kv = dict(re.findall(r"(\w+)=(\S+)", rest))
+                if kind == "L1-UP":
+                    self.l1_up = t
+                    if kv.get("kvm") != "yes":
+                        self.fault = "L1 has no /dev/kvm (kvm_amd did not load)"
+                elif kind == "SCENARIO-BEGIN" and kv.get("name") in self.outcomes:
+                    cur = kv["name"]
+                    self.outcomes[cur].start = t
+                elif kind == "SCENARIO-TIMEOUT" and kv.get("name") in self.outcomes:
+                    self.outcomes[kv["name"]].timed_out = True
+                elif kind == "SCENARIO-END" and kv.get("name") in self.outcomes:
+                    oc = self.outcomes[kv["name"]]
+                    oc.end = t
+                    oc.rc = kv.get("rc")
+                    cur = None
+                elif kind == "ERROR":
+                    self.warnings.append("L1: " + rest.strip())
+            return cur
+        m = MARK_RESULT.search(line)
+        if m and m.group(1) in self.outcomes:
+            self.outcomes[m.group(1)].results.append((m.group(2), m.group(3) or ""))
+        m = MARK_BENCH.search(line)
+        if m and m.group(1) in self.outcomes:
+            self.outcomes[m.group(1)].bench.update(re.findall(r"(\w+)=(\S+)", m.group(2)))
+        return cur
+
+
+class HostRun:
+    """Host mode: the scenarios run directly on a host whose /dev/kvm boots Linux."""
+
+    def __init__(self, opts, names, log_path):
+        self.o = opts
+        self.names = names
+        self.log_path = log_path
+        self.outcomes = {n: Outcome(n) for n in names}
+        self.fault = None
+        self.l1_up = 0.0
+        self.warnings = []
+        self.wall = None
+
+    def run(self):
+        t0 = time.monotonic()
+        log = open(self.log_path, "w")
+        for n in self.names:
+            oc = self.outcomes[n]
+            meta = scenario_meta(n)
+            work = os.path.join(TARGET, "rig-work", n)
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            env = dict(os.environ, TERN=TERN_BIN if self.o.with_tern else "", QEMU=self.o.qemu, GUEST=GUEST,
+                       WORK=work, BRIDGE_IP="10.0.2.1", TAPS="tap0 tap1", E2E_DIR=E2E, SCENARIO=n,
+                       RIG_MODE="host", GUEST_APPEND=self.o.l2_append,
+                       PATH=GUEST_SRC + os.pathsep + os.environ.get("PATH", ""))
+            oc.start = time.monotonic() - t0
+            p = subprocess.Popen(["sh", meta["path"]], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+            q = queue.Queue()
+            threading.Thread(target=lambda: ([q.put(r) for r in iter(p.stdout.readline, b"")], q.put(None)),
+                             daemon=True).start()
+            deadline = time.monotonic() + meta["timeout"]
+            while True:
+                try:
+                    raw = q.get(timeout=1)
+                except queue.Empty:
+                    raw = False
+                if raw is None:
+                    break
+                if raw:
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    log.write(f"[{time.monotonic() - t0:8.3f}] {line}\n")
+                    oc.lines.append(line)
+                    print("  " + line, flush=True) if self.o.verbose else None
+                    m = MARK_RESULT.search(line)
+                    if m and m.group(1) == n:
+                        oc.results.append((m.group(2), m.group(3) or ""))
+                    m = MARK_BENCH.search(line)
+                    if m and m.group(1) == n:
+                        oc.bench.update(re.findall(r"(\w+)=(\S+)", m.group(2)))
+                if time.monotonic() > deadline and not oc.timed_out:
+                    oc.timed_out = True
+                    os.killpg(p.pid, signal.SIGTERM)
+                    time.sleep(3)
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            oc.rc = p.wait()
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            oc.end = time.monotonic() - t0
+            oc.finish()
+        log.close()
+        self.wall = time.monotonic() - t0
+        return self
+
+
+def host_network(create):
+    """Host mode: br0 10.0.2.1/24 with tap0 and tap1, as inside L1. Returns a cleanup list."""
+    made = []
+    if not create:
+        return made
+
+    def ip(*a):
+        return subprocess.run(["ip", *a], capture_output=True, text=True).returncode == 0
+
+    if not os.path.exists("/sys/class/net/br0"):
+        if ip("link", "add", "br0", "type", "bridge"):
+            made.append("br0")
+            ip("addr", "add", "10.0.2.1/24", "dev", "br0")
+            ip("link", "set", "br0", "up")
+    for t in ("tap0", "tap1"):
+        if not os.path.exists(f"/sys/class/net/{t}"):
+            if ip("tuntap", "add", "dev", t, "mode", "tap"):
+                made.append(t)
+                ip("link", "set", t, "master", "br0")
+                ip("link", "set", t, "up")
+    return made
+
+
+# ---------------------------------------------------------------- driver
+def fmt_s(x):
+    return "-" if x is None else f"{x:.1f}s"
+
+
+def run_group(opts, names, say, tag):
+    """Runs one group (one L1 boot, plus retries on rig faults). Returns (outcomes, boots)."""
+    final = {}
+    pending = list(names)
+    boots = []
+    for n in list(pending):
+        meta = scenario_meta(n)
+        if not meta["exists"]:
+            oc = Outcome(n)
+            oc.kind, oc.reason = "fail", f"no scenario script tests/e2e/scenarios/{n}.sh"
+            final[n] = oc
+            pending.remove(n)
+        elif "tern" in meta["needs"] and not opts.with_tern:
+            oc = Outcome(n)
+            oc.kind, oc.reason = "fail", opts.no_tern_reason
+            final[n] = oc
+            pending.remove(n)
+    attempt = 0
+    while pending:
+        log_path = os.path.join(LOGS, f"{opts.stamp}-{tag}-boot{attempt}.log")
+        runner = HostRun if opts.mode == "host" else L1Boot
+        b = runner(opts, pending, log_path).run()
+        boots.append(b)
+        for w in b.warnings:
+            say(f"  warning: {w}")
+        for n in list(pending):
+            oc = b.outcomes[n]
+            if oc.kind in ("pass", "fail"):
+                final[n] = oc
+                pending.remove(n)
+        if not pending:
+            break
+        reasons = sorted({b.outcomes[n].reason for n in pending if b.outcomes[n].kind == "rig-fault"} |
+                         ({b.fault} if b.fault else set()))
+        reason = "; ".join(r for r in reasons if r) or "rig fault"
+        if attempt >= opts.retries:
+            for n in pending:
+                oc = b.outcomes[n]
+                oc.kind = "rig-fault"
+                oc.reason = oc.reason or reason
+                final[n] = oc
+            say(f"  RIG FAULT (no retries left, {attempt} used): {reason}  [log: {os.path.relpath(log_path, ROOT)}]")
+            say("  --- last 50 L1 console lines:")
+            say(*["  | " + ln for ln in getattr(b, "last", [])])
+            break
+        attempt += 1
+        say(f"  RETRY {attempt}/{opts.retries} of [{' '.join(pending)}] on a fresh L1: rig fault: {reason}  "
+            f"[log: {os.path.relpath(log_path, ROOT)}]")
+    return [final[n] for n in names], boots
+
+
+def describe(oc, boots):
+    bench = " ".join(f"{k}={v}" for k, v in sorted(oc.bench.items()))
+    l1 = boots[-1].l1_up if boots else None
+    s = f"{oc.name}: {oc.kind.upper() if oc.kind != 'pass' else 'pass'}"
+    s += f" | L1-up {fmt_s(l1)} | scenario {fmt_s(oc.seconds)} | boots {len(boots)}"
+    if bench:
+        s += f" | {bench}"
+    if oc.kind != "pass":
+        s += f" | reason: {oc.reason}"
+    return s
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", help="suite file: one L1 boot per line, scenario names separated by spaces")
+    ap.add_argument("--scenario", action="append", default=[], help="scenario name (repeatable: one L1 boot)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the scenario group this many times")
+    ap.add_argument("--retries", type=int, default=2, help="fresh-L1 retries after a rig fault (default 2)")
+    ap.add_argument("--watchdog", type=int, default=120, help="kill L1 after this many silent seconds")
+    ap.add_argument("--l1-up-timeout", type=int, default=180)
+    ap.add_argument("--heartbeat", type=int, default=15, help="L1 heartbeat interval (s)")
+    ap.add_argument("--mode", choices=["auto", "nested", "host"], default="auto")
+    ap.add_argument("--smp", type=int, default=2, help="L1 vCPUs")
+    ap.add_argument("--mem", default="3G", help="L1 memory")
+    ap.add_argument("--cpu", default="EPYC,+svm,+npt", help="L1 CPU model")
+    ap.add_argument("--l1-append", default=os.environ.get("RIG_L1_APPEND", "nowatchdog nmi_watchdog=0"),
+                    help="extra L1 kernel parameters")
+    ap.add_argument("--l2-append", default=os.environ.get("RIG_L2_APPEND", ""),
+                    help="extra L2 kernel parameters, given to scenarios as GUEST_APPEND")
+    ap.add_argument("--initrd-compress", choices=["gzip", "lz4", "none"], default="lz4")
+    ap.add_argument("--no-install", action="store_true", help="skip resources/install-host-packages.sh")
+    ap.add_argument("--no-tern", metavar="REASON", help="treat the tern binary as unavailable (e.g. build failed)")
+    ap.add_argument("--label", default="", help="label in log file names")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args()
+
+    if a.suite and a.scenario:
+        die("give --suite or --scenario, not both")
+    groups = parse_suite(a.suite) if a.suite else ([a.scenario] if a.scenario else None)
+    if not groups:
+        die("nothing to run: give --suite FILE or --scenario NAME")
+
+    os.makedirs(CACHE, exist_ok=True)
+    os.makedirs(LOGS, exist_ok=True)
+    o = Options()
+    o.__dict__.update(vars(a))
+    o.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{a.label}" if a.label else "")
+    say = Report(os.path.join(LOGS, f"{o.stamp}-summary.txt"))
+    if a.mode == "auto":
+        o.mode = "host" if host_can_boot_linux() else "nested"
+    ensure_host(not a.no_install)
+    o.qemu = shutil.which("qemu-system-x86_64")
+    t_prep = time.monotonic()
+    kenv = build_guest()
+    o.with_tern = a.no_tern is None and os.path.exists(TERN_BIN)
+    o.no_tern_reason = (f"tern binary unavailable: {a.no_tern}" if a.no_tern else
+                        f"tern binary missing: {os.path.relpath(TERN_BIN, ROOT)} (run cargo build --release)")
+    made = []
+    if o.mode == "nested":
+        o.l1_initrd = build_l1_initrd(kenv, a.initrd_compress)
+        base_libs = {os.path.basename(x) for x in ldd([o.qemu, shutil.which("netperf")])}
+        o.payload, _ = build_payload(o.with_tern, base_libs)
+    else:
+        made = host_network(os.geteuid() == 0)
+    say(f"rig: mode={o.mode} prep {time.monotonic() - t_prep:.1f}s; logs: {os.path.relpath(LOGS, ROOT)}/{o.stamp}-*",
+        f"rig: L1 = -smp {a.smp} -m {a.mem} -cpu {a.cpu} append '{a.l1_append}' l2-append '{a.l2_append}' "
+        f"watchdog {a.watchdog}s retries {a.retries}" if o.mode == "nested" else "rig: scenarios run on this host",
+        f"rig: tern binary: {'yes' if o.with_tern else 'no (' + o.no_tern_reason + ')'}")
+
+    all_results = []   # (run, group_index, outcome, boots)
+    t_all = time.monotonic()
+    try:
+        for r in range(a.repeat):
+            for gi, names in enumerate(groups):
+                tag = f"r{r + 1:02d}-g{gi + 1}"
+                t = time.monotonic()
+                prefix = f"run {r + 1}/{a.repeat}" if a.repeat > 1 else f"group {gi + 1}/{len(groups)}"
+                say(f"{prefix}: L1 boot for [{' '.join(names)}]")
+                outcomes, boots = run_group(o, names, say, tag)
+                for oc in outcomes:
+                    say(f"  {describe(oc, boots)}")
+                    if oc.kind != "pass":
+                        say(f"  --- last {len(oc.lines)} console lines of {oc.name}:", *["  | " + ln for ln in oc.lines])
+                    all_results.append((r, gi, oc, boots))
+                say(f"  wall {time.monotonic() - t:.1f}s (L1 boots: {len(boots)}, each "
+                    + ", ".join(fmt_s(b.wall) for b in boots) + ")")
+    finally:
+        for dev in reversed(made):
+            subprocess.run(["ip", "link", "del", dev], capture_output=True)
+
+    # tally
+    kinds = collections.Counter(oc.kind for _r, _g, oc, _b in all_results)
+    seen_boots = {}
+    for _r, _g, _oc, boots in all_results:
+        for b in boots:
+            seen_boots[id(b)] = b
+    boots = list(seen_boots.values())
+    retries = [b.fault or "; ".join(sorted({oc.reason for oc in b.outcomes.values() if oc.kind == "rig-fault"}))
+               for b in boots if b.fault or any(oc.kind == "rig-fault" for oc in b.outcomes.values())]
+    say("", "=" * 78,
+        f"TALLY scenarios={len(all_results)} pass={kinds['pass']} scenario-fail={kinds['fail']} "
+        f"rig-fault={kinds['rig-fault']} | L1 boots={len(boots)} rig-faulted boots={len(retries)} "
+        f"| wall {time.monotonic() - t_all:.0f}s")
+    for i, why in enumerate(retries):
+        say(f"  rig fault {i + 1}: {why}")
+    ups = [b.l1_up for b in boots if b.l1_up is not None]
+    if ups and o.mode == "nested":
+        say(f"  L1-up: min {min(ups):.1f}s median {statistics.median(ups):.1f}s max {max(ups):.1f}s")
+    by_name = collections.defaultdict(list)
+    for _r, _g, oc, _b in all_results:
+        by_name[oc.name].append(oc)
+    for n, ocs in by_name.items():
+        secs = [oc.seconds for oc in ocs if oc.seconds is not None and oc.kind == "pass"]
+        line = f"  {n}: pass {sum(oc.kind == 'pass' for oc in ocs)}/{len(ocs)}"
+        if secs:
+            line += f"; scenario time min {min(secs):.1f}s median {statistics.median(secs):.1f}s max {max(secs):.1f}s"
+        keys = sorted({k for oc in ocs for k in oc.bench})
+        for k in keys:
+            vals = []
+            for oc in ocs:
+                try:
+                    vals.append(float(oc.bench[k]))
+                except (KeyError, ValueError):
+                    pass
+            if vals:
+                line += f"; {k} median {statistics.median(vals):g} (min {min(vals):g}, max {max(vals):g})"
+        say(line)
+        for oc in ocs:
+            if oc.kind != "pass":
+                say(f"    {oc.kind}: {oc.reason}")
+    say(f"summary: {say.path}")
+    sys.exit(0 if kinds["fail"] == 0 and kinds["rig-fault"] == 0 and kinds["not-run"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
