@@ -1,0 +1,109 @@
+//! Framing: every message is `[kind: u8][length: u32 LE][payload]`. Lengths are bounded
+//! so a corrupt or hostile stream cannot make the receiver allocate without limit.
+
+use std::io::{self, Read, Write};
+
+/// Largest payload accepted (a page batch of 1024 full pages is ~4.2 MiB; state blobs
+/// are far smaller).
+pub const MAX_PAYLOAD: u32 = 64 << 20;
+
+/// Message kinds on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Hello = 1,
+    Config = 2,
+    Pages = 3,
+    RoundDone = 4,
+    State = 5,
+    HandOver = 6,
+    Ack = 7,
+    Error = 8,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Hello,
+            2 => Kind::Config,
+            3 => Kind::Pages,
+            4 => Kind::RoundDone,
+            5 => Kind::State,
+            6 => Kind::HandOver,
+            7 => Kind::Ack,
+            8 => Kind::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Errors reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("unknown message kind {0} (corrupt stream or different protocol)")]
+    UnknownKind(u8),
+    #[error("message of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit (corrupt stream)")]
+    TooLarge(u32),
+}
+
+/// Writes one frame.
+pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> Result<(), FrameError> {
+    let len = u32::try_from(payload.len()).ok().filter(|l| *l <= MAX_PAYLOAD).ok_or(FrameError::TooLarge(u32::MAX))?;
+    let mut header = [0u8; 5];
+    header[0] = kind as u8;
+    header[1..].copy_from_slice(&len.to_le_bytes());
+    w.write_all(&header)?;
+    w.write_all(payload)?;
+    Ok(())
+}
+
+/// Reads one frame into `buf` (reused between calls); returns its kind.
+pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Kind, FrameError> {
+    let mut header = [0u8; 5];
+    if let Err(e) = r.read_exact(&mut header) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Closed } else { FrameError::Io(e) });
+    }
+    let kind = Kind::from_u8(header[0]).ok_or(FrameError::UnknownKind(header[0]))?;
+    let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    if len > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(len));
+    }
+    buf.clear();
+    buf.resize(len as usize, 0);
+    r.read_exact(buf).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Closed } else { FrameError::Io(e) })?;
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, Kind::State, b"abc").unwrap();
+        write_frame(&mut wire, Kind::Ack, b"").unwrap();
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        assert_eq!(read_frame(&mut r, &mut buf).unwrap(), Kind::State);
+        assert_eq!(buf, b"abc");
+        assert_eq!(read_frame(&mut r, &mut buf).unwrap(), Kind::Ack);
+        assert!(buf.is_empty());
+        assert!(matches!(read_frame(&mut r, &mut buf), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn corrupt_headers_are_refused() {
+        let mut buf = Vec::new();
+        assert!(matches!(read_frame(&mut &[99u8, 0, 0, 0, 0][..], &mut buf), Err(FrameError::UnknownKind(99))));
+        assert!(matches!(read_frame(&mut &[1u8, 0xff, 0xff, 0xff, 0xff][..], &mut buf), Err(FrameError::TooLarge(_))));
+        // Truncated payload.
+        assert!(matches!(read_frame(&mut &[1u8, 10, 0, 0, 0, 1, 2][..], &mut buf), Err(FrameError::Closed)));
+        // Truncated header.
+        assert!(matches!(read_frame(&mut &[1u8, 10][..], &mut buf), Err(FrameError::Closed)));
+    }
+}

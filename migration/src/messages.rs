@@ -1,0 +1,342 @@
+//! Protocol messages. Control messages are postcard-encoded structs that each start with
+//! a `version` field (postcard is not self-describing, so a version mismatch must be
+//! caught explicitly); page batches have their own compact encoding (`pages`), and the
+//! machine state is an opaque blob versioned by its producer.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{read_frame, write_frame, FrameError, Kind};
+use crate::pages::{PageBatch, PageError};
+use crate::{MAGIC, PROTOCOL_VERSION};
+
+/// Opening message from the source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: u64,
+    pub version: u32,
+    /// Optional features the sender supports (none defined yet).
+    pub features: u64,
+}
+
+impl Hello {
+    /// This build's hello.
+    pub fn current() -> Self {
+        Self { magic: MAGIC, version: PROTOCOL_VERSION, features: 0 }
+    }
+}
+
+/// One CPUID entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuidEntry {
+    pub function: u32,
+    pub index: u32,
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Kind of a device the guest sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceDescription {
+    /// virtio-blk with this capacity (512-byte sectors).
+    Block { capacity_sectors: u64, read_only: bool },
+    /// virtio-net.
+    Net,
+}
+
+/// What the source machine is: checked by the destination before any memory moves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDescription {
+    pub version: u32,
+    pub memory_bytes: u64,
+    pub cpus: u8,
+    /// Guest CPUID of vCPU 0 as the source set it.
+    pub cpuid: Vec<CpuidEntry>,
+    /// Devices in PCI slot order.
+    pub devices: Vec<DeviceDescription>,
+}
+
+/// End of a memory round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundDone {
+    pub version: u32,
+    pub round: u32,
+    pub pages: u64,
+}
+
+/// The source has flushed and unlocked its disks; the destination may take them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOver {
+    pub version: u32,
+}
+
+/// Which step the destination acknowledges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckStage {
+    Hello,
+    Config,
+    /// Memory and state received and restored; waiting for the hand-over.
+    Restored,
+    /// The guest runs on the destination: the source may exit.
+    Resumed,
+}
+
+/// Acknowledgement from the destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub version: u32,
+    pub stage: AckStage,
+}
+
+/// A refusal or failure, sent by either side before it gives up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    pub version: u32,
+    pub reason: String,
+}
+
+/// Any protocol message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    Hello(Hello),
+    Config(VmDescription),
+    Pages(PageBatch),
+    RoundDone(RoundDone),
+    State(Vec<u8>),
+    HandOver(HandOver),
+    Ack(Ack),
+    Error(ErrorMessage),
+}
+
+/// Errors decoding or exchanging messages.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("malformed {kind:?} message: {reason}")]
+    Malformed { kind: Kind, reason: String },
+    #[error(transparent)]
+    Pages(#[from] PageError),
+    #[error("peer speaks protocol version {theirs}, this tern speaks {ours}")]
+    Version { theirs: u32, ours: u32 },
+    #[error("not a tern migration stream (bad magic {0:#x})")]
+    BadMagic(u64),
+    #[error("expected {expected}, got {got}")]
+    Unexpected { expected: &'static str, got: &'static str },
+    #[error("the peer reported: {0}")]
+    Peer(String),
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain structs to a Vec cannot fail.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+fn decode<'a, T: Deserialize<'a>>(kind: Kind, bytes: &'a [u8]) -> Result<T, ProtocolError> {
+    let (value, rest) = postcard::take_from_bytes(bytes)
+        .map_err(|e| ProtocolError::Malformed { kind, reason: e.to_string() })?;
+    if !rest.is_empty() {
+        return Err(ProtocolError::Malformed { kind, reason: format!("{} trailing bytes", rest.len()) });
+    }
+    Ok(value)
+}
+
+fn check_version(version: u32) -> Result<(), ProtocolError> {
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version { theirs: version, ours: PROTOCOL_VERSION });
+    }
+    Ok(())
+}
+
+impl Message {
+    /// Short name for errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Config(_) => "config",
+            Message::Pages(_) => "pages",
+            Message::RoundDone(_) => "round-done",
+            Message::State(_) => "state",
+            Message::HandOver(_) => "hand-over",
+            Message::Ack(_) => "ack",
+            Message::Error(_) => "error",
+        }
+    }
+
+    /// Writes the message as one frame.
+    pub fn send(&self, w: &mut impl Write) -> Result<(), ProtocolError> {
+        let (kind, payload) = match self {
+            Message::Hello(m) => (Kind::Hello, encode(m)),
+            Message::Config(m) => (Kind::Config, encode(m)),
+            Message::Pages(b) => (Kind::Pages, b.encode()),
+            Message::RoundDone(m) => (Kind::RoundDone, encode(m)),
+            Message::State(s) => (Kind::State, s.clone()),
+            Message::HandOver(m) => (Kind::HandOver, encode(m)),
+            Message::Ack(m) => (Kind::Ack, encode(m)),
+            Message::Error(m) => (Kind::Error, encode(m)),
+        };
+        write_frame(w, kind, &payload)?;
+        Ok(())
+    }
+
+    /// Reads and validates one message (version checked; a Hello's magic checked).
+    pub fn receive(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Message, ProtocolError> {
+        let kind = read_frame(r, buf)?;
+        Message::decode(kind, buf)
+    }
+
+    /// Decodes a frame payload.
+    pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Message, ProtocolError> {
+        Ok(match kind {
+            Kind::Hello => {
+                let m: Hello = decode(kind, bytes)?;
+                if m.magic != MAGIC {
+                    return Err(ProtocolError::BadMagic(m.magic));
+                }
+                check_version(m.version)?;
+                Message::Hello(m)
+            }
+            Kind::Config => {
+                let m: VmDescription = decode(kind, bytes)?;
+                check_version(m.version)?;
+                Message::Config(m)
+            }
+            Kind::Pages => Message::Pages(PageBatch::decode(bytes)?),
+            Kind::RoundDone => {
+                let m: RoundDone = decode(kind, bytes)?;
+                check_version(m.version)?;
+                Message::RoundDone(m)
+            }
+            Kind::State => Message::State(bytes.to_vec()),
+            Kind::HandOver => {
+                let m: HandOver = decode(kind, bytes)?;
+                check_version(m.version)?;
+                Message::HandOver(m)
+            }
+            Kind::Ack => {
+                let m: Ack = decode(kind, bytes)?;
+                check_version(m.version)?;
+                Message::Ack(m)
+            }
+            Kind::Error => {
+                let m: ErrorMessage = decode(kind, bytes)?;
+                Message::Error(m)
+            }
+        })
+    }
+}
+
+/// Convenience constructors.
+pub fn ack(stage: AckStage) -> Message {
+    Message::Ack(Ack { version: PROTOCOL_VERSION, stage })
+}
+
+/// An error message for the peer.
+pub fn error(reason: impl Into<String>) -> Message {
+    Message::Error(ErrorMessage { version: PROTOCOL_VERSION, reason: reason.into() })
+}
+
+/// Waits for an ack of `stage`; a peer error becomes [`ProtocolError::Peer`].
+pub fn expect_ack(r: &mut impl Read, buf: &mut Vec<u8>, stage: AckStage) -> Result<(), ProtocolError> {
+    match Message::receive(r, buf)? {
+        Message::Ack(a) if a.stage == stage => Ok(()),
+        Message::Error(e) => Err(ProtocolError::Peer(e.reason)),
+        other => Err(ProtocolError::Unexpected { expected: "ack", got: other.name() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn description() -> VmDescription {
+        VmDescription {
+            version: PROTOCOL_VERSION,
+            memory_bytes: 512 << 20,
+            cpus: 2,
+            cpuid: vec![CpuidEntry { function: 1, index: 0, flags: 0, eax: 1, ebx: 2, ecx: 3, edx: 4 }],
+            devices: vec![DeviceDescription::Block { capacity_sectors: 8, read_only: false }, DeviceDescription::Net],
+        }
+    }
+
+    fn all_messages() -> Vec<Message> {
+        vec![
+            Message::Hello(Hello::current()),
+            Message::Config(description()),
+            Message::RoundDone(RoundDone { version: PROTOCOL_VERSION, round: 3, pages: 99 }),
+            Message::State(vec![1, 2, 3]),
+            Message::HandOver(HandOver { version: PROTOCOL_VERSION }),
+            ack(AckStage::Resumed),
+            error("nope"),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in all_messages() {
+            let mut wire = Vec::new();
+            m.send(&mut wire).unwrap();
+            let mut buf = Vec::new();
+            assert_eq!(Message::receive(&mut &wire[..], &mut buf).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn version_and_magic_mismatches_are_refused() {
+        let mut wire = Vec::new();
+        Message::Hello(Hello { version: 2, ..Hello::current() }).send(&mut wire).unwrap();
+        assert!(matches!(Message::receive(&mut &wire[..], &mut Vec::new()), Err(ProtocolError::Version { theirs: 2, .. })));
+        wire.clear();
+        Message::Hello(Hello { magic: 7, ..Hello::current() }).send(&mut wire).unwrap();
+        assert!(matches!(Message::receive(&mut &wire[..], &mut Vec::new()), Err(ProtocolError::BadMagic(7))));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut payload = encode(&Hello::current());
+        payload.push(0);
+        assert!(matches!(Message::decode(Kind::Hello, &payload), Err(ProtocolError::Malformed { .. })));
+    }
+
+    proptest! {
+        /// Any bytes at all: decoding gives a message or an error, never a panic.
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut buf = Vec::new();
+            let mut r = &bytes[..];
+            for _ in 0..8 {
+                if Message::receive(&mut r, &mut buf).is_err() { break; }
+            }
+        }
+
+        /// A valid stream with one byte flipped or truncated anywhere: no panic, and a
+        /// truncated stream is an error.
+        #[test]
+        fn corrupted_valid_streams_never_panic(flip in any::<prop::sample::Index>(), xor in 1u8..=255, cut in any::<prop::sample::Index>()) {
+            let mut wire = Vec::new();
+            for m in all_messages() { m.send(&mut wire).unwrap(); }
+            let mut flipped = wire.clone();
+            let i = flip.index(flipped.len());
+            flipped[i] ^= xor;
+            let mut buf = Vec::new();
+            let mut r = &flipped[..];
+            while Message::receive(&mut r, &mut buf).is_ok() {}
+            let truncated = &wire[..cut.index(wire.len())];
+            let mut r = truncated;
+            let mut count = 0;
+            let result = loop {
+                match Message::receive(&mut r, &mut buf) {
+                    Ok(_) => count += 1,
+                    Err(e) => break e,
+                }
+            };
+            prop_assert!(count < all_messages().len());
+            prop_assert!(matches!(result, ProtocolError::Frame(FrameError::Closed)));
+        }
+    }
+}
