@@ -19,12 +19,71 @@ pub type SerialOutput = Box<dyn Write + Send>;
 /// An 8250 UART bus device.
 pub struct Serial {
     inner: vm_superio::Serial<Interrupt, vm_superio::serial::NoEvents, SerialOutput>,
+    interrupt: Interrupt,
+}
+
+/// UART registers and receive FIFO, for migration (mirrors vm-superio's `SerialState`,
+/// which has no serde).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
 }
 
 impl Serial {
     /// A UART raising `interrupt` and writing guest output to `output`.
     pub fn new(interrupt: Interrupt, output: SerialOutput) -> Self {
-        Self { inner: vm_superio::Serial::new(interrupt, output) }
+        Self { inner: vm_superio::Serial::new(interrupt.clone(), output), interrupt }
+    }
+
+    /// Register state.
+    pub fn snapshot(&self) -> SerialSnapshot {
+        let s = self.inner.state();
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// Loads register state, keeping this UART's interrupt and output.
+    pub fn restore(&mut self, snap: &SerialSnapshot) -> io::Result<()> {
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: snap.baud_divisor_low,
+            baud_divisor_high: snap.baud_divisor_high,
+            interrupt_enable: snap.interrupt_enable,
+            interrupt_identification: snap.interrupt_identification,
+            line_control: snap.line_control,
+            line_status: snap.line_status,
+            modem_control: snap.modem_control,
+            modem_status: snap.modem_status,
+            scratch: snap.scratch,
+            in_buffer: snap.in_buffer.clone(),
+        };
+        let placeholder = vm_superio::Serial::new(self.interrupt.clone(), Box::new(io::sink()) as SerialOutput);
+        let output = std::mem::replace(&mut self.inner, placeholder).into_writer();
+        match vm_superio::Serial::from_state(&state, self.interrupt.clone(), vm_superio::serial::NoEvents, output) {
+            Ok(inner) => {
+                self.inner = inner;
+                Ok(())
+            }
+            Err(e) => Err(io::Error::other(format!("serial state: {e:?}"))),
+        }
     }
 
     /// Queues host input for the guest. Returns how many bytes fit in the FIFO; the
@@ -107,6 +166,27 @@ mod tests {
         let mut rbr = [0u8];
         s.read(0, &mut rbr);
         assert_eq!(rbr[0], b'x');
+    }
+
+    #[test]
+    fn snapshot_restore_keeps_registers_and_fifo() {
+        let out = SharedBuf::default();
+        let mut a = Serial::new(Interrupt::new().unwrap(), Box::new(out.clone()));
+        a.write(3, &[0x83]); // DLAB + 8 bits
+        a.write(0, &[0x0c]); // divisor low
+        a.write(3, &[0x03]);
+        a.write(7, &[0x5a]); // scratch
+        a.enqueue_input(b"ab").unwrap();
+        let snap = a.snapshot();
+        let out2 = SharedBuf::default();
+        let mut b = Serial::new(Interrupt::new().unwrap(), Box::new(out2.clone()));
+        b.restore(&snap).unwrap();
+        assert_eq!(b.snapshot(), snap);
+        let mut d = [0u8];
+        b.read(0, &mut d);
+        assert_eq!(d[0], b'a');
+        b.write(0, &[b'z']);
+        assert_eq!(&*out2.0.lock().unwrap(), b"z", "restored UART writes to its own output");
     }
 
     #[test]

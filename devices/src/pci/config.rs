@@ -166,6 +166,16 @@ impl PciConfig {
         &self.bytes
     }
 
+    /// Loads raw configuration bytes saved on a migration source (same device model,
+    /// so the write masks and BAR sizes already match).
+    pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), ConfigError> {
+        if bytes.len() != CONFIG_SPACE_SIZE {
+            return Err(ConfigError::CapabilityTooLarge(bytes.len()));
+        }
+        self.bytes.copy_from_slice(bytes);
+        Ok(())
+    }
+
     /// Guest read of `data.len()` bytes at `offset`; out of range reads as ones.
     pub fn read(&self, offset: usize, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {

@@ -67,7 +67,7 @@ pub struct Msix {
 }
 
 /// Plain-data snapshot of the table, for migration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MsixSnapshot {
     pub enabled: bool,
     pub function_masked: bool,
@@ -201,6 +201,29 @@ impl Msix {
         }
     }
 
+    /// Loads a snapshot taken on the migration source: table, masks, pending bits and
+    /// enable state; routes the unmasked vectors again on this machine's GSIs.
+    pub fn restore(&self, snap: &MsixSnapshot) -> Result<(), String> {
+        let mut state = lock(&self.state);
+        if snap.vectors.len() != state.vectors.len() {
+            return Err(format!("MSI-X table has {} vectors, snapshot has {}", state.vectors.len(), snap.vectors.len()));
+        }
+        for (v, (address, data, masked, pending)) in state.vectors.iter_mut().zip(snap.vectors.iter()) {
+            v.entry = Entry {
+                address_low: *address as u32,
+                address_high: (*address >> 32) as u32,
+                data: *data,
+                control: u32::from(*masked),
+            };
+            v.pending = *pending;
+            v.routed = None;
+        }
+        state.enabled = snap.enabled;
+        state.function_masked = snap.function_masked;
+        self.refresh(&mut state);
+        Ok(())
+    }
+
     /// Plain-data copy of the table.
     pub fn snapshot(&self) -> MsixSnapshot {
         let state = lock(&self.state);
@@ -304,6 +327,24 @@ mod tests {
         m.table_read(1600, &mut d);
         assert_eq!(d, [0; 4]);
         m.signal(99).unwrap();
+    }
+
+    #[test]
+    fn snapshot_restore_reroutes_on_the_new_machine() {
+        let router = Arc::new(FakeRouter::default());
+        let a = Msix::new(2, router.clone()).unwrap();
+        a.set_control(CONTROL_ENABLE);
+        write_entry(&a, 1, 0xfee0_2000, 0x51, false);
+        write_entry(&a, 0, 0xfee0_0000, 0x50, true);
+        a.signal(0).unwrap();
+        let snap = a.snapshot();
+        let router_b = Arc::new(FakeRouter::default());
+        let b = Msix::new(2, router_b.clone()).unwrap();
+        b.restore(&snap).unwrap();
+        assert_eq!(b.snapshot(), snap);
+        assert_eq!(*router_b.routes.lock().unwrap(), vec![(25, Some(MsiMessage { address: 0xfee0_2000, data: 0x51 }))]);
+        let short = Msix::new(1, router_b).unwrap();
+        assert!(short.restore(&snap).is_err());
     }
 
     #[test]

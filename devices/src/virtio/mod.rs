@@ -101,6 +101,59 @@ pub trait VirtioDevice: Send {
     /// Stops serving (worker joined, in-flight requests finished). Returns false when
     /// the device cannot be reset, which the transport reports as a failed reset.
     fn reset(&mut self) -> bool;
+
+    // ---- live migration. A device that cannot migrate refuses in `pause`, so a
+    // migration never proceeds with a device still running behind its back.
+
+    /// Parks the worker at a request boundary (in-flight requests completed, used
+    /// rings updated), keeping the queues for [`VirtioDevice::resume`]. A device that
+    /// is not active has nothing to park.
+    fn pause(&mut self) -> Result<(), MigrationError> {
+        Err(MigrationError::Unsupported(self.device_type()))
+    }
+    /// Restarts a worker parked by [`VirtioDevice::pause`].
+    fn resume(&mut self) -> Result<(), MigrationError> {
+        Err(MigrationError::Unsupported(self.device_type()))
+    }
+    /// `(next_avail, next_used)` of every active queue, valid while paused.
+    fn queue_progress(&self) -> Vec<(u16, u16)> {
+        Vec::new()
+    }
+    /// Device-specific state to carry to the destination (opaque bytes).
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Loads state saved by [`VirtioDevice::save_state`] on the source (before activation).
+    fn load_state(&mut self, _state: &[u8]) -> Result<(), MigrationError> {
+        Ok(())
+    }
+    /// Makes completed guest writes durable before the hand-over (disks: fdatasync).
+    fn flush(&mut self) -> Result<(), MigrationError> {
+        Ok(())
+    }
+    /// Gives up exclusive host resources (disk image locks) for the destination.
+    fn release_backend(&mut self) -> Result<(), MigrationError> {
+        Ok(())
+    }
+    /// Takes exclusive host resources (after a failed hand-over, or on the destination).
+    fn acquire_backend(&mut self) -> Result<(), MigrationError> {
+        Ok(())
+    }
+    /// Called on the destination once the guest runs again (virtio-net announces).
+    fn after_migration(&mut self) {}
+    /// A description the destination checks its own device against.
+    fn describe(&self) -> String {
+        format!("virtio device type {}", self.device_type())
+    }
+}
+
+/// Migration errors of a device.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("virtio device type {0} does not support live migration")]
+    Unsupported(u32),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Copies `data.len()` bytes of `config` starting at `offset` into `data`, zero-filling

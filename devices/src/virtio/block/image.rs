@@ -27,6 +27,14 @@ impl DiskImage {
     /// whole number of sectors, and takes an `flock`: exclusive for a writable disk,
     /// shared for a read-only one, never waiting.
     pub(crate) fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
+        let image = Self::open_unlocked(path, read_only)?;
+        image.lock()?;
+        Ok(image)
+    }
+
+    /// Like [`DiskImage::open`] without taking the lock: a migration destination opens
+    /// its disks this way and locks them at the hand-over.
+    pub(crate) fn open_unlocked(path: &Path, read_only: bool) -> Result<Self, BlockError> {
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -48,9 +56,22 @@ impl DiskImage {
             return Err(BlockError::UnalignedSize { path: path.to_path_buf(), size });
         }
 
-        lock(&file, path, read_only)?;
-
         Ok(Self { file, path: path.to_path_buf(), size, read_only })
+    }
+
+    /// Takes the image lock (exclusive when writable, shared when read-only).
+    pub(crate) fn lock(&self) -> Result<(), BlockError> {
+        lock(&self.file, &self.path, self.read_only)
+    }
+
+    /// Drops the image lock (the hand-over to a migration destination).
+    pub(crate) fn unlock(&self) -> io::Result<()> {
+        // SAFETY: flock only takes our own open descriptor and a flag word.
+        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// Image path, for messages.

@@ -40,11 +40,11 @@ use config_space::ConfigSpace;
 use handler::RequestHandler;
 use image::DiskImage;
 use request::Limits;
-use worker::{Worker, WorkerContext};
+use worker::{ParkedWorker, Worker, WorkerContext};
 
 use super::{
     device_type, features, read_config_bytes, ActivateContext, ActivateError, ActiveQueue,
-    VirtioDevice,
+    VirtioDevice, MigrationError,
 };
 
 /// Bytes per sector, the unit of every virtio-blk offset.
@@ -97,6 +97,8 @@ pub struct Block {
     config_space: ConfigSpace,
     acked_features: u64,
     worker: Option<Worker>,
+    /// A worker parked for migration, with what it needs to restart.
+    parked: Option<ParkedWorker>,
     /// Queue state at the last reset, kept for [`Block::state`].
     last_queue: Option<QueueState>,
 }
@@ -104,8 +106,17 @@ pub struct Block {
 impl Block {
     /// Opens and locks the image described by `config`.
     pub fn new(config: BlockConfig) -> Result<Self, BlockError> {
-        let serial = serial_bytes(&config)?;
-        let disk = DiskImage::open(&config.path, config.read_only)?;
+        Self::with_image(&config, DiskImage::open(&config.path, config.read_only)?)
+    }
+
+    /// Opens the image without locking it: for a migration destination, which takes
+    /// the lock when the source hands the disk over ([`VirtioDevice::acquire_backend`]).
+    pub fn new_unlocked(config: BlockConfig) -> Result<Self, BlockError> {
+        Self::with_image(&config, DiskImage::open_unlocked(&config.path, config.read_only)?)
+    }
+
+    fn with_image(config: &BlockConfig, disk: DiskImage) -> Result<Self, BlockError> {
+        let serial = serial_bytes(config)?;
         tracing::info!(
             path = %disk.path().display(),
             sectors = disk.sectors(),
@@ -119,6 +130,7 @@ impl Block {
             serial,
             acked_features: 0,
             worker: None,
+            parked: None,
             last_queue: None,
         })
     }
@@ -250,8 +262,59 @@ impl VirtioDevice for Block {
         if let Some(worker) = self.worker.take() {
             self.last_queue = Some(worker.stop());
         }
+        self.parked = None;
         self.acked_features = 0;
         true
+    }
+
+    fn pause(&mut self) -> Result<(), MigrationError> {
+        if let Some(worker) = self.worker.take() {
+            let parked = worker.park().ok_or_else(|| {
+                MigrationError::Failed(format!("virtio-blk {}: worker could not be parked", self.disk.path().display()))
+            })?;
+            self.parked = Some(parked);
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), MigrationError> {
+        let Some(parked) = self.parked.take() else { return Ok(()) };
+        let worker = Worker::spawn(WorkerContext {
+            name: format!("virtio-blk-{}", self.id),
+            handler: self.request_handler(self.acked_features),
+            mem: parked.mem,
+            queue: parked.queue,
+            notify: parked.notify,
+            interrupt: parked.interrupt,
+        })
+        .map_err(|e| MigrationError::Failed(format!("virtio-blk {}: restarting worker: {e}", self.disk.path().display())))?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn queue_progress(&self) -> Vec<(u16, u16)> {
+        let queue = match (&self.parked, &self.worker) {
+            (Some(p), _) => Some(p.queue.state()),
+            (None, Some(w)) => Some(w.queue_state()),
+            (None, None) => None,
+        };
+        queue.map(|q| vec![(q.next_avail, q.next_used)]).unwrap_or_default()
+    }
+
+    fn flush(&mut self) -> Result<(), MigrationError> {
+        self.disk.flush().map_err(|e| MigrationError::Failed(format!("flushing {}: {e}", self.disk.path().display())))
+    }
+
+    fn release_backend(&mut self) -> Result<(), MigrationError> {
+        self.disk.unlock().map_err(|e| MigrationError::Failed(format!("unlocking {}: {e}", self.disk.path().display())))
+    }
+
+    fn acquire_backend(&mut self) -> Result<(), MigrationError> {
+        self.disk.lock().map_err(|e| MigrationError::Failed(e.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        format!("virtio-blk capacity={} read_only={}", self.disk.sectors(), self.disk.read_only())
     }
 }
 

@@ -7,7 +7,7 @@ use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use virtio_queue::{Queue, QueueState};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -35,8 +35,16 @@ pub(crate) struct WorkerContext {
 /// A running worker thread and the queue it serves.
 pub(crate) struct Worker {
     kill: EventFd,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<WorkerThread>>,
     queue: Arc<Mutex<Queue>>,
+}
+
+/// What a parked worker leaves behind, enough to start it again unchanged.
+pub(crate) struct ParkedWorker {
+    pub queue: Queue,
+    pub notify: EventFd,
+    pub mem: GuestMemoryMmap,
+    pub interrupt: Arc<dyn VirtioInterrupt>,
 }
 
 impl Worker {
@@ -65,7 +73,10 @@ impl Worker {
             interrupt: ctx.interrupt,
             broken: false,
         };
-        let handle = std::thread::Builder::new().name(ctx.name).spawn(move || thread.run())?;
+        let handle = std::thread::Builder::new().name(ctx.name).spawn(move || {
+            thread.run();
+            thread
+        })?;
         Ok(Self { kill, thread: Some(handle), queue })
     }
 
@@ -81,19 +92,33 @@ impl Worker {
         lock(&self.queue).state()
     }
 
-    fn shutdown(&mut self) {
-        let Some(handle) = self.thread.take() else {
-            return;
-        };
+    /// Stops the thread after the request it is serving and hands back everything
+    /// needed to start it again (migration parks workers this way).
+    pub(crate) fn park(mut self) -> Option<ParkedWorker> {
+        let thread = self.join()?;
+        let queue = std::mem::replace(&mut *lock(&self.queue), Queue::new(QUEUE_MAX_SIZE).ok()?);
+        Some(ParkedWorker { queue, notify: thread.notify, mem: thread.mem, interrupt: thread.interrupt })
+    }
+
+    fn join(&mut self) -> Option<WorkerThread> {
+        let handle = self.thread.take()?;
         if let Err(e) = self.kill.write(1) {
             // Cannot happen with a valid eventfd short of a counter overflow; the
             // join below would hang, so leave the thread detached instead.
             tracing::error!("cannot stop virtio-blk worker: {e}");
-            return;
+            return None;
         }
-        if handle.join().is_err() {
-            tracing::error!("virtio-blk worker panicked");
+        match handle.join() {
+            Ok(thread) => Some(thread),
+            Err(_) => {
+                tracing::error!("virtio-blk worker panicked");
+                None
+            }
         }
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.join();
     }
 }
 

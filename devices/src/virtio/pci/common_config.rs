@@ -7,7 +7,7 @@ use crate::virtio::{features, status};
 pub const NO_VECTOR: u16 = 0xffff;
 
 /// One queue as the driver configured it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueSetup {
     pub max_size: u16,
     pub size: u16,
@@ -35,7 +35,7 @@ pub enum StatusChange {
 }
 
 /// Common configuration state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommonConfig {
     pub offered_features: u64,
     pub device_feature_select: u32,

@@ -13,15 +13,16 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::bus::BusDevice;
 use crate::interrupt::MsiRouter;
 use crate::pci::config_io::{BarMove, PciDevice};
-use crate::pci::msix::Msix;
+use crate::pci::msix::{Msix, MsixSnapshot};
 use crate::pci::{capability_id, BarKind, PciConfig, PciIds};
-use crate::virtio::{features, status, ActivateContext, ActiveQueue, GuestMemoryMmap, VirtioDevice};
+use crate::virtio::{features, status, ActivateContext, ActiveQueue, GuestMemoryMmap, MigrationError, VirtioDevice};
 use common_config::{CommonConfig, StatusChange};
 use interrupt::PciInterrupt;
 
@@ -82,6 +83,22 @@ fn virtio_cap(cfg_type: u8, offset: u64, length: u64, extra: Option<u32>) -> Vec
         cap.extend_from_slice(&x.to_le_bytes());
     }
     cap
+}
+
+/// Everything about one virtio-pci function a migration carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioPciSnapshot {
+    /// The device's own description, checked against the destination's device.
+    pub device: String,
+    pub config_space: Vec<u8>,
+    pub common: CommonConfig,
+    pub msix: MsixSnapshot,
+    pub isr: u8,
+    pub needs_reset: bool,
+    pub active: bool,
+    /// `(next_avail, next_used)` of each enabled queue, in queue order.
+    pub queue_progress: Vec<(u16, u16)>,
+    pub device_state: Vec<u8>,
 }
 
 /// A virtio device behind a PCI function.
@@ -322,6 +339,93 @@ impl BusDevice for VirtioPciDevice {
 }
 
 impl VirtioPciDevice {
+    /// The device model.
+    pub fn device_mut(&mut self) -> &mut dyn VirtioDevice {
+        self.device.as_mut()
+    }
+
+    /// Parks the device's worker (migration).
+    pub fn pause_device(&mut self) -> Result<(), MigrationError> {
+        if self.active { self.device.pause() } else { Ok(()) }
+    }
+
+    /// Restarts a worker parked by [`VirtioPciDevice::pause_device`].
+    pub fn resume_device(&mut self) -> Result<(), MigrationError> {
+        if self.active { self.device.resume() } else { Ok(()) }
+    }
+
+    /// Captures the function (the device must be paused for queue progress to hold).
+    pub fn snapshot(&self) -> VirtioPciSnapshot {
+        VirtioPciSnapshot {
+            device: self.device.describe(),
+            config_space: self.config.bytes().to_vec(),
+            common: self.common.clone(),
+            msix: self.interrupt.msix.snapshot(),
+            isr: self.interrupt.isr.load(Ordering::SeqCst),
+            needs_reset: self.interrupt.needs_reset.load(Ordering::SeqCst),
+            active: self.active,
+            queue_progress: if self.active { self.device.queue_progress() } else { Vec::new() },
+            device_state: self.device.save_state(),
+        }
+    }
+
+    /// Loads a source's snapshot into this (fresh, identical) function and, if the
+    /// device was active there, activates it here at the same queue positions. Returns
+    /// the BAR move to apply when the guest had moved BAR 0.
+    pub fn restore(&mut self, snap: &VirtioPciSnapshot) -> Result<Option<BarMove>, MigrationError> {
+        let fail = |what: String| MigrationError::Failed(what);
+        if snap.device != self.device.describe() {
+            return Err(fail(format!("source device is `{}`, destination device is `{}`", snap.device, self.device.describe())));
+        }
+        if snap.common.queues.len() != self.common.queues.len() {
+            return Err(fail("queue count differs".into()));
+        }
+        self.config.restore_bytes(&snap.config_space).map_err(|e| fail(e.to_string()))?;
+        self.common = snap.common.clone();
+        self.interrupt.msix.restore(&snap.msix).map_err(fail)?;
+        self.interrupt.isr.store(snap.isr, Ordering::SeqCst);
+        self.interrupt.needs_reset.store(snap.needs_reset, Ordering::SeqCst);
+        self.sync_vectors();
+        let bar = self.config.bar_address(0);
+        let moved = (bar != self.mapped_bar && bar != 0).then(|| {
+            self.move_notifiers(bar);
+            let mv = BarMove { old: self.mapped_bar, new: bar, len: bar_layout::SIZE };
+            self.mapped_bar = bar;
+            mv
+        });
+        self.device.load_state(&snap.device_state)?;
+        if snap.active {
+            self.activate_at(&snap.queue_progress)?;
+        }
+        Ok(moved)
+    }
+
+    /// Activates with queues positioned at `progress` (migration restore).
+    fn activate_at(&mut self, progress: &[(u16, u16)]) -> Result<(), MigrationError> {
+        let mut queues = Vec::new();
+        let mut positions = progress.iter();
+        for (index, setup) in self.common.queues.iter().enumerate() {
+            if !setup.enabled {
+                continue;
+            }
+            let mut queue = self.build_queue(index).ok_or_else(|| MigrationError::Failed(format!("queue {index} is invalid here")))?;
+            let &(next_avail, next_used) = positions.next().ok_or_else(|| MigrationError::Failed("missing queue progress".into()))?;
+            queue.set_next_avail(next_avail);
+            queue.set_next_used(next_used);
+            let notify = self.notify_fds[index].try_clone().map_err(|e| MigrationError::Failed(e.to_string()))?;
+            queues.push(ActiveQueue { queue, notify });
+        }
+        let ctx = ActivateContext {
+            mem: self.mem.clone(),
+            acked_features: self.common.driver_features,
+            queues,
+            interrupt: self.interrupt.clone(),
+        };
+        self.device.activate(ctx).map_err(|e| MigrationError::Failed(format!("activating restored device: {e}")))?;
+        self.active = true;
+        Ok(())
+    }
+
     /// A vector beyond the MSI-X table reads back as NO_VECTOR, telling the driver the
     /// choice was refused (virtio 1.x 4.1.5.1.2).
     fn refuse_unknown_vectors(&mut self) {
@@ -358,6 +462,8 @@ mod tests {
     struct Log {
         activations: Vec<(u64, usize)>,
         resets: usize,
+        positions: Vec<(u16, u16)>,
+        loaded: Vec<u8>,
     }
 
     struct FakeDevice(Arc<Mutex<Log>>);
@@ -376,7 +482,19 @@ mod tests {
         }
         fn write_config(&mut self, _: u64, _: &[u8]) {}
         fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-            self.0.lock().unwrap().activations.push((ctx.acked_features, ctx.queues.len()));
+            let mut log = self.0.lock().unwrap();
+            log.activations.push((ctx.acked_features, ctx.queues.len()));
+            log.positions = ctx.queues.iter().map(|q| (q.queue.next_avail(), q.queue.next_used())).collect();
+            Ok(())
+        }
+        fn queue_progress(&self) -> Vec<(u16, u16)> {
+            vec![(3, 2)]
+        }
+        fn save_state(&self) -> Vec<u8> {
+            vec![42]
+        }
+        fn load_state(&mut self, state: &[u8]) -> Result<(), crate::virtio::MigrationError> {
+            self.0.lock().unwrap().loaded = state.to_vec();
             Ok(())
         }
         fn reset(&mut self) -> bool {
@@ -469,6 +587,45 @@ mod tests {
         assert_eq!(log.lock().unwrap().resets, 1);
         BusDevice::read(&mut d, 0x14, &mut s);
         assert_eq!(s[0], 0);
+    }
+
+    fn init_driver(d: &mut VirtioPciDevice) {
+        w32(d, 0x08, 1);
+        w32(d, 0x0c, 1);
+        BusDevice::write(d, 0x14, &[status::FEATURES_OK]);
+        w32(d, 0x20, 0x1000);
+        w32(d, 0x28, 0x2000);
+        w32(d, 0x30, 0x3000);
+        w16(d, 0x1a, 1);
+        w16(d, 0x1c, 1);
+        BusDevice::write(d, 0x14, &[0x0f]);
+    }
+
+    #[test]
+    fn snapshot_restore_activates_at_the_same_queue_positions() {
+        let (mut a, _, _) = device();
+        init_driver(&mut a);
+        d_config_move(&mut a);
+        let snap = a.snapshot();
+        assert!(snap.active);
+        let (mut b, log_b, regs_b) = device();
+        let moved = b.restore(&snap).unwrap();
+        assert_eq!(moved, Some(BarMove { old: 0xc000_0000, new: 0xd000_0000, len: bar_layout::SIZE }));
+        assert_eq!(*regs_b.0.lock().unwrap(), vec![0xd000_0000 + bar_layout::NOTIFY]);
+        let log = log_b.lock().unwrap();
+        assert_eq!(log.activations, vec![(features::VERSION_1, 1)]);
+        assert_eq!(log.positions, vec![(3, 2)]);
+        assert_eq!(log.loaded, vec![42]);
+        drop(log);
+        assert_eq!(b.common_config(), a.common_config());
+        let mut s = [0u8];
+        BusDevice::read(&mut b, 0x14, &mut s);
+        assert_eq!(s[0], 0x0f);
+    }
+
+    fn d_config_move(d: &mut VirtioPciDevice) {
+        d.config_write(0x10, &0xd000_0000u32.to_le_bytes());
+        d.config_write(0x04, &[0x02, 0]);
     }
 
     #[test]

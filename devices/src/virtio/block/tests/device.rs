@@ -329,3 +329,48 @@ fn block_activate_refuses_a_queue_outside_guest_memory() {
     assert!(matches!(err, ActivateError::Other(ref m) if m.contains("guest memory")), "{err:?}");
     assert!(!rig.block.state().activated);
 }
+
+#[test]
+fn block_worker_parks_for_migration_and_resumes() {
+    let mut rig = Rig::new("park");
+    let mem = rig.mem.clone();
+    let mut drv = Driver::new(&mem);
+    let interrupt = Arc::new(CountingInterrupt::default());
+    let notify = EventFd::new(EFD_NONBLOCK).expect("eventfd");
+    let kick = notify.try_clone().expect("eventfd clone");
+    let ctx = ActivateContext {
+        mem: mem.clone(),
+        acked_features: rig.block.offered_features(),
+        queues: vec![ActiveQueue { queue: drv.queue(), notify }],
+        interrupt: interrupt.clone(),
+    };
+    rig.block.activate(ctx).expect("activate");
+    write_header(&mem, HDR, VIRTIO_BLK_T_IN, 0);
+    drv.add(&[r(HDR, 16), w(DATA, 512), w(STATUS, 1)]);
+    kick.write(1).expect("kick");
+    wait_for("first request", || drv.used_idx() == 1);
+
+    rig.block.pause().expect("pause");
+    assert_eq!(rig.block.queue_progress(), vec![(1, 1)]);
+    // While parked, a kicked request is not served.
+    write_header(&mem, HDR + 0x100, VIRTIO_BLK_T_IN, 1);
+    drv.add(&[r(HDR + 0x100, 16), w(DATA + 0x1000, 512), w(STATUS + 1, 1)]);
+    kick.write(1).expect("kick");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(drv.used_idx(), 1, "parked worker served a request");
+    assert_eq!(rig.block.queue_progress(), vec![(1, 1)]);
+
+    // Resuming picks up the pending kick with the same queue.
+    rig.block.resume().expect("resume");
+    wait_for("request after resume", || drv.used_idx() == 2);
+    assert_eq!(status_at(&mem, STATUS + 1), OK);
+    assert_eq!(rig.block.queue_progress(), vec![(2, 2)]);
+
+    // The lock hand-over: released, another opener may lock, then taken back fails
+    // while that one holds it.
+    rig.block.release_backend().expect("unlock");
+    let other = crate::virtio::block::Block::new(crate::virtio::block::BlockConfig::new(rig.image.path())).expect("second opener locks after release");
+    assert!(rig.block.acquire_backend().is_err(), "lock taken back while another holds it");
+    drop(other);
+    rig.block.acquire_backend().expect("lock taken back");
+}
