@@ -39,15 +39,6 @@ pub struct CpuidEntry {
     pub edx: u32,
 }
 
-/// Kind of a device the guest sees.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeviceDescription {
-    /// virtio-blk with this capacity (512-byte sectors).
-    Block { capacity_sectors: u64, read_only: bool },
-    /// virtio-net.
-    Net,
-}
-
 /// What the source machine is: checked by the destination before any memory moves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmDescription {
@@ -56,8 +47,9 @@ pub struct VmDescription {
     pub cpus: u8,
     /// Guest CPUID of vCPU 0 as the source set it.
     pub cpuid: Vec<CpuidEntry>,
-    /// Devices in PCI slot order.
-    pub devices: Vec<DeviceDescription>,
+    /// Each device's own description (model and the properties the guest sees), in
+    /// PCI slot order: the destination's devices must describe themselves identically.
+    pub devices: Vec<String>,
 }
 
 /// End of a memory round.
@@ -260,7 +252,7 @@ mod tests {
             memory_bytes: 512 << 20,
             cpus: 2,
             cpuid: vec![CpuidEntry { function: 1, index: 0, flags: 0, eax: 1, ebx: 2, ecx: 3, edx: 4 }],
-            devices: vec![DeviceDescription::Block { capacity_sectors: 8, read_only: false }, DeviceDescription::Net],
+            devices: vec!["virtio-blk capacity=8 read_only=false".into(), "virtio-net".into()],
         }
     }
 

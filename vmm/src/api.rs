@@ -28,10 +28,21 @@ pub enum ApiCommand {
     Resume,
     /// Stop the VM; tern exits.
     Shutdown,
+    /// Live-migrate to a `tern receive` at `to` (HOST:PORT). Progress replies carry
+    /// `progress`; the last reply carries `report` (or `error`) and `done: true`.
+    Migrate {
+        to: String,
+        #[serde(default = "default_max_downtime_ms")]
+        max_downtime_ms: u64,
+    },
+}
+
+fn default_max_downtime_ms() -> u64 {
+    300
 }
 
 /// A reply: `ok` plus either fields or an error.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApiReply {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,16 +53,33 @@ pub struct ApiReply {
     pub cpus: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Migration progress sample (more replies follow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<migration::report::Progress>,
+    /// Final migration report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<migration::report::Report>,
+    /// False on a progress reply: more replies follow for this request.
+    #[serde(default = "done_default", skip_serializing_if = "is_true")]
+    pub done: bool,
+}
+
+fn done_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl ApiReply {
     /// A success with no fields.
     pub fn ok() -> Self {
-        Self { ok: true, ..Default::default() }
+        Self { ok: true, done: true, ..Default::default() }
     }
     /// A failure with a reason.
     pub fn error(reason: impl Into<String>) -> Self {
-        Self { ok: false, error: Some(reason.into()), ..Default::default() }
+        Self { ok: false, done: true, error: Some(reason.into()), ..Default::default() }
     }
 }
 
@@ -120,24 +148,42 @@ fn serve_connection(stream: UnixStream, events: Sender<VmEvent>) {
         if line.trim().is_empty() {
             continue;
         }
-        let reply = match serde_json::from_str::<ApiCommand>(line.trim()) {
-            Ok(command) => forward(command, &events),
-            Err(e) => ApiReply::error(format!("bad request: {e}")),
+        let command = match serde_json::from_str::<ApiCommand>(line.trim()) {
+            Ok(command) => command,
+            Err(e) => {
+                if write_reply(&mut writer, &ApiReply::error(format!("bad request: {e}"))).is_err() {
+                    return;
+                }
+                continue;
+            }
         };
-        let mut text = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
-        text.push('\n');
-        if writer.write_all(text.as_bytes()).is_err() {
+        // A migration streams progress replies for as long as it runs.
+        let patience = match command {
+            ApiCommand::Migrate { .. } => Duration::from_secs(24 * 3600),
+            _ => Duration::from_secs(30),
+        };
+        let (tx, rx) = channel();
+        if events.send(VmEvent::Api(ApiRequest { command, reply: tx })).is_err() {
+            let _ = write_reply(&mut writer, &ApiReply::error("the machine is shutting down"));
             return;
+        }
+        loop {
+            let reply = rx.recv_timeout(patience).unwrap_or_else(|_| ApiReply::error("the machine did not answer"));
+            let done = reply.done;
+            if write_reply(&mut writer, &reply).is_err() {
+                return;
+            }
+            if done {
+                break;
+            }
         }
     }
 }
 
-fn forward(command: ApiCommand, events: &Sender<VmEvent>) -> ApiReply {
-    let (tx, rx) = channel();
-    if events.send(VmEvent::Api(ApiRequest { command, reply: tx })).is_err() {
-        return ApiReply::error("the machine is shutting down");
-    }
-    rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| ApiReply::error("the machine did not answer"))
+fn write_reply(writer: &mut UnixStream, reply: &ApiReply) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(reply).unwrap_or_else(|_| "{\"ok\":false}".into());
+    text.push('\n');
+    writer.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -120,3 +120,54 @@ mod tests {
         assert_eq!([id_bits(1), id_bits(2), id_bits(3), id_bits(4), id_bits(5)], [0, 1, 2, 2, 3]);
     }
 }
+
+/// Feature registers a guest can depend on: (leaf, subleaf, register, bits ignored).
+const FEATURE_REGISTERS: &[(u32, u32, usize, u32)] = &[
+    // Leaf 1 ECX without OSXSAVE (mirrors CR4) and the hypervisor bit tern sets itself.
+    (0x1, 0, 2, (1 << 27) | ECX_HYPERVISOR),
+    // Leaf 1 EDX without HTT (topology, set per machine).
+    (0x1, 0, 3, EDX_HTT),
+    (0x7, 0, 1, 0),
+    (0x7, 0, 2, 0),
+    (0x7, 0, 3, 0),
+    (0xd, 1, 0, 0),
+    (0x8000_0001, 0, 2, 0),
+    (0x8000_0001, 0, 3, 0),
+];
+
+/// Features in `guest` (a migration source's CPUID) that `supported` (this host's)
+/// lacks, named as `leaf.subleaf:reg bits`.
+pub fn incompatible_features(guest: &[migration::messages::CpuidEntry], supported: &[migration::messages::CpuidEntry]) -> Vec<String> {
+    let find = |set: &[migration::messages::CpuidEntry], leaf: u32, sub: u32| {
+        set.iter().find(|e| e.function == leaf && (e.index == sub || (sub == 0 && e.index == 0))).copied()
+    };
+    let mut missing = Vec::new();
+    for &(leaf, sub, reg, ignored) in FEATURE_REGISTERS {
+        let Some(g) = find(guest, leaf, sub) else { continue };
+        let s = find(supported, leaf, sub);
+        let pick = |e: migration::messages::CpuidEntry| [e.eax, e.ebx, e.ecx, e.edx][reg];
+        let lacking = pick(g) & !ignored & !s.map(pick).unwrap_or(0);
+        if lacking != 0 {
+            missing.push(format!("cpuid {leaf:#x}.{sub}:{} bits {lacking:#x}", ["eax", "ebx", "ecx", "edx"][reg]));
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod compat_tests {
+    use super::*;
+    use migration::messages::CpuidEntry;
+
+    fn e(function: u32, ecx: u32) -> CpuidEntry {
+        CpuidEntry { function, index: 0, flags: 0, eax: 0, ebx: 0, ecx, edx: 0 }
+    }
+
+    #[test]
+    fn missing_features_are_named_and_tern_bits_ignored() {
+        let guest = [e(1, (1 << 5) | ECX_HYPERVISOR), e(0x8000_0001, 1)];
+        assert!(incompatible_features(&guest, &[e(1, 1 << 5), e(0x8000_0001, 1)]).is_empty());
+        let missing = incompatible_features(&guest, &[e(1, 0), e(0x8000_0001, 1)]);
+        assert_eq!(missing, vec!["cpuid 0x1.0:ecx bits 0x20".to_string()]);
+    }
+}

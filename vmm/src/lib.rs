@@ -10,8 +10,10 @@ pub mod layout;
 pub mod legacy_devices;
 pub mod machine;
 pub mod memory;
+pub mod migrate;
 pub mod msi_routing;
 pub mod pci_devices;
+pub mod state;
 pub mod vcpu;
 
 pub use machine::{Boot, Machine, MachineConfig, MachineError, MachineExit};

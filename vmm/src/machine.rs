@@ -1,14 +1,15 @@
-//! A whole machine: KVM VM, guest memory, vCPU threads, legacy devices, and the event
-//! channel that says when it ends. Built stopped; `start` runs the vCPUs.
+//! A whole machine: KVM VM, guest memory, vCPU threads, devices, and the event loop
+//! that says when it ends. Built stopped; `start` runs the vCPUs.
 
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use devices::legacy::serial::{SerialOutput, COM1_IRQ};
 use devices::legacy::{DebugPort, Serial};
+use devices::sync::lock;
+use devices::virtio::pci::VirtioPciDevice;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -17,11 +18,12 @@ use crate::boot::{self, regs, BootEntry, BootError, BootSource};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
 use crate::legacy_devices::{add_legacy_devices, LegacyError};
-use crate::pci_devices::{add_pci_devices, PciSetupError};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
-use crate::vcpu::pause::PauseControl;
+use crate::migrate;
+use crate::pci_devices::{add_pci_devices, PciSetupError};
+use crate::vcpu::set::{VcpuSet, VcpuStartError};
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
-use crate::vcpu::{self, VcpuContext, VmEvent};
+use crate::vcpu::VmEvent;
 
 /// How the boot vCPU starts.
 pub enum Boot {
@@ -30,6 +32,8 @@ pub enum Boot {
     /// Code copied to `load_addr` and entered there in 32-bit protected mode with flat
     /// 4 GiB segments and paging off (tiny test guests).
     Flat32 { code: Vec<u8>, load_addr: u64 },
+    /// Nothing: memory and vCPU state arrive from a migration source.
+    Incoming,
 }
 
 /// Machine configuration.
@@ -53,12 +57,14 @@ pub enum MachineExit {
     AllHalted,
     VcpuFailed { vcpu: u8, reason: String },
     UserQuit,
+    /// The guest was live-migrated to another host.
+    MigratedAway,
 }
 
 impl MachineExit {
-    /// Whether the guest ended the way a guest is meant to (power off or reboot).
+    /// Whether the machine ended the way machines are meant to end.
     pub fn is_clean(&self) -> bool {
-        matches!(self, MachineExit::PowerOff | MachineExit::Reset { .. } | MachineExit::AllHalted | MachineExit::UserQuit)
+        !matches!(self, MachineExit::VcpuFailed { .. })
     }
 }
 
@@ -79,40 +85,45 @@ pub enum MachineError {
     VcpuSetup(#[from] VcpuSetupError),
     #[error(transparent)]
     Legacy(#[from] LegacyError),
+    #[error(transparent)]
+    Pci(#[from] PciSetupError),
+    #[error(transparent)]
+    Start(#[from] VcpuStartError),
     #[error("vCPU {vcpu}: `{step}` failed: {source}")]
     VcpuIoctl { vcpu: u8, step: &'static str, source: kvm_ioctls::Error },
     #[error("registering irqfd for GSI {gsi}: {source}")]
     Irqfd { gsi: u32, source: kvm_ioctls::Error },
-    #[error("starting vCPU thread: {0}")]
-    Thread(std::io::Error),
-    #[error("installing the vCPU kick signal handler: {0}")]
-    Signal(vmm_sys_util::errno::Error),
-    #[error(transparent)]
-    Pci(#[from] PciSetupError),
     #[error("virtio devices need the in-kernel irqchip (MSI routing)")]
     VirtioNeedsIrqchip,
-    #[error("the machine was already started")]
-    AlreadyStarted,
+}
+
+/// The parts of a machine that threads other than its owner (migration) work with.
+#[derive(Clone)]
+pub struct MachineParts {
+    pub vm: Arc<VmFd>,
+    pub mem: GuestMemoryMmap,
+    pub vcpus: Arc<VcpuSet>,
+    pub virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    pub serial: Arc<Mutex<Serial>>,
+    pub mmio: Arc<Bus>,
+    pub cpus: u8,
+    pub memory: u64,
+    /// vCPU 0's CPUID as set at creation (what a migration destination must offer).
+    pub cpuid: Arc<Vec<kvm_bindings::kvm_cpuid_entry2>>,
+    /// MSRs this host lets us read and write, probed at creation (migration saves them).
+    pub msr_indices: Arc<Vec<u32>>,
 }
 
 /// A machine; see the module docs.
 pub struct Machine {
-    // Field order matters for drop: threads are joined in Drop before anything else.
-    threads: Vec<JoinHandle<()>>,
-    pending_vcpus: Vec<VcpuFd>,
-    pause: Arc<PauseControl>,
+    parts: MachineParts,
     events_tx: Sender<VmEvent>,
     events_rx: Receiver<VmEvent>,
     halted: usize,
-    cpus: u8,
-    memory: u64,
     pio: Arc<Bus>,
-    mmio: Arc<Bus>,
-    serial: Arc<Mutex<Serial>>,
     debug_port: Arc<Mutex<DebugPort>>,
-    vm: Arc<VmFd>,
-    mem: GuestMemoryMmap,
     started_at: Instant,
+    migrating: bool,
 }
 
 impl Machine {
@@ -133,6 +144,7 @@ impl Machine {
                 mem.write_slice(code, GuestAddress(*load_addr)).map_err(BootError::GuestMemory)?;
                 None
             }
+            Boot::Incoming => None,
         };
 
         let (events_tx, events_rx) = channel();
@@ -142,46 +154,61 @@ impl Machine {
             vm.register_irqfd(legacy.serial_interrupt.event(), COM1_IRQ)
                 .map_err(|source| MachineError::Irqfd { gsi: COM1_IRQ, source })?;
         }
-
         let mmio = Arc::new(Bus::new());
-        if config.in_kernel_irqchip {
-            add_pci_devices(&vm, &mem, &pio, &mmio, config.virtio_devices)?;
-        } else if !config.virtio_devices.is_empty() {
+        let virtio = if config.in_kernel_irqchip {
+            add_pci_devices(&vm, &mem, &pio, &mmio, config.virtio_devices)?
+        } else if config.virtio_devices.is_empty() {
+            Vec::new()
+        } else {
             return Err(MachineError::VirtioNeedsIrqchip);
-        }
+        };
 
         let base_cpuid = cpuid::supported_cpuid(kvm)?;
-        let mut pending_vcpus = Vec::new();
+        let mut fds = Vec::new();
+        let mut cpuid0 = Vec::new();
+        let mut msr_indices = Vec::new();
         for index in 0..config.cpus {
             let ioctl = |step| move |source| MachineError::VcpuIoctl { vcpu: index, step, source };
             let fd = vm.create_vcpu(u64::from(index)).map_err(ioctl("KVM_CREATE_VCPU"))?;
-            configure_vcpu(&fd, index, &cpuid::vcpu_cpuid(&base_cpuid, index, config.cpus), config.in_kernel_irqchip)?;
+            let vcpu_cpuid = cpuid::vcpu_cpuid(&base_cpuid, index, config.cpus);
+            configure_vcpu(&fd, index, &vcpu_cpuid, config.in_kernel_irqchip)?;
             if index == 0 {
-                set_boot_registers(&fd, &mem, entry, &config.boot).map_err(|e| match e {
-                    BootRegsError::Ioctl(step, source) => MachineError::VcpuIoctl { vcpu: 0, step, source },
-                    BootRegsError::Boot(b) => MachineError::Boot(b),
-                })?;
+                set_boot_registers(&fd, &mem, entry, &config.boot)?;
+                cpuid0 = vcpu_cpuid.as_slice().to_vec();
+                msr_indices = crate::state::vcpu::migratable_msrs(kvm, &fd).unwrap_or_else(|e| {
+                    tracing::warn!("probing MSRs for migration: {e}");
+                    Vec::new()
+                });
             }
-            pending_vcpus.push(fd);
+            fds.push(fd);
         }
 
         Ok(Self {
-            threads: Vec::new(),
-            pending_vcpus,
-            pause: Arc::new(PauseControl::new()),
+            parts: MachineParts {
+                vm,
+                mem,
+                vcpus: Arc::new(VcpuSet::new(fds)),
+                virtio,
+                serial: legacy.serial,
+                mmio,
+                cpus: config.cpus,
+                memory: config.memory,
+                cpuid: Arc::new(cpuid0),
+                msr_indices: Arc::new(msr_indices),
+            },
             events_tx,
             events_rx,
             halted: 0,
-            cpus: config.cpus,
-            memory: config.memory,
             pio,
-            mmio,
-            serial: legacy.serial,
             debug_port: legacy.debug_port,
-            vm,
-            mem,
             started_at,
+            migrating: false,
         })
+    }
+
+    /// The parts other threads may share.
+    pub fn parts(&self) -> &MachineParts {
+        &self.parts
     }
 
     /// The port I/O bus.
@@ -191,17 +218,17 @@ impl Machine {
 
     /// The MMIO bus.
     pub fn mmio_bus(&self) -> &Arc<Bus> {
-        &self.mmio
+        &self.parts.mmio
     }
 
     /// Guest memory.
     pub fn guest_memory(&self) -> &GuestMemoryMmap {
-        &self.mem
+        &self.parts.mem
     }
 
     /// The COM1 UART (to queue console input).
     pub fn serial(&self) -> Arc<Mutex<Serial>> {
-        self.serial.clone()
+        self.parts.serial.clone()
     }
 
     /// The boot-timer port (to read the guest's marks).
@@ -221,48 +248,31 @@ impl Machine {
 
     /// Starts one thread per vCPU.
     pub fn start(&mut self) -> Result<(), MachineError> {
-        if self.pending_vcpus.is_empty() {
-            return Err(MachineError::AlreadyStarted);
-        }
-        vcpu::install_kick_handler().map_err(MachineError::Signal)?;
-        let pio = self.pio.clone();
-        let mmio = self.mmio.clone();
-        for (index, fd) in self.pending_vcpus.drain(..).enumerate() {
-            let ctx = VcpuContext {
-                index: index as u8,
-                fd,
-                pio: pio.clone(),
-                mmio: mmio.clone(),
-                pause: self.pause.clone(),
-                events: self.events_tx.clone(),
-            };
-            self.threads.push(vcpu::spawn(ctx).map_err(MachineError::Thread)?);
-        }
-        Ok(())
+        Ok(self.parts.vcpus.start(&self.pio, &self.parts.mmio, &self.events_tx)?)
     }
 
     /// Stops every vCPU between instructions and returns once all are parked.
     pub fn pause(&self) {
-        let threads = &self.threads;
-        self.pause.pause(|| threads.iter().for_each(vcpu::kick));
+        self.parts.vcpus.pause();
     }
 
     /// Resumes vCPUs parked by [`Machine::pause`].
     pub fn resume(&self) {
-        self.pause.resume();
+        self.parts.vcpus.resume();
     }
 
     /// Whether the vCPUs are paused.
     pub fn is_paused(&self) -> bool {
-        self.pause.is_paused()
+        self.parts.vcpus.is_paused()
     }
 
     /// Pages the guest wrote since the last call (needs `track_dirty_pages`).
     pub fn take_dirty_pages(&self) -> Result<Vec<u64>, KvmVmError> {
-        kvm_vm::take_dirty_pages(&self.vm, &self.mem)
+        kvm_vm::take_dirty_pages(&self.parts.vm, &self.parts.mem)
     }
 
-    /// Waits until the machine ends (or `timeout` passes: `None` then).
+    /// Waits until the machine ends (or `timeout` passes: `None` then), serving
+    /// control-API requests meanwhile.
     pub fn wait_for_exit(&mut self, timeout: Option<Duration>) -> Option<MachineExit> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
@@ -279,22 +289,25 @@ impl Machine {
                 VmEvent::Reset { reason } => MachineExit::Reset { reason },
                 VmEvent::UserQuit => MachineExit::UserQuit,
                 VmEvent::VcpuFailed { vcpu, reason } => MachineExit::VcpuFailed { vcpu, reason },
-                VmEvent::Api(request) => {
-                    match self.handle_api(request) {
-                        Some(exit) => exit,
-                        None => continue,
-                    }
+                VmEvent::MigratedAway => MachineExit::MigratedAway,
+                VmEvent::MigrationFailed => {
+                    self.migrating = false;
+                    continue;
                 }
+                VmEvent::Api(request) => match self.handle_api(request) {
+                    Some(exit) => exit,
+                    None => continue,
+                },
                 VmEvent::Halted { .. } => {
                     self.halted += 1;
-                    if self.halted < usize::from(self.cpus) {
+                    if self.halted < usize::from(self.parts.cpus) {
                         continue;
                     }
                     MachineExit::AllHalted
                 }
             };
             self.stop_vcpus();
-            if let Err(e) = devices::sync::lock(&self.serial).flush_output() {
+            if let Err(e) = lock(&self.parts.serial).flush_output() {
                 tracing::warn!("flushing serial output: {e}");
             }
             return Some(exit);
@@ -303,16 +316,19 @@ impl Machine {
 
     /// Executes a control-API request; returns an exit when the request ends the VM.
     fn handle_api(&mut self, request: ApiRequest) -> Option<MachineExit> {
+        let busy = || ApiReply::error("a migration is in progress");
         let (reply, exit) = match request.command {
             ApiCommand::Info => (
                 ApiReply {
-                    state: Some(if self.is_paused() { "paused" } else { "running" }.into()),
-                    cpus: Some(self.cpus),
-                    memory_bytes: Some(self.memory),
+                    state: Some(if self.migrating { "migrating" } else if self.is_paused() { "paused" } else { "running" }.into()),
+                    cpus: Some(self.parts.cpus),
+                    memory_bytes: Some(self.parts.memory),
                     ..ApiReply::ok()
                 },
                 None,
             ),
+            ApiCommand::Pause if self.migrating => (busy(), None),
+            ApiCommand::Resume if self.migrating => (busy(), None),
             ApiCommand::Pause => {
                 self.pause();
                 (ApiReply::ok(), None)
@@ -322,6 +338,19 @@ impl Machine {
                 (ApiReply::ok(), None)
             }
             ApiCommand::Shutdown => (ApiReply::ok(), Some(MachineExit::UserQuit)),
+            ApiCommand::Migrate { to, max_downtime_ms } => {
+                if self.migrating {
+                    (busy(), None)
+                } else if self.is_paused() {
+                    (ApiReply::error("resume the guest before migrating it"), None)
+                } else {
+                    self.migrating = true;
+                    let options = migrate::source::Options { to, max_downtime: Duration::from_millis(max_downtime_ms) };
+                    // The migration thread answers on the request's channel itself.
+                    migrate::source::spawn(self.parts.clone(), options, request.reply, self.events_tx.clone());
+                    return None;
+                }
+            }
         };
         let _ = request.reply.send(reply);
         exit
@@ -329,14 +358,7 @@ impl Machine {
 
     /// Ends every vCPU thread and joins it.
     pub fn stop_vcpus(&mut self) {
-        self.pause.request_stop();
-        while self.threads.iter().any(|t| !t.is_finished()) {
-            self.threads.iter().for_each(vcpu::kick);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.parts.vcpus.stop();
     }
 }
 
@@ -346,25 +368,22 @@ impl Drop for Machine {
     }
 }
 
-enum BootRegsError {
-    Ioctl(&'static str, kvm_ioctls::Error),
-    Boot(BootError),
-}
-
-fn set_boot_registers(fd: &VcpuFd, mem: &GuestMemoryMmap, entry: Option<BootEntry>, boot: &Boot) -> Result<(), BootRegsError> {
-    let mut sregs = fd.get_sregs().map_err(|e| BootRegsError::Ioctl("KVM_GET_SREGS", e))?;
+fn set_boot_registers(fd: &VcpuFd, mem: &GuestMemoryMmap, entry: Option<BootEntry>, boot: &Boot) -> Result<(), MachineError> {
+    let ioctl = |step| move |source| MachineError::VcpuIoctl { vcpu: 0, step, source };
+    let mut sregs = fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     let regs = match (entry, boot) {
         (Some(entry), _) => {
-            regs::setup_sregs(mem, entry.protocol, &mut sregs).map_err(BootRegsError::Boot)?;
+            regs::setup_sregs(mem, entry.protocol, &mut sregs)?;
             regs::boot_regs(entry)
         }
         (None, Boot::Flat32 { load_addr, .. }) => {
-            regs::setup_sregs(mem, boot::BootProtocol::Pvh, &mut sregs).map_err(BootRegsError::Boot)?;
+            regs::setup_sregs(mem, boot::BootProtocol::Pvh, &mut sregs)?;
             kvm_bindings::kvm_regs { rip: *load_addr, rflags: 2, ..Default::default() }
         }
-        (None, Boot::Linux(_)) => unreachable!("Linux boot always yields an entry"),
+        // Registers come from the migration stream.
+        (None, _) => return Ok(()),
     };
-    fd.set_sregs(&sregs).map_err(|e| BootRegsError::Ioctl("KVM_SET_SREGS", e))?;
-    fd.set_regs(&regs).map_err(|e| BootRegsError::Ioctl("KVM_SET_REGS", e))?;
+    fd.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    fd.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
     Ok(())
 }

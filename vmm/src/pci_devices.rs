@@ -50,22 +50,24 @@ pub fn add_pci_devices(
     pio: &Bus,
     mmio: &Arc<Bus>,
     virtio: Vec<Box<dyn VirtioDevice>>,
-) -> Result<(), PciSetupError> {
+) -> Result<Vec<Arc<Mutex<VirtioPciDevice>>>, PciSetupError> {
     let router = Arc::new(KvmMsiRouter::new(vm.clone()));
     let ioevents = Arc::new(KvmIoEvents::new(vm.clone()));
     let mut bars = BarAllocator { next: MMIO_HOLE_START };
     let mut bus = PciBus::new();
+    let mut functions = Vec::new();
     for (index, device) in virtio.into_iter().enumerate() {
         let bar = bars.allocate(bar_layout::SIZE).ok_or(PciSetupError::NoBarSpace(index))?;
         let pci = VirtioPciDevice::new(device, bar, mem.clone(), router.clone(), ioevents.clone())
             .map_err(|source| PciSetupError::Virtio { index, source })?;
         let pci = Arc::new(Mutex::new(pci));
         bus.add(pci.clone()).ok_or(PciSetupError::NoSlot(index))?;
-        mmio.insert(pci, bar, bar_layout::SIZE)?;
+        mmio.insert(pci.clone(), bar, bar_layout::SIZE)?;
+        functions.push(pci);
     }
     let config_io = PciConfigIo::new(bus, mmio.clone());
     pio.insert(Arc::new(Mutex::new(config_io)), u64::from(CONFIG_ADDRESS_PORT), CONFIG_IO_PORT_COUNT)?;
-    Ok(())
+    Ok(functions)
 }
 
 #[cfg(test)]

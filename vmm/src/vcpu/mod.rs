@@ -1,10 +1,11 @@
 //! vCPU threads: one per vCPU, each looping on KVM_RUN and routing exits to the buses.
 
 pub mod pause;
+pub mod set;
 pub mod setup;
 
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 
 use devices::bus::Bus;
@@ -29,6 +30,10 @@ pub enum VmEvent {
     UserQuit,
     /// A control-API request.
     Api(crate::api::ApiRequest),
+    /// The guest now runs on a migration destination: this machine is done.
+    MigratedAway,
+    /// An outgoing migration failed and the guest runs here again.
+    MigrationFailed,
 }
 
 /// The signal used to kick vCPU threads out of KVM_RUN.
@@ -50,7 +55,9 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
 /// Everything a vCPU thread needs.
 pub struct VcpuContext {
     pub index: u8,
-    pub fd: VcpuFd,
+    /// Locked by the vCPU thread around each KVM_RUN; free while the vCPU is parked,
+    /// which is when state capture and restore use it.
+    pub fd: Arc<Mutex<VcpuFd>>,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub pause: Arc<PauseControl>,
@@ -80,20 +87,21 @@ pub fn kick(thread: &JoinHandle<()>) {
     }
 }
 
-fn run_loop(mut ctx: VcpuContext) {
+fn run_loop(ctx: VcpuContext) {
     let span = tracing::debug_span!("vcpu", index = ctx.index);
     let _enter = span.enter();
     while ctx.pause.check_in() == CheckIn::Run {
-        let outcome = match ctx.fd.run() {
+        let mut fd = devices::sync::lock(&ctx.fd);
+        let outcome = match fd.run() {
             Ok(exit) => handle_exit(exit, &ctx.pio, &ctx.mmio, ctx.index),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                ctx.fd.set_kvm_immediate_exit(0);
+                fd.set_kvm_immediate_exit(0);
                 Outcome::Continue
             }
             Err(e) => Outcome::End(VmEvent::VcpuFailed { vcpu: ctx.index, reason: format!("KVM_RUN failed: {e}") }),
         };
         if let Outcome::End(event) = outcome {
-            let event = with_registers(event, &ctx.fd);
+            let event = with_registers(event, &fd);
             let _ = ctx.events.send(event);
             return;
         }

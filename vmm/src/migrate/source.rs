@@ -1,0 +1,284 @@
+//! The source side: connect, describe the machine, copy memory in rounds while the
+//! guest runs, then pause, copy the rest and the state, hand the disks over, and exit
+//! only once the destination says the guest runs there. Any failure before that
+//! resumes the guest here.
+
+use std::io::{BufWriter, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use devices::sync::lock;
+use migration::convergence::{Convergence, Decision, Policy, RoundStats};
+use migration::messages::{self, AckStage, HandOver, Hello, Message, RoundDone, VmDescription};
+use migration::pages::PageBatch;
+use migration::report::{Progress, Report};
+use migration::PROTOCOL_VERSION;
+use vm_memory::{Bytes, GuestAddress};
+
+use super::dirty::DirtyTracker;
+use super::throttle::Throttle;
+use super::{cpuid_to_wire, MigrateError};
+use crate::api::ApiReply;
+use crate::machine::MachineParts;
+use crate::state;
+use crate::vcpu::VmEvent;
+
+/// What `tern migrate` asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Destination `HOST:PORT`.
+    pub to: String,
+    /// Downtime target.
+    pub max_downtime: Duration,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the destination at each acknowledged step.
+const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the migration on its own thread. Progress and the final result go to `reply`;
+/// the machine's owner learns the outcome through `events`.
+pub fn spawn(parts: MachineParts, options: Options, reply: Sender<ApiReply>, events: Sender<VmEvent>) {
+    let thread = std::thread::Builder::new().name("migration".into()).spawn(move || {
+        let progress = |p: Progress| {
+            let _ = reply.send(ApiReply { progress: Some(p), done: false, ..ApiReply::ok() });
+        };
+        match run(&parts, &options, &progress) {
+            Ok(report) => {
+                tracing::info!(?report, "migration complete");
+                let _ = reply.send(ApiReply { report: Some(report), ..ApiReply::ok() });
+                let _ = events.send(VmEvent::MigratedAway);
+            }
+            Err(e) => {
+                tracing::warn!("migration failed: {e}");
+                let _ = reply.send(ApiReply::error(format!("migration failed, the guest keeps running here: {e}")));
+                let _ = events.send(VmEvent::MigrationFailed);
+            }
+        }
+    });
+    if let Err(e) = thread {
+        tracing::error!("cannot start the migration thread: {e}");
+    }
+}
+
+/// Bytes written, for bandwidth figures.
+struct CountingWriter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type Writer = CountingWriter<BufWriter<TcpStream>>;
+
+fn connect(to: &str) -> Result<TcpStream, MigrateError> {
+    let err = |source| MigrateError::Connect { to: to.to_string(), source };
+    let addrs: Vec<_> = to.to_socket_addrs().map_err(err)?.collect();
+    let mut last = std::io::Error::other("no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
+/// The machine as the destination must rebuild it.
+pub fn describe(parts: &MachineParts) -> VmDescription {
+    VmDescription {
+        version: PROTOCOL_VERSION,
+        memory_bytes: parts.memory,
+        cpus: parts.cpus,
+        cpuid: cpuid_to_wire(&parts.cpuid),
+        devices: parts.virtio.iter().map(|d| lock(d).device_mut().describe()).collect(),
+    }
+}
+
+/// Sends `pages`; returns (pages with contents, zero pages).
+fn send_pages(w: &mut Writer, parts: &MachineParts, round: u32, pages: &[u64], batch: &mut PageBatch) -> Result<(u64, u64), MigrateError> {
+    let (mut full, mut zero) = (0u64, 0u64);
+    batch.clear(round);
+    for &gpa in pages {
+        let was_zero = batch
+            .push_with(gpa, |buf| parts.mem.read_slice(buf, GuestAddress(gpa)))
+            .map_err(|e| MigrateError::Memory(format!("reading page {gpa:#x}: {e}")))?;
+        if was_zero { zero += 1 } else { full += 1 }
+        if batch.is_full() {
+            Message::Pages(std::mem::take(batch)).send(w)?;
+            batch.clear(round);
+        }
+    }
+    if !batch.is_empty() {
+        Message::Pages(std::mem::take(batch)).send(w)?;
+    }
+    Message::RoundDone(RoundDone { version: PROTOCOL_VERSION, round, pages: pages.len() as u64 }).send(w)?;
+    Ok((full, zero))
+}
+
+fn mib(bytes_per_s: f64) -> f64 {
+    bytes_per_s / (1 << 20) as f64
+}
+
+fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> Result<Report, MigrateError> {
+    let started = Instant::now();
+    let stream = connect(&options.to)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(ACK_TIMEOUT))?;
+    let mut reader = stream.try_clone()?;
+    let mut w: Writer = CountingWriter { inner: BufWriter::with_capacity(1 << 20, stream), bytes: 0 };
+    let mut buf = Vec::new();
+
+    // Hello and config: the destination refuses here, before anything is paused.
+    Message::Hello(Hello::current()).send(&mut w)?;
+    w.flush()?;
+    messages::expect_ack(&mut reader, &mut buf, AckStage::Hello).map_err(refusal)?;
+    Message::Config(describe(parts)).send(&mut w)?;
+    w.flush()?;
+    messages::expect_ack(&mut reader, &mut buf, AckStage::Config).map_err(refusal)?;
+
+    let tracker = DirtyTracker::start(&parts.vm, &parts.mem)?;
+    let throttle = Throttle::start(parts.vcpus.clone());
+    let mut convergence = Convergence::new(Policy::with_max_downtime(options.max_downtime));
+    let mut batch = PageBatch::new(0);
+    let mut report = Report::default();
+    let mut pages = tracker.all_pages();
+    let mut round = 0u32;
+    loop {
+        let round_start = Instant::now();
+        let bytes_before = w.bytes;
+        let (full, zero) = send_pages(&mut w, parts, round, &pages, &mut batch)?;
+        w.flush()?;
+        report.pages_sent += full;
+        report.zero_pages += zero;
+        let dirty = tracker.take()?;
+        let stats = RoundStats {
+            round,
+            pages_sent: pages.len() as u64,
+            bytes_sent: w.bytes - bytes_before,
+            duration: round_start.elapsed(),
+            dirty_pages: dirty.len() as u64,
+        };
+        let decision = convergence.after_round(stats);
+        progress(Progress {
+            round,
+            pages_left: dirty.len() as u64,
+            dirty_rate_mib_s: mib(convergence.dirty_rate()),
+            bandwidth_mib_s: mib(convergence.bandwidth().unwrap_or(0.0)),
+            estimated_downtime_ms: convergence.estimated_downtime().as_secs_f64() * 1000.0,
+            throttle_percent: convergence.throttle(),
+        });
+        pages = dirty;
+        round += 1;
+        match decision {
+            Decision::StopAndCopy => break,
+            Decision::Continue { throttle_percent } => {
+                throttle.set(throttle_percent);
+                report.max_throttle_percent = report.max_throttle_percent.max(throttle_percent);
+            }
+        }
+    }
+    throttle.stop();
+    report.rounds = round;
+
+    // Stop and copy. From here on, any failure must give the guest back.
+    let paused_at = Instant::now();
+    parts.vcpus.pause();
+    let mut handed_over = false;
+    let result = stop_and_copy(parts, &tracker, pages, &mut w, &mut reader, &mut buf, &mut batch, &mut report, &mut handed_over);
+    match result {
+        Ok(()) => {
+            report.downtime_ms = paused_at.elapsed().as_secs_f64() * 1000.0;
+            report.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+            report.bytes_sent = w.bytes;
+            // The guest runs on the destination now; this machine must never run it again.
+            std::mem::forget(tracker);
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = messages::error(format!("source aborted: {e}")).send(&mut w);
+            let _ = w.flush();
+            tracker.stop();
+            recover(parts, handed_over).map_err(|again| MigrateError::Device(format!("{e}; and then: {again}")))?;
+            Err(e)
+        }
+    }
+}
+
+/// Maps a destination's refusal to a clear error.
+fn refusal(e: migration::messages::ProtocolError) -> MigrateError {
+    match e {
+        migration::messages::ProtocolError::Peer(reason) => MigrateError::Refused(reason),
+        other => MigrateError::Protocol(other),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stop_and_copy(
+    parts: &MachineParts,
+    tracker: &DirtyTracker,
+    mut pages: Vec<u64>,
+    w: &mut Writer,
+    reader: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    batch: &mut PageBatch,
+    report: &mut Report,
+    handed_over: &mut bool,
+) -> Result<(), MigrateError> {
+    for device in &parts.virtio {
+        lock(device).pause_device().map_err(|e| MigrateError::Device(e.to_string()))?;
+    }
+    // Everything written until the pause, by vCPUs and device workers alike.
+    pages.extend(tracker.take()?);
+    pages.sort_unstable();
+    pages.dedup();
+    let (full, zero) = send_pages(w, parts, u32::MAX, &pages, batch)?;
+    report.final_pages = full + zero;
+    report.pages_sent += full;
+    report.zero_pages += zero;
+    let machine_state = state::capture(parts, &parts.msr_indices)?;
+    Message::State(machine_state.encode()).send(w)?;
+    w.flush()?;
+    for device in &parts.virtio {
+        lock(device).device_mut().flush().map_err(|e| MigrateError::Device(e.to_string()))?;
+    }
+    messages::expect_ack(reader, buf, AckStage::Restored).map_err(refusal)?;
+    *handed_over = true;
+    for device in &parts.virtio {
+        lock(device).device_mut().release_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
+    }
+    Message::HandOver(HandOver { version: PROTOCOL_VERSION }).send(w)?;
+    w.flush()?;
+    messages::expect_ack(reader, buf, AckStage::Resumed).map_err(refusal)?;
+    Ok(())
+}
+
+/// Gives the guest back after a failed stop-and-copy: disk locks first (if the
+/// destination holds them, the guest must not run here too), then device workers,
+/// then vCPUs.
+fn recover(parts: &MachineParts, handed_over: bool) -> Result<(), String> {
+    if handed_over {
+        for device in &parts.virtio {
+            if let Err(e) = lock(device).device_mut().acquire_backend() {
+                return Err(format!(
+                    "cannot take the disks back ({e}); the destination may be running the guest, so it stays paused here"
+                ));
+            }
+        }
+    }
+    for device in &parts.virtio {
+        lock(device).resume_device().map_err(|e| e.to_string())?;
+    }
+    parts.vcpus.resume();
+    Ok(())
+}

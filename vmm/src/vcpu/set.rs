@@ -1,0 +1,107 @@
+//! All vCPUs of a machine: their fds, threads and pause control, shareable between the
+//! machine's owner thread and a migration thread.
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use devices::bus::Bus;
+use devices::sync::lock;
+use kvm_ioctls::VcpuFd;
+
+use super::pause::PauseControl;
+use super::{install_kick_handler, kick, spawn, VcpuContext, VmEvent};
+
+/// The vCPUs; see the module docs.
+pub struct VcpuSet {
+    fds: Vec<Arc<Mutex<VcpuFd>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pause: Arc<PauseControl>,
+}
+
+/// Errors starting vCPU threads.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuStartError {
+    #[error("the vCPUs were already started")]
+    AlreadyStarted,
+    #[error("starting vCPU thread: {0}")]
+    Thread(std::io::Error),
+    #[error("installing the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+}
+
+impl VcpuSet {
+    /// Wraps configured (not yet running) vCPU fds, index order.
+    pub fn new(fds: Vec<VcpuFd>) -> Self {
+        Self {
+            fds: fds.into_iter().map(|fd| Arc::new(Mutex::new(fd))).collect(),
+            threads: Mutex::new(Vec::new()),
+            pause: Arc::new(PauseControl::new()),
+        }
+    }
+
+    /// Number of vCPUs.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Whether there are no vCPUs.
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    /// The vCPU fds (lock one only while the vCPUs are paused or not started).
+    pub fn fds(&self) -> &[Arc<Mutex<VcpuFd>>] {
+        &self.fds
+    }
+
+    /// Starts one thread per vCPU.
+    pub fn start(&self, pio: &Arc<Bus>, mmio: &Arc<Bus>, events: &Sender<VmEvent>) -> Result<(), VcpuStartError> {
+        let mut threads = lock(&self.threads);
+        if !threads.is_empty() {
+            return Err(VcpuStartError::AlreadyStarted);
+        }
+        install_kick_handler().map_err(VcpuStartError::Signal)?;
+        for (index, fd) in self.fds.iter().enumerate() {
+            let ctx = VcpuContext {
+                index: index as u8,
+                fd: fd.clone(),
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                pause: self.pause.clone(),
+                events: events.clone(),
+            };
+            threads.push(spawn(ctx).map_err(VcpuStartError::Thread)?);
+        }
+        Ok(())
+    }
+
+    /// Parks every vCPU between instructions; returns once all are parked.
+    pub fn pause(&self) {
+        self.pause.pause(|| lock(&self.threads).iter().for_each(kick));
+    }
+
+    /// Resumes parked vCPUs.
+    pub fn resume(&self) {
+        self.pause.resume();
+    }
+
+    /// Whether a pause is in effect.
+    pub fn is_paused(&self) -> bool {
+        self.pause.is_paused()
+    }
+
+    /// Ends every vCPU thread and joins it.
+    pub fn stop(&self) {
+        self.pause.request_stop();
+        let mut threads = lock(&self.threads);
+        while threads.iter().any(|t| !t.is_finished()) {
+            threads.iter().for_each(kick);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for t in threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Host-KVM live-migration test: a tiny guest stamps an increasing generation number
+//! into every page of 62 MiB, in a loop, while it is migrated over loopback TCP between
+//! two machines driven exactly as `tern run` / `tern receive` drive them (the source
+//! through its control API). After the move the guest keeps counting on the
+//! destination and no page's generation is below what the source last saw.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::Kvm;
+use vm_memory::{Bytes, GuestAddress};
+use vmm::migrate::destination::{self, Expectations};
+use vmm::{Boot, Machine, MachineConfig, MachineExit};
+
+const LOAD_ADDR: u64 = 0x10_0000;
+const GEN_ADDR: u64 = 0x1_0000;
+const STAMP_START: u32 = 0x20_0000;
+const MEMORY: u64 = 64 << 20;
+const STAMP_END: u32 = MEMORY as u32;
+
+/// inc [GEN]; eax = [GEN]; for edi in STAMP_START..STAMP_END step 4096 { [edi] = eax }; repeat
+fn stamping_guest() -> Vec<u8> {
+    let mut c = vec![0xff, 0x05];
+    c.extend_from_slice(&(GEN_ADDR as u32).to_le_bytes()); // inc dword [GEN]
+    c.push(0xa1);
+    c.extend_from_slice(&(GEN_ADDR as u32).to_le_bytes()); // mov eax, [GEN]
+    c.push(0xbf);
+    c.extend_from_slice(&STAMP_START.to_le_bytes()); // mov edi, START
+    let inner = c.len();
+    c.extend_from_slice(&[0x89, 0x07]); // mov [edi], eax
+    c.extend_from_slice(&[0x81, 0xc7, 0x00, 0x10, 0x00, 0x00]); // add edi, 4096
+    c.extend_from_slice(&[0x81, 0xff]);
+    c.extend_from_slice(&STAMP_END.to_le_bytes()); // cmp edi, END
+    let jb_at = c.len();
+    c.extend_from_slice(&[0x72, (inner as i64 - (jb_at as i64 + 2)) as u8]); // jb inner
+    let jmp_at = c.len();
+    c.extend_from_slice(&[0xeb, (0i64 - (jmp_at as i64 + 2)) as u8]); // jmp start
+    c
+}
+
+fn kvm() -> Kvm {
+    Kvm::new().unwrap_or_else(|e| panic!("host-KVM tests need /dev/kvm, which cannot be opened here: {e}"))
+}
+
+fn config(boot: Boot) -> MachineConfig {
+    MachineConfig {
+        cpus: 1,
+        memory: MEMORY,
+        boot,
+        serial_output: Box::new(std::io::sink()),
+        in_kernel_irqchip: true,
+        track_dirty_pages: false,
+        virtio_devices: Vec::new(),
+    }
+}
+
+fn stamps(mem: &vmm::memory::GuestMemoryMmap) -> Vec<u32> {
+    (STAMP_START..STAMP_END).step_by(4096).map(|a| mem.read_obj(GuestAddress(u64::from(a))).unwrap()).collect()
+}
+
+fn generation(mem: &vmm::memory::GuestMemoryMmap) -> u32 {
+    mem.read_obj(GuestAddress(GEN_ADDR)).unwrap()
+}
+
+#[test]
+fn running_guest_migrates_and_no_page_goes_backwards() {
+    // Source: running guest with a control socket.
+    let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let source_mem = source.guest_memory().clone();
+    let dir = std::env::temp_dir().join(format!("tern-migration-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    source.start().unwrap();
+    let t = Instant::now();
+    while generation(&source_mem) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(60), "guest did not start stamping");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let source_owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
+
+    // Destination: listening, builds its machine from the source's description.
+    let listener = destination::listen("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dest = std::thread::spawn(move || {
+        destination::receive(&listener, &Expectations { memory: Some(MEMORY), cpus: Some(1) }, |desc| {
+            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
+                .map_err(|e| e.to_string())
+        })
+    });
+
+    // `tern migrate` does exactly this over the source's control socket.
+    let conn = UnixStream::connect(&api).unwrap();
+    (&conn).write_all(format!("{{\"command\":\"migrate\",\"to\":\"127.0.0.1:{port}\",\"max_downtime_ms\":300}}\n").as_bytes()).unwrap();
+    let mut lines = BufReader::new(conn).lines();
+    let mut progress = 0;
+    let final_reply = loop {
+        let line = lines.next().expect("reply").unwrap();
+        if line.contains("\"progress\"") {
+            progress += 1;
+            continue;
+        }
+        break line;
+    };
+    assert!(final_reply.contains("\"ok\":true") && final_reply.contains("\"report\""), "{final_reply}");
+    assert!(progress >= 1, "no progress replies");
+    assert_eq!(source_owner.join().unwrap(), Some(MachineExit::MigratedAway));
+
+    // The source is frozen at its last state: that is what the guest last saw there.
+    let last_gen = generation(&source_mem);
+    let last_stamps = stamps(&source_mem);
+    assert!(last_gen >= 3);
+
+    let mut dest = dest.join().unwrap().expect("destination received the guest");
+    let dest_mem = dest.guest_memory().clone();
+    let t = Instant::now();
+    while generation(&dest_mem) < last_gen + 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep counting on the destination (stuck at {})", generation(&dest_mem));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dest.pause();
+    let now = stamps(&dest_mem);
+    for (i, (before, after)) in last_stamps.iter().zip(now.iter()).enumerate() {
+        assert!(after >= before, "page {:#x} went backwards: source saw {before}, destination has {after}", STAMP_START as usize + i * 4096);
+        assert!(*after >= last_gen - 1, "page {:#x} is stale: {after} < {}", STAMP_START as usize + i * 4096, last_gen - 1);
+    }
+    dest.stop_vcpus();
+    let report = final_reply;
+    eprintln!("migration report: {report}");
+}
