@@ -1,7 +1,11 @@
 //! The `tern` command line.
 
 mod console;
+mod guest_devices;
+mod migrate;
+mod receive;
 mod run;
+mod session;
 mod size;
 
 use std::process::ExitCode;
@@ -23,6 +27,10 @@ struct Cli {
 enum Command {
     /// Boot a Linux kernel in a new VM and run it until the guest powers off.
     Run(run::RunArgs),
+    /// Wait for a live migration from another tern and run the guest here.
+    Receive(receive::ReceiveArgs),
+    /// Live-migrate the guest of a running tern (by its control socket) to a receiver.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -42,6 +50,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Receive(args) => receive::receive(args),
+        Command::Migrate(args) => migrate::migrate(args),
     };
     match result {
         Ok(code) => code,

@@ -4,48 +4,21 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kvm_ioctls::Kvm;
-use devices::virtio::block::{Block, BlockConfig};
-use devices::virtio::VirtioDevice;
+use devices::virtio::block::BlockConfig;
 use vmm::boot::{kernel, BootSource};
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
-use vmm::{Boot, Machine, MachineConfig, MachineExit};
+use vmm::{Boot, Machine, MachineConfig};
 
-use crate::console;
+use crate::guest_devices;
+use crate::session::{self, SerialArg};
 use crate::size::parse_size;
 
 /// Command line used when none is given.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
-
-/// Where the guest's serial console goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SerialArg {
-    /// The terminal (raw mode when stdin is a TTY).
-    Stdio,
-    /// Discarded.
-    Null,
-    /// Written to a file (truncated).
-    File(PathBuf),
-}
-
-impl FromStr for SerialArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "stdio" => Ok(SerialArg::Stdio),
-            "null" => Ok(SerialArg::Null),
-            _ => match s.strip_prefix("file=") {
-                Some(p) if !p.is_empty() => Ok(SerialArg::File(PathBuf::from(p))),
-                _ => Err(format!("`{s}` is not a serial destination (stdio, null, file=PATH)")),
-            },
-        }
-    }
-}
 
 /// Flags of `tern run`.
 #[derive(Args, Debug)]
@@ -108,57 +81,21 @@ fn validate(args: &RunArgs) -> Result<()> {
 }
 
 /// Physical RAM of the host in bytes (0 if unknown).
-fn host_memory_bytes() -> u64 {
+pub fn host_memory_bytes() -> u64 {
     // SAFETY: sysconf only reads system configuration values.
     let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     if pages > 0 && page_size > 0 { pages as u64 * page_size as u64 } else { 0 }
-}
-
-/// Opens (and locks) every disk image; errors name the disk.
-fn open_disks(configs: &[BlockConfig]) -> Result<Vec<Box<dyn VirtioDevice>>> {
-    let mut seen = Vec::new();
-    let mut disks: Vec<Box<dyn VirtioDevice>> = Vec::new();
-    for config in configs {
-        let canonical = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
-        if seen.contains(&canonical) {
-            bail!("disk {} is given more than once", config.path.display());
-        }
-        seen.push(canonical);
-        disks.push(Box::new(Block::new(config.clone())?));
-    }
-    Ok(disks)
-}
-
-fn serial_output(arg: &SerialArg) -> Result<Box<dyn std::io::Write + Send>> {
-    Ok(match arg {
-        SerialArg::Stdio => Box::new(console::RawStdout),
-        SerialArg::Null => Box::new(std::io::sink()),
-        SerialArg::File(path) => Box::new(
-            File::create(path).with_context(|| format!("cannot create serial output file {}", path.display()))?,
-        ),
-    })
-}
-
-fn open_kvm() -> Result<Kvm> {
-    Kvm::new().map_err(|e| {
-        let hint = match e.errno() {
-            libc::ENOENT => " (no /dev/kvm: is the kvm module loaded?)",
-            libc::EACCES | libc::EPERM => " (permission denied: add yourself to the kvm group or run as root)",
-            _ => "",
-        };
-        anyhow::anyhow!("cannot open /dev/kvm: {e}{hint}")
-    })
 }
 
 /// Runs `tern run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     validate(&args)?;
-    let virtio_devices = open_disks(&args.disks)?;
+    let virtio_devices = guest_devices::open(&args.disks, guest_devices::Locking::Now)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
-    let kvm = open_kvm()?;
+    let kvm = session::open_kvm()?;
     let config = MachineConfig {
         cpus: args.cpus,
         memory: args.memory,
@@ -167,64 +104,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             initrd: args.initrd.clone(),
             cmdline: args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
         }),
-        serial_output: serial_output(&args.serial)?,
+        serial_output: session::serial_output(&args.serial)?,
         in_kernel_irqchip: true,
         track_dirty_pages: false,
         virtio_devices,
     };
-    let mut machine = Machine::new(&kvm, config, started)?;
+    let machine = Machine::new(&kvm, config, started)?;
 
-    let interactive = args.serial == SerialArg::Stdio && console::stdin_is_tty();
-    let _raw_guard = if interactive {
-        console::enter_raw_mode().context("cannot put the terminal in raw mode")?;
-        Some(console::RawModeGuard)
-    } else {
-        None
-    };
-    if args.serial == SerialArg::Stdio {
-        console::spawn_stdin_forwarder(machine.serial(), machine.event_sender(), interactive)
-            .context("cannot start the console input thread")?;
-    }
-    let _api = match &args.api_socket {
-        Some(path) => Some(vmm::api::serve(path, machine.event_sender())?),
-        None => None,
-    };
-    machine.start()?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "vCPUs started");
-    let exit = machine.wait_for_exit(None);
-    drop(_raw_guard);
-    match exit {
-        Some(MachineExit::PowerOff) => {
-            eprintln!("tern: guest powered off after {} ms", started.elapsed().as_millis());
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::Reset { reason }) => {
-            eprintln!("tern: guest reset ({reason}); exiting");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::UserQuit) => {
-            eprintln!("tern: quit from the console");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::AllHalted) => {
-            eprintln!("tern: all vCPUs halted");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::VcpuFailed { vcpu, reason }) => bail!("vCPU {vcpu} stopped: {reason}"),
-        None => bail!("the machine ended without a reason (event channel closed)"),
-    }
+    session::serve(machine, &args.serial, args.api_socket.as_deref(), started, false)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serial_args() {
-        assert_eq!("stdio".parse(), Ok(SerialArg::Stdio));
-        assert_eq!("null".parse(), Ok(SerialArg::Null));
-        assert_eq!("file=/tmp/x".parse(), Ok(SerialArg::File("/tmp/x".into())));
-        assert!("file=".parse::<SerialArg>().is_err());
-        assert!("tty".parse::<SerialArg>().is_err());
-    }
-}

@@ -1,0 +1,71 @@
+//! `tern migrate`: ask a running tern (through its control socket) to live-migrate its
+//! guest, show progress, and print the report.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use vmm::api::ApiReply;
+
+/// Flags of `tern migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Control socket of the running source (its --api-socket).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: PathBuf,
+    /// Address of the `tern receive` destination.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub to: String,
+    /// Target for the guest's pause, in milliseconds.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub max_downtime: u64,
+    /// Print the final report as one JSON object (and no progress lines).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tern migrate`.
+pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+    if args.max_downtime == 0 {
+        bail!("--max-downtime must be at least 1 ms");
+    }
+    let conn = UnixStream::connect(&args.api_socket)
+        .with_context(|| format!("cannot reach the source's control socket {}", args.api_socket.display()))?;
+    let request = serde_json::json!({"command": "migrate", "to": args.to, "max_downtime_ms": args.max_downtime});
+    (&conn).write_all(format!("{request}\n").as_bytes()).context("sending the migrate request")?;
+    let tty = std::io::stderr().is_terminal();
+    let mut lines = BufReader::new(conn).lines();
+    loop {
+        let line = match lines.next() {
+            Some(line) => line.context("reading from the source")?,
+            None => bail!("the source closed its control socket before the migration ended"),
+        };
+        let reply: ApiReply = serde_json::from_str(&line).with_context(|| format!("unreadable reply from the source: {line}"))?;
+        if let Some(p) = &reply.progress {
+            if !args.json {
+                if tty {
+                    eprint!("\r{}", p.render());
+                } else {
+                    eprintln!("{}", p.render());
+                }
+            }
+            continue;
+        }
+        if tty && !args.json {
+            eprintln!();
+        }
+        if !reply.ok {
+            bail!("{}", reply.error.unwrap_or_else(|| "migration failed".into()));
+        }
+        let report = reply.report.context("the source answered without a report")?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", report.render());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+}

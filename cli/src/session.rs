@@ -1,0 +1,126 @@
+//! Serving a running machine from the command line: the serial console (terminal in
+//! raw mode, a file, or nothing), the control socket, and the exit status.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use kvm_ioctls::Kvm;
+use vmm::{Machine, MachineExit};
+
+use crate::console;
+
+/// Where the guest's serial console goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialArg {
+    /// The terminal (raw mode when stdin is a TTY).
+    Stdio,
+    /// Discarded.
+    Null,
+    /// Written to a file (truncated).
+    File(PathBuf),
+}
+
+impl FromStr for SerialArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stdio" => Ok(SerialArg::Stdio),
+            "null" => Ok(SerialArg::Null),
+            _ => match s.strip_prefix("file=") {
+                Some(p) if !p.is_empty() => Ok(SerialArg::File(PathBuf::from(p))),
+                _ => Err(format!("`{s}` is not a serial destination (stdio, null, file=PATH)")),
+            },
+        }
+    }
+}
+
+/// The writer for guest console output.
+pub fn serial_output(arg: &SerialArg) -> Result<Box<dyn std::io::Write + Send>> {
+    Ok(match arg {
+        SerialArg::Stdio => Box::new(console::RawStdout),
+        SerialArg::Null => Box::new(std::io::sink()),
+        SerialArg::File(path) => Box::new(
+            File::create(path).with_context(|| format!("cannot create serial output file {}", path.display()))?,
+        ),
+    })
+}
+
+/// Opens /dev/kvm with a hint for the common failures.
+pub fn open_kvm() -> Result<Kvm> {
+    Kvm::new().map_err(|e| {
+        let hint = match e.errno() {
+            libc::ENOENT => " (no /dev/kvm: is the kvm module loaded?)",
+            libc::EACCES | libc::EPERM => " (permission denied: add yourself to the kvm group or run as root)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot open /dev/kvm: {e}{hint}")
+    })
+}
+
+/// Console and API around a built machine. With `already_running` the vCPUs were
+/// started elsewhere (an incoming migration). Returns tern's exit status.
+pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>, started: Instant, already_running: bool) -> Result<ExitCode> {
+    let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
+    let raw_guard = if interactive {
+        console::enter_raw_mode().context("cannot put the terminal in raw mode")?;
+        Some(console::RawModeGuard)
+    } else {
+        None
+    };
+    if *serial == SerialArg::Stdio {
+        console::spawn_stdin_forwarder(machine.serial(), machine.event_sender(), interactive)
+            .context("cannot start the console input thread")?;
+    }
+    let _api = match api_socket {
+        Some(path) => Some(vmm::api::serve(path, machine.event_sender())?),
+        None => None,
+    };
+    if !already_running {
+        machine.start()?;
+    }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "vCPUs running");
+    let exit = machine.wait_for_exit(None);
+    drop(raw_guard);
+    match exit {
+        Some(MachineExit::PowerOff) => {
+            eprintln!("tern: guest powered off after {} ms", started.elapsed().as_millis());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(MachineExit::Reset { reason }) => {
+            eprintln!("tern: guest reset ({reason}); exiting");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(MachineExit::UserQuit) => {
+            eprintln!("tern: quit");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(MachineExit::AllHalted) => {
+            eprintln!("tern: all vCPUs halted");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(MachineExit::MigratedAway) => {
+            eprintln!("tern: guest migrated to the destination; exiting");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(MachineExit::VcpuFailed { vcpu, reason }) => bail!("vCPU {vcpu} stopped: {reason}"),
+        None => bail!("the machine ended without a reason (event channel closed)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_args() {
+        assert_eq!("stdio".parse(), Ok(SerialArg::Stdio));
+        assert_eq!("null".parse(), Ok(SerialArg::Null));
+        assert_eq!("file=/tmp/x".parse(), Ok(SerialArg::File("/tmp/x".into())));
+        assert!("file=".parse::<SerialArg>().is_err());
+        assert!("tty".parse::<SerialArg>().is_err());
+    }
+}
