@@ -24,6 +24,11 @@ for t in apt-get apt-cache dpkg-deb cpio gzip mkfs.ext4 python3 sha256sum lz4 tr
     command -v "$t" >/dev/null || die "missing tool: $t (run resources/install-host-packages.sh)"
 done
 
+# One build at a time (concurrent rig runs share target/guest).
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+command -v flock >/dev/null && flock 9
+
 candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }'; }
 resolve() {
     kpkg=${TERN_GUEST_KERNEL_PKG:-$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |

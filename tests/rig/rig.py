@@ -28,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -121,12 +122,27 @@ def build_guest():
 def file_key(paths):
     h = hashlib.sha256()
     for p in paths:
+        p = os.path.realpath(p)
         try:
             st = os.stat(p)
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{p}:missing\n".encode())
     return h
+
+
+def cache_gc(keep):
+    """Cached images are named by key, so concurrent rig runs never overwrite one
+    another's; remove those unused for a day."""
+    now = time.time()
+    for f in os.listdir(CACHE):
+        path = os.path.join(CACHE, f)
+        if (f.startswith("l1-") or f.startswith("payload-")) and path not in keep and os.path.isfile(path):
+            try:
+                if now - os.stat(path).st_mtime > 86400:
+                    os.unlink(path)
+            except OSError:
+                pass
 
 
 def ldd(paths):
@@ -151,7 +167,7 @@ def write_cpio(stage, out, compress):
     names = subprocess.run(["find", ".", "-mindepth", "1"], cwd=stage, capture_output=True,
                            text=True, check=True).stdout
     names = "\n".join(sorted(names.split())) + "\n"
-    tmp = out + ".tmp"
+    tmp = f"{out}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         cp = subprocess.Popen(["cpio", "-o", "-H", "newc", "-R", "0:0", "--reproducible", "--quiet"],
                               cwd=stage, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -173,16 +189,15 @@ def build_l1_initrd(kenv, compress):
     libs = ldd(progs)
     fw = [f for f in QEMU_FIRMWARE if os.path.exists(f)]
     h = file_key(progs + libs + fw + [busybox, os.path.join(RIG, "l1-init.sh"),
-                                      os.path.join(GUEST_SRC, "tern-pattern"), os.path.join(GUEST_SRC, "tools.py"),
-                                      os.path.abspath(__file__)])
-    h.update((kenv["MODULES_DIR"] + " ".join(L1_MODULES) + compress).encode())
+                                      os.path.join(GUEST_SRC, "tern-pattern"), os.path.join(GUEST_SRC, "tools.py")])
+    h.update((kenv["MODULES_DIR"] + " ".join(L1_MODULES + QEMU_FIRMWARE) + compress).encode())
     key = h.hexdigest()[:16]
     out = os.path.join(CACHE, f"l1-{key}.cpio.{compress}")
     if os.path.exists(out):
+        os.utime(out)
         return out
     print(f"rig: building the L1 initramfs ({os.path.relpath(out, ROOT)})", flush=True)
-    stage = os.path.join(CACHE, "l1-stage")
-    shutil.rmtree(stage, ignore_errors=True)
+    stage = tempfile.mkdtemp(prefix="l1-stage.", dir=CACHE)
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc", "payload",
               "lib/modules/tern", "lib64"):
         os.makedirs(os.path.join(stage, d), exist_ok=True)
@@ -220,9 +235,6 @@ def build_l1_initrd(kenv, compress):
         f.write("root:x:0:0:root:/root:/bin/sh\n")
     with open(os.path.join(stage, "etc/group"), "w") as f:
         f.write("root:x:0:\n")
-    for old in os.listdir(CACHE):
-        if old.startswith("l1-") and (old.endswith(".gzip") or old.endswith(".lz4") or old.endswith(".none")):
-            os.unlink(os.path.join(CACHE, old))
     write_cpio(stage, out, compress)
     shutil.rmtree(stage, ignore_errors=True)
     return out
@@ -238,12 +250,11 @@ def build_payload(with_tern, base_libs):
     tern_libs = [lib for lib in ldd([tern]) if os.path.basename(lib) not in base_libs] if tern else []
     h = file_key(sorted(e2e_files) + guest_files + ([tern] if tern else []) + tern_libs)
     key = h.hexdigest()[:16]
-    out = os.path.join(CACHE, "payload.ext4")
-    keyfile = out + ".key"
-    if os.path.exists(out) and os.path.exists(keyfile) and open(keyfile).read() == key:
+    out = os.path.join(CACHE, f"payload-{key}.ext4")
+    if os.path.exists(out):
+        os.utime(out)
         return out, tern is not None
-    stage = os.path.join(CACHE, "payload-stage")
-    shutil.rmtree(stage, ignore_errors=True)
+    stage = tempfile.mkdtemp(prefix="payload-stage.", dir=CACHE)
     os.makedirs(os.path.join(stage, "guest"))
 
     def link(src, dst):
@@ -266,17 +277,16 @@ def build_payload(with_tern, base_libs):
         for f in fn:
             size += os.stat(os.path.join(dp, f)).st_size
     mb = size // (1 << 20) + 128
-    if os.path.exists(out):
-        os.unlink(out)
-    with open(out, "wb") as f:
+    tmp = f"{out}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
         f.truncate(mb << 20)
     r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "tern-payload", "-E", "root_owner=0:0",
-                        "-d", stage, out], capture_output=True, text=True)
-    if r.returncode != 0:
-        die(f"mkfs.ext4 -d for the payload failed: {r.stderr}")
-    with open(keyfile, "w") as f:
-        f.write(key)
+                        "-d", stage, tmp], capture_output=True, text=True)
     shutil.rmtree(stage, ignore_errors=True)
+    if r.returncode != 0:
+        os.unlink(tmp)
+        die(f"mkfs.ext4 -d for the payload failed: {r.stderr}")
+    os.replace(tmp, out)
     return out, tern is not None
 
 
@@ -452,7 +462,8 @@ class L1Boot:
                 self.last.append(line)
         self.wall = time.monotonic() - t0
         if done_at is None and self.fault is None:
-            self.fault = f"L1 ended (QEMU exit code {rc}) before finishing its scenarios"
+            self.fault = (f"L1 ended (QEMU exit code {rc}) before finishing its scenarios"
+                          + (": L1 reset or powered off (a triple fault ends QEMU under -no-reboot)" if rc == 0 else ""))
             panics = [ln for ln in self.last if "Kernel panic" in ln]
             if panics:
                 self.fault += ": " + panics[-1].strip()
@@ -727,6 +738,7 @@ def main():
         o.l1_initrd = build_l1_initrd(kenv, a.initrd_compress)
         base_libs = {os.path.basename(x) for x in ldd([o.qemu, shutil.which("netperf")])}
         o.payload, _ = build_payload(o.with_tern, base_libs)
+        cache_gc({o.l1_initrd, o.payload})
     else:
         made = host_network(os.geteuid() == 0)
     say(f"rig: mode={o.mode} prep {time.monotonic() - t_prep:.1f}s; logs: {os.path.relpath(LOGS, ROOT)}/{o.stamp}-*",

@@ -1,0 +1,138 @@
+# tests/e2e/lib.sh: helpers for e2e scenarios (POSIX sh; busybox in the rig's L1).
+# Source it first thing:   . "$E2E_DIR/lib.sh"
+#
+# Environment given to every scenario (see tests/rig/README.md):
+#   TERN QEMU GUEST WORK BRIDGE_IP TAPS E2E_DIR SCENARIO RIG_MODE GUEST_APPEND
+#
+# Results (exactly one per scenario; pass and fail also exit the script):
+#   pass                      -> TERN-SCENARIO name=$SCENARIO result=pass
+#   fail "reason" [LOG...]    -> shows the last lines of each LOG, then
+#                                TERN-SCENARIO name=$SCENARIO result=fail reason="reason"
+#   bench key=value ...       -> TERN-BENCH name=$SCENARIO key=value ...
+#
+# Processes:
+#   start_vmm LABEL CMD...    runs CMD in the background, stdout+stderr to $WORK/LABEL.out;
+#                             sets VMM_PID; every started process is killed when the
+#                             scenario exits (pass, fail, or error)
+#   wait_for_marker FILE REGEX TIMEOUT_S
+#                             polls FILE (e.g. a guest console) for an extended regex;
+#                             0 and MARKER_LINE on a match, 1 on timeout
+#   wait_exit PID TIMEOUT_S   0 when PID exited in time (its exit code in EXIT_RC), else 1
+#   alive PID                 0 while PID runs (zombies count as exited)
+#   stop_pid PID              TERM, then KILL after 3 s
+#   show_log FILE [N]         last N (50) lines of FILE, each prefixed with "  | " so that
+#                             guest kernel messages never look like the L1 kernel's own
+#   need_tern / need_kvm      fail clearly when the tern binary or /dev/kvm is missing
+#
+# Time (milliseconds, wall clock):
+#   now_ms                    prints the current time in ms
+#   since_ms T0               prints now_ms - T0
+#   step "text"               prints "[SCENARIO +ms] text" (ms since the scenario started)
+
+: "${SCENARIO:=$(basename "$0" .sh)}"
+: "${WORK:=/tmp/tern-e2e/$SCENARIO}"
+mkdir -p "$WORK"
+_lib_pids=
+_lib_done=
+
+case "$(date +%s%3N 2>/dev/null)" in
+*[!0-9]* | "") # busybox date has no %N: adjtimex reports the time in microseconds
+    now_ms() { adjtimex | awk '/tv_sec/ { s = $2 } /tv_usec/ { u = $2 } END { printf "%d%03d\n", s, u / 1000 }'; } ;;
+*) now_ms() { date +%s%3N; } ;;
+esac
+since_ms() { echo $(($(now_ms) - $1)); }
+_lib_t0=$(now_ms)
+step() { echo "[$SCENARIO +$(since_ms "$_lib_t0")ms] $*"; }
+
+_lib_cleanup() {
+    for _p in $_lib_pids; do
+        kill -TERM "$_p" 2>/dev/null
+    done
+    for _p in $_lib_pids; do
+        _i=0
+        while alive "$_p" && [ $_i -lt 30 ]; do sleep 0.1; _i=$((_i + 1)); done
+        kill -KILL "$_p" 2>/dev/null
+    done
+}
+trap '_lib_cleanup' EXIT
+trap 'fail "interrupted (signal)"' INT TERM HUP
+
+show_log() {
+    if [ -f "$1" ]; then
+        echo "  --- last ${2:-50} lines of $1"
+        tail -n "${2:-50}" "$1" | sed 's/^/  | /'
+    else
+        echo "  --- $1: no such file"
+    fi
+}
+
+pass() {
+    [ -n "$_lib_done" ] && return
+    _lib_done=1
+    echo "TERN-SCENARIO name=$SCENARIO result=pass"
+    exit 0
+}
+
+fail() {
+    [ -n "$_lib_done" ] && exit 1
+    _lib_done=1
+    _r=$(printf '%s' "$1" | tr '"\n' "' ")
+    shift
+    for _f in "$@"; do show_log "$_f"; done
+    echo "TERN-SCENARIO name=$SCENARIO result=fail reason=\"$_r\""
+    exit 1
+}
+
+bench() { echo "TERN-BENCH name=$SCENARIO $*"; }
+
+need_kvm() { [ -c /dev/kvm ] || fail "no /dev/kvm here"; }
+need_tern() {
+    [ -n "$TERN" ] && [ -x "$TERN" ] || fail "tern binary missing ($TERN): build it with cargo build --release"
+}
+
+alive() {
+    [ -e "/proc/$1/stat" ] || return 1
+    _st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+    [ -n "$_st" ] && [ "$_st" != Z ] && [ "$_st" != X ]
+}
+
+start_vmm() {
+    _label=$1
+    shift
+    "$@" >"$WORK/$_label.out" 2>&1 </dev/null &
+    VMM_PID=$!
+    _lib_pids="$_lib_pids $VMM_PID"
+    echo "$VMM_PID" >"$WORK/$_label.pid"
+}
+
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null
+    _i=0
+    while alive "$1" && [ $_i -lt 30 ]; do sleep 0.1; _i=$((_i + 1)); done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+}
+
+wait_for_marker() {
+    _f=$1 _re=$2 _deadline=$(($(now_ms) + $3 * 1000))
+    MARKER_LINE=
+    while :; do
+        if [ -f "$_f" ]; then
+            MARKER_LINE=$(grep -a -E -m 1 "$_re" "$_f" 2>/dev/null)
+            [ -n "$MARKER_LINE" ] && return 0
+        fi
+        [ "$(now_ms)" -ge "$_deadline" ] && return 1
+        sleep 0.05
+    done
+}
+
+wait_exit() {
+    _deadline=$(($(now_ms) + $2 * 1000))
+    while alive "$1"; do
+        [ "$(now_ms)" -ge "$_deadline" ] && return 1
+        sleep 0.05
+    done
+    wait "$1"
+    EXIT_RC=$?
+    return 0
+}
