@@ -185,7 +185,7 @@ mod tests {
         let mut d = [0u8];
         b.read(0, &mut d);
         assert_eq!(d[0], b'a');
-        b.write(0, &[b'z']);
+        b.write(0, b"z");
         assert_eq!(&*out2.0.lock().unwrap(), b"z", "restored UART writes to its own output");
     }
 
@@ -193,7 +193,7 @@ mod tests {
     fn wide_accesses_are_ignored() {
         let out = SharedBuf::default();
         let mut s = Serial::new(Interrupt::new().unwrap(), Box::new(out.clone()));
-        s.write(0, &[b'a', b'b']);
+        s.write(0, b"ab");
         let mut d = [0u8; 2];
         s.read(0, &mut d);
         assert_eq!(d, [0xff, 0xff]);
