@@ -110,6 +110,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         virtio_devices,
     };
     let machine = Machine::new(&kvm, config, started)?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
     session::serve(machine, &args.serial, args.api_socket.as_deref(), started, false)
 }

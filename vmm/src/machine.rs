@@ -25,6 +25,9 @@ use crate::vcpu::set::{VcpuSet, VcpuStartError};
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
 use crate::vcpu::VmEvent;
 
+/// How often console output without a newline is pushed out.
+pub const CONSOLE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
 /// How the boot vCPU starts.
 pub enum Boot {
     /// Direct Linux boot.
@@ -272,17 +275,28 @@ impl Machine {
     }
 
     /// Waits until the machine ends (or `timeout` passes: `None` then), serving
-    /// control-API requests meanwhile.
+    /// control-API requests meanwhile, and pushing out console output that has no
+    /// newline yet every [`CONSOLE_FLUSH_INTERVAL`].
     pub fn wait_for_exit(&mut self, timeout: Option<Duration>) -> Option<MachineExit> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let event = match deadline {
-                None => self.events_rx.recv().ok()?,
-                Some(d) => match self.events_rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                    Ok(e) => e,
-                    Err(RecvTimeoutError::Timeout) => return None,
-                    Err(RecvTimeoutError::Disconnected) => return None,
-                },
+            let mut wait = CONSOLE_FLUSH_INTERVAL;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                wait = wait.min(left);
+            }
+            let event = match self.events_rx.recv_timeout(wait) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = lock(&self.parts.serial).flush_output() {
+                        tracing::warn!("writing console output: {e}");
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
             };
             let exit = match event {
                 VmEvent::PowerOff => MachineExit::PowerOff,

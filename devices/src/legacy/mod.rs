@@ -5,6 +5,7 @@ pub mod cmos;
 pub mod debug_port;
 pub mod i8042;
 pub mod serial;
+pub mod serial_output;
 
 pub use acpi_pm::AcpiPmControl;
 pub use cmos::Cmos;

@@ -16,9 +16,11 @@ pub const UART_PORT_COUNT: u64 = 8;
 /// Where guest output goes; boxed so the VMM can pick stdout, a file or a sink.
 pub type SerialOutput = Box<dyn Write + Send>;
 
+type Output = super::serial_output::LineBuffered<SerialOutput>;
+
 /// An 8250 UART bus device.
 pub struct Serial {
-    inner: vm_superio::Serial<Interrupt, vm_superio::serial::NoEvents, SerialOutput>,
+    inner: vm_superio::Serial<Interrupt, vm_superio::serial::NoEvents, Output>,
     interrupt: Interrupt,
 }
 
@@ -41,7 +43,7 @@ pub struct SerialSnapshot {
 impl Serial {
     /// A UART raising `interrupt` and writing guest output to `output`.
     pub fn new(interrupt: Interrupt, output: SerialOutput) -> Self {
-        Self { inner: vm_superio::Serial::new(interrupt.clone(), output), interrupt }
+        Self { inner: vm_superio::Serial::new(interrupt.clone(), Output::new(output)), interrupt }
     }
 
     /// Register state.
@@ -75,7 +77,7 @@ impl Serial {
             scratch: snap.scratch,
             in_buffer: snap.in_buffer.clone(),
         };
-        let placeholder = vm_superio::Serial::new(self.interrupt.clone(), Box::new(io::sink()) as SerialOutput);
+        let placeholder = vm_superio::Serial::new(self.interrupt.clone(), Output::new(Box::new(io::sink())));
         let output = std::mem::replace(&mut self.inner, placeholder).into_writer();
         match vm_superio::Serial::from_state(&state, self.interrupt.clone(), vm_superio::serial::NoEvents, output) {
             Ok(inner) => {
@@ -106,7 +108,7 @@ impl Serial {
 
     /// Flushes buffered guest output to its writer.
     pub fn flush_output(&mut self) -> io::Result<()> {
-        self.inner.writer_mut().flush()
+        self.inner.writer_mut().flush_now()
     }
 }
 
@@ -154,6 +156,7 @@ mod tests {
         for b in b"hi" {
             s.write(0, &[*b]);
         }
+        s.flush_output().unwrap();
         assert_eq!(&*out.0.lock().unwrap(), b"hi");
 
         // Enable the receive-data interrupt, then queue input.
@@ -186,6 +189,7 @@ mod tests {
         b.read(0, &mut d);
         assert_eq!(d[0], b'a');
         b.write(0, b"z");
+        b.flush_output().unwrap();
         assert_eq!(&*out2.0.lock().unwrap(), b"z", "restored UART writes to its own output");
     }
 
