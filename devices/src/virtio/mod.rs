@@ -8,6 +8,7 @@
 //! worker and returns the queues so the transport can start over.
 
 pub mod block;
+pub mod net;
 pub mod pci;
 
 use std::io;

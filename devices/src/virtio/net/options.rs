@@ -116,7 +116,10 @@ pub fn validate_tap_name(name: &str) -> Result<(), NetConfigParseError> {
         return Err(bad("it is empty"));
     }
     if name.len() > MAX_TAP_NAME_LEN {
-        return Err(NetConfigParseError::TapNameTooLong { name: name.to_string(), len: name.len() });
+        return Err(NetConfigParseError::TapNameTooLong {
+            name: name.to_string(),
+            len: name.len(),
+        });
     }
     if name == "." || name == ".." {
         return Err(bad("'.' and '..' are reserved"));
