@@ -1,8 +1,10 @@
-//! Opens the devices given on the command line (`--disk`), with clear errors naming
-//! each one.
+//! Opens the devices given on the command line (`--disk`, `--net`), with clear errors
+//! naming each one. Order is the PCI slot order, and a migration destination must list
+//! the same devices in the same order: disks first, then network interfaces.
 
 use anyhow::{bail, Result};
 use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::net::{Net, NetConfig};
 use devices::virtio::VirtioDevice;
 
 /// When disk images are locked.
@@ -14,8 +16,8 @@ pub enum Locking {
     AtHandOver,
 }
 
-/// Opens every disk, in order (the first is /dev/vda).
-pub fn open(disks: &[BlockConfig], locking: Locking) -> Result<Vec<Box<dyn VirtioDevice>>> {
+/// Opens every disk (the first is /dev/vda), then every TAP.
+pub fn open(disks: &[BlockConfig], nets: &[NetConfig], locking: Locking) -> Result<Vec<Box<dyn VirtioDevice>>> {
     let mut seen = Vec::new();
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for config in disks {
@@ -29,6 +31,19 @@ pub fn open(disks: &[BlockConfig], locking: Locking) -> Result<Vec<Box<dyn Virti
             Locking::AtHandOver => Block::new_unlocked(config.clone())?,
         };
         devices.push(Box::new(block));
+    }
+    let mut taps = Vec::new();
+    for config in nets {
+        if taps.contains(&config.tap) {
+            bail!("TAP {} is given more than once", config.tap);
+        }
+        taps.push(config.tap.clone());
+        let net = match locking {
+            Locking::Now => Net::new(config.clone())?,
+            // The source holds the TAP until the hand-over.
+            Locking::AtHandOver => Net::new_unattached(config.clone())?,
+        };
+        devices.push(Box::new(net));
     }
     Ok(devices)
 }

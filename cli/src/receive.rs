@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use devices::virtio::block::BlockConfig;
+use devices::virtio::net::NetConfig;
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::migrate::destination::{self, Expectations};
 use vmm::{Boot, Machine, MachineConfig};
@@ -25,6 +26,10 @@ pub struct ReceiveArgs {
     /// path=FILE[,readonly=on][,serial=ID]. Locked when the source hands them over.
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]")]
     pub disks: Vec<BlockConfig>,
+    /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
+    /// (repeatable; an existing TAP is used, a missing one created when permitted).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    pub nets: Vec<NetConfig>,
     /// Serial console here: stdio, null, or file=PATH.
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
@@ -45,7 +50,7 @@ pub struct ReceiveArgs {
 /// Runs `tern receive`.
 pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let virtio_devices = guest_devices::open(&args.disks, Locking::AtHandOver)?;
+    let virtio_devices = guest_devices::open(&args.disks, &args.nets, Locking::AtHandOver)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use devices::virtio::block::BlockConfig;
+use devices::virtio::net::NetConfig;
 use vmm::boot::{kernel, BootSource};
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::{Boot, Machine, MachineConfig};
@@ -45,6 +46,10 @@ pub struct RunArgs {
     /// (repeatable; the first is /dev/vda in the guest).
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]")]
     pub disks: Vec<BlockConfig>,
+    /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
+    /// (repeatable; an existing TAP is used, a missing one created when permitted).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    pub nets: Vec<NetConfig>,
     /// Serve the control API (JSON over this Unix socket; see README).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
@@ -91,7 +96,7 @@ pub fn host_memory_bytes() -> u64 {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     validate(&args)?;
-    let virtio_devices = guest_devices::open(&args.disks, guest_devices::Locking::Now)?;
+    let virtio_devices = guest_devices::open(&args.disks, &args.nets, guest_devices::Locking::Now)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }

@@ -156,6 +156,7 @@ impl NetHandler {
 
     /// Whether frames are read from the TAP now (false while waiting for the
     /// driver to post receive buffers).
+    #[cfg(test)]
     pub(crate) fn reading_backend(&self) -> bool {
         !self.rx_waiting
     }
