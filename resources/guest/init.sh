@@ -173,13 +173,28 @@ job_dirty() {
         done
     ) &
     echo "TERN-JOB dirty ready mb=$mb"
-    # Console commands: verify, status, poweroff.
+    # Console commands: verify, status, diskwrite, diskverify, poweroff.
+    # diskwrite/diskverify: 8 MiB of known data on tern.disk (default /dev/vda), written
+    # and synced, later read back uncached and compared.
     while read -r cmd; do
         case "$cmd" in
         verify | status) tern-dirty "$cmd" ;;
+        diskwrite)
+            tern-pattern disk 8 >/tmp/disk8
+            sum=$(md5sum </tmp/disk8); echo "${sum%% *}" >/tmp/disk8.sum
+            if dd if=/tmp/disk8 of="${T_disk:-/dev/vda}" bs=1M conv=fsync 2>/dev/null; then
+                echo "TERN-DISK written sum=${sum%% *}"
+            else
+                echo "TERN-DISK error write to ${T_disk:-/dev/vda} failed"
+            fi
+            rm -f /tmp/disk8 ;;
+        diskverify)
+            echo 3 >/proc/sys/vm/drop_caches
+            got=$(dd if="${T_disk:-/dev/vda}" bs=1M count=8 2>/dev/null | md5sum); got=${got%% *}
+            if [ "$got" = "$(cat /tmp/disk8.sum 2>/dev/null)" ]; then echo "TERN-DISK verify ok sum=$got"; else echo "TERN-DISK verify fail sum=$got"; fi ;;
         poweroff) return ;;
         "") ;;
-        *) echo "TERN-DIRTY error unknown command $cmd (verify, status, poweroff)" ;;
+        *) echo "TERN-DIRTY error unknown command $cmd (verify, status, diskwrite, diskverify, poweroff)" ;;
         esac
     done
     while :; do sleep 3600; done # console input closed: keep running
