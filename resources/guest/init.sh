@@ -6,6 +6,7 @@
 #   tern.ip=A.B.C.D/NN        address for eth0 (the VMM sets the MAC)
 #   tern.peer=A.B.C.D         netperf server (job netperf)
 #   tern.netperf=T:S:B,...    netperf tests: TEST:SECONDS:SIZE (job netperf)
+#   tern.netperf_buf=BYTES    socket buffer size for every netperf test (job netperf)
 #                             default TCP_STREAM:10:16384,TCP_RR:10:1
 #   tern.disk=/dev/vdX|file:/PATH   disk job target (default /dev/vdb)
 #   tern.disk_mb=N            disk job size in MiB (default 64)
@@ -119,8 +120,11 @@ job_netperf() {
         test=${spec%%:*}; rest=${spec#*:}; secs=${rest%%:*}; size=${rest#*:}
         case "$test" in
         *_RR | *_CRR) opts="-r $size,$size -o THROUGHPUT,THROUGHPUT_UNITS,MEAN_LATENCY,P99_LATENCY" ;;
+        TCP_MAERTS) opts="-m $size -M $size -o THROUGHPUT,THROUGHPUT_UNITS" ;;
         *) opts="-m $size -o THROUGHPUT,THROUGHPUT_UNITS" ;;
         esac
+        # tern.netperf_buf=BYTES: local and remote socket buffer sizes.
+        [ -n "$T_netperf_buf" ] && opts="$opts -s $T_netperf_buf -S $T_netperf_buf"
         # netserver may still be starting: retry the control connection a few times.
         n=0
         while :; do

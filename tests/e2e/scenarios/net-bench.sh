@@ -1,0 +1,41 @@
+#!/bin/sh
+# rig: timeout=1500 needs=tern
+# net-bench (benchmark, never fails on a figure): netperf from the guest to netserver on
+# the host side of the TAP, for tern, QEMU with userspace virtio-net (vhost=off) and
+# QEMU with vhost-net, same guest, same TAP, same L1. Tests: TCP_STREAM at payloads
+# 128..2048 bytes with 8 KiB socket buffers (the seeds' sweep), TCP_MAERTS, TCP_RR and
+# UDP_RR. NET_BENCH_SECONDS (default 5) per test, NET_BENCH_ROUNDS (default 1) rounds;
+# tests/bench.sh runs this scenario several times and reports medians.
+# Prints one TERN-BENCH line per VMM, test and size: vmm= test= size= result= unit=.
+. "$E2E_DIR/lib.sh"
+need_kvm
+need_tern
+[ -x "$QEMU" ] || fail "no QEMU at '$QEMU'"
+set -- $TAPS
+tap=$1
+secs=${NET_BENCH_SECONDS:-5}
+tests=
+for size in 128 256 512 1024 2048; do tests="$tests,TCP_STREAM:$secs:$size"; done
+tests="${tests#,},TCP_MAERTS:$secs:16384,TCP_RR:$secs:1,UDP_RR:$secs:1"
+append="console=ttyS0 tern.job=netperf tern.ip=10.0.2.15/24 tern.peer=$BRIDGE_IP tern.netperf=$tests tern.netperf_buf=8192 $GUEST_APPEND"
+start_vmm netserver netserver -D -p 12865
+sleep 0.5
+for vmm in tern qemu-user qemu-vhost; do
+    con=$WORK/console-$vmm.log
+    case $vmm in
+    tern)
+        start_vmm $vmm "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+            --cmdline "$append" --net "tap=$tap,mac=52:54:00:12:34:56" --serial "file=$con" ;;
+    qemu-*)
+        vhost=off; [ $vmm = qemu-vhost ] && vhost=on
+        start_vmm $vmm "$QEMU" -accel kvm -cpu host -m 512M -smp 1 -kernel "$GUEST/vmlinux" \
+            -initrd "$GUEST/initramfs.cpio.gz" -append "$append" -display none -nodefaults -no-reboot \
+            -serial "file:$con" -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=$vhost" \
+            -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56 ;;
+    esac
+    wait_exit "$VMM_PID" $((secs * 12 + 240)) || fail "$vmm: netperf guest did not finish" "$con" "$WORK/$vmm.out"
+    grep -a '^TERN-NETPERF ' "$con" | while read -r _ t s l r u _rest; do
+        bench vmm=$vmm $t $s $r $u
+    done
+done
+pass
