@@ -52,12 +52,21 @@ pub enum FrameError {
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> Result<(), FrameError> {
-    let len = u32::try_from(payload.len()).ok().filter(|l| *l <= MAX_PAYLOAD).ok_or(FrameError::TooLarge(u32::MAX))?;
+    write_frame_parts(w, kind, &[payload])
+}
+
+/// Writes one frame whose payload is the concatenation of `parts` (no copy into one
+/// buffer first).
+pub fn write_frame_parts(w: &mut impl Write, kind: Kind, parts: &[&[u8]]) -> Result<(), FrameError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(total).ok().filter(|l| *l <= MAX_PAYLOAD).ok_or(FrameError::TooLarge(u32::MAX))?;
     let mut header = [0u8; 5];
     header[0] = kind as u8;
     header[1..].copy_from_slice(&len.to_le_bytes());
     w.write_all(&header)?;
-    w.write_all(payload)?;
+    for p in parts {
+        w.write_all(p)?;
+    }
     Ok(())
 }
 

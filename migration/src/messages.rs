@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{read_frame, write_frame, FrameError, Kind};
+use crate::frame::{read_frame, write_frame, write_frame_parts, FrameError, Kind};
 use crate::pages::{PageBatch, PageError};
 use crate::{MAGIC, PROTOCOL_VERSION};
 
@@ -161,6 +161,9 @@ impl Message {
 
     /// Writes the message as one frame.
     pub fn send(&self, w: &mut impl Write) -> Result<(), ProtocolError> {
+        if let Message::Pages(b) = self {
+            return send_pages(w, b);
+        }
         let (kind, payload) = match self {
             Message::Hello(m) => (Kind::Hello, encode(m)),
             Message::Config(m) => (Kind::Config, encode(m)),
@@ -220,6 +223,13 @@ impl Message {
             }
         })
     }
+}
+
+/// Writes a page batch as a Pages frame without taking or copying it (the sender
+/// reuses one batch buffer for the whole migration).
+pub fn send_pages(w: &mut impl Write, batch: &PageBatch) -> Result<(), ProtocolError> {
+    write_frame_parts(w, Kind::Pages, &[&batch.encode_head(), batch.data()])?;
+    Ok(())
 }
 
 /// Convenience constructors.

@@ -111,6 +111,14 @@ impl PageBatch {
 
     /// Wire encoding.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.encode_head();
+        out.extend_from_slice(&self.data);
+        out
+    }
+
+    /// The encoding up to (not including) the page data: `encode_head() + data` is the
+    /// whole payload, so the page data can be written without another copy.
+    pub fn encode_head(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.addrs.len() * 8 + self.data.len());
         out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
         out.extend_from_slice(&self.round.to_le_bytes());
@@ -118,12 +126,39 @@ impl PageBatch {
         for a in &self.addrs {
             out.extend_from_slice(&a.to_le_bytes());
         }
-        out.extend_from_slice(&self.data);
         out
+    }
+
+    /// The full pages' contents, in order.
+    pub fn data(&self) -> &[u8] {
+        &self.data
     }
 
     /// Decodes and validates a batch.
     pub fn decode(bytes: &[u8]) -> Result<Self, PageError> {
+        let view = PageBatchView::parse(bytes)?;
+        Ok(Self { round: view.round, addrs: view.addrs, data: view.data.to_vec() })
+    }
+}
+
+/// A decoded batch borrowing its page data from the frame buffer (no copy): the
+/// receiver writes pages straight from the network buffer into guest memory.
+#[derive(Debug)]
+pub struct PageBatchView<'a> {
+    pub round: u32,
+    addrs: Vec<u64>,
+    data: &'a [u8],
+}
+
+impl<'a> PageBatchView<'a> {
+    /// Every page: address and contents (`None` for a zero page).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Option<&'a [u8]>)> + '_ {
+        let mut full = self.data.chunks_exact(PAGE_SIZE);
+        self.addrs.iter().map(move |a| if a & ZERO_FLAG != 0 { (a & !ZERO_FLAG, None) } else { (*a, full.next()) })
+    }
+
+    /// Validates a batch's encoding.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, PageError> {
         let word = |at: usize| -> Result<u32, PageError> {
             let b = bytes.get(at..at + 4).ok_or(PageError::Truncated)?;
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -157,7 +192,7 @@ impl PageBatch {
         if data.len() != full * PAGE_SIZE {
             return Err(PageError::DataLength { got: data.len(), expected: full * PAGE_SIZE });
         }
-        Ok(Self { round, addrs, data: data.to_vec() })
+        Ok(Self { round, addrs, data })
     }
 }
 

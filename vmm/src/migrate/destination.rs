@@ -7,7 +7,9 @@ use std::net::{TcpListener, TcpStream};
 
 use devices::sync::lock;
 use kvm_ioctls::Kvm;
-use migration::messages::{self, AckStage, Message, VmDescription};
+use migration::frame::{read_frame, Kind};
+use migration::messages::{self, AckStage, Message, ProtocolError, VmDescription};
+use migration::pages::PageBatchView;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{cpuid_to_wire, MigrateError};
@@ -104,19 +106,24 @@ fn serve(
     let mem = machine.guest_memory().clone();
     let zero = vec![0u8; migration::PAGE_SIZE];
     loop {
-        match Message::receive(r, &mut buf)? {
-            Message::Pages(batch) => {
-                for (gpa, data) in batch.iter() {
-                    // Fresh memory is zero already; later rounds may zero a page again.
-                    let bytes = match data {
-                        Some(d) => d,
-                        None if batch.round == 0 => continue,
-                        None => &zero[..],
-                    };
-                    mem.write_slice(bytes, GuestAddress(gpa))
-                        .map_err(|e| MigrateError::Memory(format!("page {gpa:#x} from the source is outside guest memory: {e}")))?;
-                }
+        let kind = read_frame(r, &mut buf).map_err(ProtocolError::from)?;
+        if kind == Kind::Pages {
+            // Pages go from the network buffer straight into guest memory.
+            let batch = PageBatchView::parse(&buf).map_err(ProtocolError::from)?;
+            for (gpa, data) in batch.iter() {
+                // Fresh memory is zero already; later rounds may zero a page again.
+                let bytes = match data {
+                    Some(d) => d,
+                    None if batch.round == 0 => continue,
+                    None => &zero[..],
+                };
+                mem.write_slice(bytes, GuestAddress(gpa))
+                    .map_err(|e| MigrateError::Memory(format!("page {gpa:#x} from the source is outside guest memory: {e}")))?;
             }
+            continue;
+        }
+        match Message::decode(kind, &buf)? {
+            Message::Pages(_) => return Err(MigrateError::Memory("page batch decoded twice".into())),
             Message::RoundDone(done) => tracing::debug!(round = done.round, pages = done.pages, "round received"),
             Message::State(bytes) => {
                 let machine_state = MachineState::decode(&bytes)?;

@@ -115,12 +115,12 @@ fn send_pages(w: &mut Writer, parts: &MachineParts, round: u32, pages: &[u64], b
             .map_err(|e| MigrateError::Memory(format!("reading page {gpa:#x}: {e}")))?;
         if was_zero { zero += 1 } else { full += 1 }
         if batch.is_full() {
-            Message::Pages(std::mem::take(batch)).send(w)?;
+            messages::send_pages(w, batch)?;
             batch.clear(round);
         }
     }
     if !batch.is_empty() {
-        Message::Pages(std::mem::take(batch)).send(w)?;
+        messages::send_pages(w, batch)?;
     }
     Message::RoundDone(RoundDone { version: PROTOCOL_VERSION, round, pages: pages.len() as u64 }).send(w)?;
     Ok((full, zero))
