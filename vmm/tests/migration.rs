@@ -129,3 +129,65 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
     let report = final_reply;
     eprintln!("migration report: {report}");
 }
+
+/// Sends one migrate request over the source's API socket; returns the final reply.
+fn migrate_via_api(api: &std::path::Path, to: &str) -> String {
+    let conn = UnixStream::connect(api).unwrap();
+    (&conn).write_all(format!("{{\"command\":\"migrate\",\"to\":\"{to}\"}}\n").as_bytes()).unwrap();
+    let mut lines = BufReader::new(conn).lines();
+    loop {
+        let line = lines.next().expect("reply").unwrap();
+        if !line.contains("\"progress\"") {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn refused_migrations_never_pause_the_guest() {
+    let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let source_mem = source.guest_memory().clone();
+    let dir = std::env::temp_dir().join(format!("tern-migration-refusal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    source.start().unwrap();
+    let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(120))));
+
+    // 1. Nothing listens on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
+    assert!(reply.contains("\"ok\":false") && reply.contains("cannot connect"), "{reply}");
+
+    // 2. A destination expecting another memory size refuses at the config step.
+    let listener = destination::listen("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dest = std::thread::spawn(move || {
+        destination::receive(&listener, &Expectations { memory: Some(MEMORY * 2), cpus: None }, |desc| {
+            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
+                .map_err(|e| e.to_string())
+        })
+    });
+    let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
+    assert!(reply.contains("\"ok\":false") && reply.contains("memory size differs"), "{reply}");
+    let dest_err = dest.join().unwrap().err().expect("destination refused");
+    assert!(dest_err.to_string().contains("memory size differs"), "{dest_err}");
+
+    // The guest was never paused: it keeps stamping.
+    let before = generation(&source_mem);
+    let t = Instant::now();
+    while generation(&source_mem) <= before + 1 {
+        assert!(t.elapsed() < Duration::from_secs(30), "source guest stopped after refused migrations");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let info = {
+        let conn = UnixStream::connect(&api).unwrap();
+        (&conn).write_all(b"{\"command\":\"info\"}\n{\"command\":\"shutdown\"}\n").unwrap();
+        let mut lines = BufReader::new(conn).lines();
+        lines.next().unwrap().unwrap()
+    };
+    assert!(info.contains("\"state\":\"running\""), "{info}");
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
+}
