@@ -235,3 +235,25 @@ fn control_api_pauses_resumes_and_shuts_down() {
     assert!(ask(r#"{"command":"shutdown"}"#).contains(r#""ok":true"#));
     assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
 }
+
+#[test]
+fn keyboard_controller_reset_ends_the_machine_as_a_reset() {
+    // mov al, 0xfe; out 0x64, al  (pulse the reset line, as `reboot=k` does)
+    let mut m = machine(vec![0xb0, 0xfe, 0xe6, 0x64, HLT], 1, false, Capture::default());
+    m.start().unwrap();
+    assert!(matches!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::Reset { .. })));
+}
+
+#[test]
+fn debug_port_writes_are_timestamped() {
+    // mov al, 1; out 0x402 (mov dx, 0x402; out dx, al); mov al, 2; out dx, al; hlt
+    let mut code = mov_edx(0x402);
+    code.extend_from_slice(&[0xb0, 0x01, 0xee, 0xb0, 0x02, 0xee, HLT]);
+    let mut m = machine(code, 1, false, Capture::default());
+    m.start().unwrap();
+    assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::AllHalted));
+    let port = m.debug_port();
+    let marks = port.lock().unwrap().marks().to_vec();
+    assert_eq!(marks.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(marks[0].1 <= marks[1].1);
+}
