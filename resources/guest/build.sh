@@ -20,7 +20,8 @@ epoch=1700000000 # fixed mtime for reproducible archives
 rootfs_mb=192
 
 die() { echo "guest/build.sh: $*" >&2; exit 1; }
-for t in apt-get apt-cache dpkg-deb cpio gzip mkfs.ext4 python3 sha256sum lz4 truncate; do
+"$root/resources/install-host-packages.sh" || echo "guest/build.sh: install-host-packages.sh failed" >&2
+for t in apt-get apt-cache dpkg-deb cpio gzip mkfs.ext4 debugfs python3 sha256sum lz4 truncate; do
     command -v "$t" >/dev/null || die "missing tool: $t (run resources/install-host-packages.sh)"
 done
 
@@ -48,7 +49,7 @@ if ! resolve 2>/dev/null; then
 fi
 
 stamp=$({
-    cat "$here/build.sh" "$here/init.sh" "$here/tern-pattern" "$here/tern-dirty" "$here/tools.py"
+    cat "$here/build.sh" "$here/init.sh" "$here/tern-pattern" "$here/tern-dirty" "$here/tools.py" "$here/tern-io.c"
     printf '%s\n' "${versions[@]}" "rootfs_mb=$rootfs_mb"
 } | sha256sum | cut -d' ' -f1)
 outputs=(vmlinux bzImage initramfs.cpio.gz rootfs.ext4 kernel.env)
@@ -136,6 +137,9 @@ done
 install -m 755 "$here/init.sh" "$stage/init"
 install -m 755 "$here/tern-pattern" "$stage/bin/tern-pattern"
 install -m 755 "$here/tern-dirty" "$stage/bin/tern-dirty"
+# tern-io (block benchmark), written here, built static so it needs no guest libraries.
+command -v gcc >/dev/null || die "missing tool: gcc (to build resources/guest/tern-io.c)"
+gcc -O2 -static -o "$stage/bin/tern-io" "$here/tern-io.c" || die "cannot build tern-io"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
 printf 'root:x:0:\n' >"$stage/etc/group"
 printf '%s\n' "${versions[@]}" >"$stage/etc/tern-guest-packages"
@@ -157,6 +161,11 @@ truncate -s ${rootfs_mb}M "$out/rootfs.ext4.tmp"
 E2FSPROGS_FAKE_TIME=$epoch mkfs.ext4 -q -F -L tern-root -U 6e1a6f2c-7465-726e-2d72-6f6f74667321 \
     -E hash_seed=7465726e-2d72-6f6f-7466-732d68617368,root_owner=0:0 -d "$stage" "$out/rootfs.ext4.tmp" ||
     die "mkfs.ext4 -d failed"
+# mkfs -d copies each file's atime and ctime, which vary: pin them for reproducibility.
+(cd "$stage" && find . | LC_ALL=C sort | sed 's|^\.||; s|^$|/|' |
+    awk -v t="@$epoch" '{ printf "sif \"%s\" ctime %s\nsif \"%s\" atime %s\n", $0, t, $0, t }') >"$cache/debugfs.cmds"
+E2FSPROGS_FAKE_TIME=$epoch debugfs -w -f "$cache/debugfs.cmds" "$out/rootfs.ext4.tmp" >/dev/null 2>"$cache/debugfs.err" ||
+    die "debugfs (pinning inode times) failed: $(tail -n 3 "$cache/debugfs.err")"
 mv "$out/rootfs.ext4.tmp" "$out/rootfs.ext4"
 
 cat >"$out/kernel.env" <<EOF

@@ -2,7 +2,7 @@
 # tern test guest: /init (PID 1) of initramfs.cpio.gz and rootfs.ext4.
 #
 # Kernel command line (all optional):
-#   tern.job=boot|shell|netserver|netperf|dirty|disk   (default boot)
+#   tern.job=boot|shell|netserver|netperf|dirty|disk|iobench   (default boot)
 #   tern.ip=A.B.C.D/NN        address for eth0 (the VMM sets the MAC)
 #   tern.peer=A.B.C.D         netperf server (job netperf)
 #   tern.netperf=T:S:B,...    netperf tests: TEST:SECONDS:SIZE (job netperf)
@@ -247,6 +247,13 @@ netserver)
 netperf) job_netperf ;;
 dirty) job_dirty ;;
 disk) job_disk ;;
+iobench)
+    # tern.disk=DEV (default /dev/vda), tern.io_mb=N (default 256), tern.io_secs=S (10).
+    dev=${T_disk:-/dev/vda}
+    i=0; while [ ! -b "$dev" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    tern-io seqwrite "$dev" "${T_io_mb:-256}"
+    tern-io seqread "$dev" "${T_io_mb:-256}"
+    tern-io randread "$dev" "${T_io_secs:-10}" ;;
 *) echo "TERN-JOB error unknown job $T_job" ;;
 esac
 guest_poweroff

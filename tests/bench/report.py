@@ -83,6 +83,22 @@ def net_section(rows, out):
     return data
 
 
+def blk_section(rows, out):
+    data = collections.defaultdict(list)
+    units = {}
+    for r in rows:
+        if r["name"] == "blk-bench" and "test" in r:
+            data[(r["test"], r["vmm"])].append(num(r.get("result")))
+            units[r["test"]] = r.get("unit", "")
+    out.append("## Block: virtio-blk on a raw image, direct I/O from the guest (medians)\n")
+    out.append("| test | unit | tern | QEMU | tern/QEMU | n |")
+    out.append("|---|---|---|---|---|---|")
+    for test in ("seqwrite", "seqread", "randread"):
+        t, q = median(data[(test, "tern")]), median(data[(test, "qemu")])
+        out.append(f"| {test} | {units.get(test, '')} | {fmt(t)} | {fmt(q)} | {fmt(ratio(t, q), 2)} | {len(data[(test, 'tern')])} |")
+    out.append("")
+
+
 def migrate_section(rows, out):
     def col(name, key):
         return [num(r.get(key)) for r in rows if r["name"] == name]
@@ -142,6 +158,7 @@ def main():
         sys.exit(f"no TERN-BENCH lines for label {a.label}")
     out = [f"# tern benchmark report ({a.label})\n", "All figures measured in the same nested-rig runs; ratios are tern / QEMU.\n"]
     boot_section(rows, out)
+    blk_section(rows, out)
     data = net_section(rows, out)
     migrate_section(rows, out)
     png = os.path.join(a.out, f"{a.label}-netperf.png")

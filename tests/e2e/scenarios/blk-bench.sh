@@ -1,0 +1,38 @@
+#!/bin/sh
+# rig: timeout=900 needs=tern
+# blk-bench (benchmark, never fails on a figure): inside the guest, tern-io measures
+# sequential write and read (1 MiB direct I/O) and 4 KiB random-read IOPS (direct I/O,
+# one in flight) on a raw 512 MiB image attached as virtio-blk: tern, then QEMU
+# virtio-blk-pci on the same kind of image (cache=none, aio=threads), alternating
+# BLK_BENCH_ROUNDS times (default 2).
+# Prints TERN-BENCH vmm= test= result= unit= per figure.
+. "$E2E_DIR/lib.sh"
+need_kvm
+need_tern
+[ -x "$QEMU" ] || fail "no QEMU at '$QEMU'"
+mb=${BLK_BENCH_MB:-256}
+secs=${BLK_BENCH_SECONDS:-10}
+append="console=ttyS0 tern.job=iobench tern.disk=/dev/vda tern.io_mb=$mb tern.io_secs=$secs $GUEST_APPEND"
+round=0
+while [ $round -lt "${BLK_BENCH_ROUNDS:-2}" ]; do
+    round=$((round + 1))
+    for vmm in tern qemu; do
+        img=$WORK/bench-$vmm.img
+        rm -f "$img"; truncate -s 512M "$img"
+        con=$WORK/console-$vmm-$round.log
+        if [ $vmm = tern ]; then
+            start_vmm $vmm "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+                --cmdline "$append" --disk "path=$img" --serial "file=$con"
+        else
+            start_vmm $vmm "$QEMU" -accel kvm -cpu host -m 512M -smp 1 -kernel "$GUEST/vmlinux" \
+                -initrd "$GUEST/initramfs.cpio.gz" -append "$append" -display none -nodefaults -no-reboot \
+                -serial "file:$con" -drive "file=$img,if=none,id=d0,format=raw,cache=none,aio=threads" \
+                -device virtio-blk-pci,drive=d0
+        fi
+        wait_exit "$VMM_PID" $((secs + 300)) || fail "$vmm: iobench guest did not finish" "$con" "$WORK/$vmm.out"
+        grep -q '^TERN-IO error' "$con" && fail "$vmm: $(grep '^TERN-IO error' "$con")" "$con"
+        grep -a '^TERN-IO test=' "$con" | while read -r _ t r u; do bench vmm=$vmm round=$round $t $r $u; done
+        rm -f "$img"
+    done
+done
+pass
