@@ -119,7 +119,16 @@ wait_for_marker() {
     while :; do
         if [ -f "$_f" ]; then
             MARKER_LINE=$(grep -a -E -m 1 "$_re" "$_f" 2>/dev/null)
-            [ -n "$MARKER_LINE" ] && return 0
+            if [ -n "$MARKER_LINE" ]; then
+                # The VMM may be in the middle of writing that line: wait (briefly)
+                # until the file ends with a newline, then read the whole line.
+                _n=0
+                while [ "$(tail -c 1 "$_f" | od -An -c | tr -d ' ')" != '\n' ] && [ $_n -lt 40 ]; do
+                    sleep 0.05; _n=$((_n + 1))
+                done
+                MARKER_LINE=$(grep -a -E -m 1 "$_re" "$_f" 2>/dev/null)
+                return 0
+            fi
         fi
         [ "$(now_ms)" -ge "$_deadline" ] && return 1
         sleep 0.05

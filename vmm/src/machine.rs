@@ -297,7 +297,7 @@ impl Machine {
             let event = match self.events_rx.recv_timeout(wait) {
                 Ok(e) => e,
                 Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = lock(&self.parts.serial).flush_output() {
+                    if let Err(e) = lock(&self.parts.serial).flush_output_if_idle(CONSOLE_FLUSH_INTERVAL) {
                         tracing::warn!("writing console output: {e}");
                     }
                     continue;

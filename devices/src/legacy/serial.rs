@@ -115,6 +115,11 @@ impl Serial {
         self.inner.fifo_capacity()
     }
 
+    /// Writes out a partial line once the guest has been quiet for `quiet`.
+    pub fn flush_output_if_idle(&mut self, quiet: std::time::Duration) -> io::Result<()> {
+        self.inner.writer_mut().flush_if_idle(quiet)
+    }
+
     /// Flushes buffered guest output to its writer.
     pub fn flush_output(&mut self) -> io::Result<()> {
         self.inner.writer_mut().flush_now()

@@ -5,6 +5,7 @@
 //! (the machine does so periodically, so a prompt without a newline still shows).
 
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 /// Bytes held before a forced write.
 const CAPACITY: usize = 4096;
@@ -13,12 +14,22 @@ const CAPACITY: usize = 4096;
 pub struct LineBuffered<W: Write> {
     inner: W,
     buf: Vec<u8>,
+    last_write: Instant,
 }
 
 impl<W: Write> LineBuffered<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, buf: Vec::with_capacity(CAPACITY) }
+        Self { inner, buf: Vec::with_capacity(CAPACITY), last_write: Instant::now() }
+    }
+
+    /// Writes a partial line out only once the guest has been quiet for `quiet`: a
+    /// prompt shows promptly, a line being written is not split.
+    pub fn flush_if_idle(&mut self, quiet: Duration) -> io::Result<()> {
+        if self.last_write.elapsed() >= quiet {
+            self.flush_now()?;
+        }
+        Ok(())
     }
 
     /// Writes everything buffered to the underlying writer.
@@ -34,6 +45,7 @@ impl<W: Write> LineBuffered<W> {
 
 impl<W: Write> Write for LineBuffered<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.last_write = Instant::now();
         self.buf.extend_from_slice(data);
         if data.contains(&b'\n') || self.buf.len() >= CAPACITY {
             self.flush_now()?;
@@ -68,6 +80,17 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn idle_flush_waits_for_quiet() {
+        let log = Log::default();
+        let mut w = LineBuffered::new(log.clone());
+        w.write_all(b"TERN-").unwrap();
+        w.flush_if_idle(Duration::from_secs(3600)).unwrap();
+        assert!(log.0.lock().unwrap().is_empty(), "a line being written is not split");
+        w.flush_if_idle(Duration::ZERO).unwrap();
+        assert_eq!(log.0.lock().unwrap()[0], b"TERN-".to_vec());
     }
 
     #[test]
