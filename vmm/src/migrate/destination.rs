@@ -10,9 +10,8 @@ use kvm_ioctls::Kvm;
 use migration::frame::{read_frame, Kind};
 use migration::messages::{self, AckStage, Message, ProtocolError, VmDescription};
 use migration::pages::PageBatchView;
-use vm_memory::{Bytes, GuestAddress};
 
-use super::{cpuid_to_wire, MigrateError};
+use super::{cpuid_to_wire, guest_pages, MigrateError};
 use crate::cpuid::incompatible_features;
 use crate::machine::Machine;
 use crate::state::{self, MachineState};
@@ -117,8 +116,8 @@ fn serve(
                     None if batch.round == 0 => continue,
                     None => &zero[..],
                 };
-                mem.write_slice(bytes, GuestAddress(gpa))
-                    .map_err(|e| MigrateError::Memory(format!("page {gpa:#x} from the source is outside guest memory: {e}")))?;
+                guest_pages::write_page(&mem, gpa, bytes)
+                    .map_err(|e| MigrateError::Memory(format!("page from the source is outside guest memory: {e}")))?;
             }
             continue;
         }

@@ -4,6 +4,7 @@
 
 pub mod destination;
 pub mod dirty;
+pub mod guest_pages;
 pub mod source;
 pub mod throttle;
 

@@ -14,9 +14,9 @@ use migration::messages::{self, AckStage, HandOver, Hello, Message, RoundDone, V
 use migration::pages::PageBatch;
 use migration::report::{Progress, Report};
 use migration::PROTOCOL_VERSION;
-use vm_memory::{Bytes, GuestAddress};
 
 use super::dirty::DirtyTracker;
+use super::guest_pages;
 use super::throttle::Throttle;
 use super::{cpuid_to_wire, MigrateError};
 use crate::api::ApiReply;
@@ -111,7 +111,7 @@ fn send_pages(w: &mut Writer, parts: &MachineParts, round: u32, pages: &[u64], b
     batch.clear(round);
     for &gpa in pages {
         let was_zero = batch
-            .push_with(gpa, |buf| parts.mem.read_slice(buf, GuestAddress(gpa)))
+            .push_with(gpa, |buf| guest_pages::read_page(&parts.mem, gpa, buf))
             .map_err(|e| MigrateError::Memory(format!("reading page {gpa:#x}: {e}")))?;
         if was_zero { zero += 1 } else { full += 1 }
         if batch.is_full() {
