@@ -138,10 +138,13 @@ impl Machine {
         if config.cpus == 0 || usize::from(config.cpus) > max {
             return Err(MachineError::CpuCount { requested: config.cpus, max });
         }
+        let phase = |what: &str| tracing::debug!(elapsed_us = started_at.elapsed().as_micros() as u64, "{what}");
         let mem = create_guest_memory(config.memory)?;
+        phase("guest memory mapped");
         let options = VmOptions { in_kernel_irqchip: config.in_kernel_irqchip, track_dirty_pages: config.track_dirty_pages };
         let vm = Arc::new(kvm_vm::create_vm(kvm, &mem, options)?);
 
+        phase("KVM VM created");
         let entry = match &config.boot {
             Boot::Linux(source) => Some(boot::load(&mem, config.memory, source, config.cpus)?),
             Boot::Flat32 { code, load_addr } => {
@@ -151,6 +154,7 @@ impl Machine {
             Boot::Incoming => None,
         };
 
+        phase("boot image loaded");
         let (events_tx, events_rx) = channel();
         let pio = Arc::new(Bus::new());
         let legacy = add_legacy_devices(&pio, config.serial_output, events_tx.clone(), started_at)?;
@@ -167,6 +171,7 @@ impl Machine {
             return Err(MachineError::VirtioNeedsIrqchip);
         };
 
+        phase("devices created");
         let base_cpuid = cpuid::supported_cpuid(kvm)?;
         let mut fds = Vec::new();
         let mut cpuid0 = Vec::new();
@@ -187,6 +192,7 @@ impl Machine {
             fds.push(fd);
         }
 
+        phase("vCPUs configured");
         // Console coalescing needs the in-kernel irqchip (the kernel console it helps).
         let console = match (config.in_kernel_irqchip, fds.first()) {
             (true, Some(fd)) => CoalescedConsole::new(&vm, fd).map(|ring| ConsoleLink { ring, vm: vm.clone(), serial: legacy.serial.clone() }),
