@@ -42,6 +42,7 @@ RIG = os.path.join(ROOT, "tests", "rig")
 GUEST_SRC = os.path.join(ROOT, "resources", "guest")
 TERN_BIN = os.path.join(TARGET, "release", "tern")
 sys.path.insert(0, GUEST_SRC)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import tools  # noqa: E402  (resources/guest/tools.py)
 
 L1_MODULES = ["irqbypass", "kvm", "kvm_amd", "tun", "tap", "vhost_iotlb", "vhost", "vhost_net",
@@ -133,14 +134,24 @@ def file_key(paths):
 
 def cache_gc(keep):
     """Cached images are named by key, so concurrent rig runs never overwrite one
-    another's; remove those unused for a day."""
+    another's. Keep the 3 most recently used of each kind; remove older ones once unused
+    for 10 minutes (a running L1 keeps its open image even when it is unlinked)."""
     now = time.time()
-    for f in os.listdir(CACHE):
-        path = os.path.join(CACHE, f)
-        if (f.startswith("l1-") or f.startswith("payload-")) and path not in keep and os.path.isfile(path):
+    for prefix in ("l1-", "payload-"):
+        files = []
+        for f in os.listdir(CACHE):
+            path = os.path.join(CACHE, f)
+            if f.startswith(prefix) and os.path.isfile(path):
+                try:
+                    files.append((os.stat(path).st_mtime, path))
+                except OSError:
+                    pass
+        files.sort(reverse=True)
+        for i, (mtime, path) in enumerate(files):
+            if path in keep or i < 3 or now - mtime < 600:
+                continue
             try:
-                if now - os.stat(path).st_mtime > 86400:
-                    os.unlink(path)
+                os.unlink(path)
             except OSError:
                 pass
 
@@ -326,12 +337,29 @@ class Outcome:
         self.kind = "not-run"   # pass | fail | rig-fault | not-run
         self.reason = ""
         self.results = []       # (result, reason) markers seen
-        self.bench = {}
+        self.bench_lines = []   # one list of (key, value) per TERN-BENCH line
         self.lines = collections.deque(maxlen=50)
         self.faults = []        # L1 kernel fault lines seen while it ran
         self.timed_out = False
+        self.timeout = scenario_meta(name)["timeout"]
         self.rc = None
         self.start = self.end = None
+
+    def figures(self):
+        """{name: float} from the TERN-BENCH lines. Non-numeric fields of a line (vmm=qemu,
+        boot=pvh) label its numeric ones: time_to_init_ms[boot=pvh]."""
+        out = {}
+        for line in self.bench_lines:
+            labels, nums = [], []
+            for k, v in line:
+                try:
+                    nums.append((k, float(v)))
+                except ValueError:
+                    labels.append(f"{k}={v}")
+            tag = f"[{','.join(labels)}]" if labels else ""
+            for k, v in nums:
+                out[k + tag] = v
+        return out
 
     @property
     def seconds(self):
@@ -347,7 +375,7 @@ class Outcome:
         elif self.faults:
             self.kind, self.reason = "rig-fault", "L1 kernel: " + self.faults[0]
         elif self.timed_out:
-            self.kind, self.reason = "fail", "timeout inside a live L1"
+            self.kind, self.reason = "fail", f"timeout ({self.timeout} s) inside a live L1"
         elif fails:
             self.kind, self.reason = "fail", fails[0][1] or "(no reason given)"
         else:
@@ -370,6 +398,7 @@ class L1Boot:
         self.l1_up = None          # seconds from QEMU start to TERN-RIG-L1-UP
         self.last = collections.deque(maxlen=50)
         self.warnings = []
+        self.kernel_faults = []    # L1 kernel fault lines, in order
         self.wall = None
 
     def command(self):
@@ -429,7 +458,8 @@ class L1Boot:
                     break
                 continue
             if now - last_out > o.watchdog:
-                self.fault = f"watchdog: L1 printed nothing for {o.watchdog} s"
+                self.fault = f"watchdog: L1 printed nothing for {o.watchdog} s" + (
+                    "" if self.l1_up is not None else " (before reaching its init marker)")
                 break
             if self.l1_up is None and now - t0 > o.l1_up_timeout:
                 self.fault = f"L1 never reached its init marker (TERN-RIG-L1-UP) within {o.l1_up_timeout} s"
@@ -467,10 +497,8 @@ class L1Boot:
             panics = [ln for ln in self.last if "Kernel panic" in ln]
             if panics:
                 self.fault += ": " + panics[-1].strip()
-        if self.fault:
-            faulty = [ln for ln in self.last if KERNEL_FAULT.search(ln)]
-            if faulty and "L1 kernel" not in self.fault:
-                self.fault += f" (L1 kernel said: {faulty[0].strip()})"
+        if self.fault and self.kernel_faults and "L1 kernel" not in self.fault:
+            self.fault += f" (L1 kernel said first: {self.kernel_faults[0]})"
         log.write(f"# rig: fault={self.fault} wall={self.wall:.1f}s qemu_rc={rc}\n")
         log.close()
         # scenario outcomes
@@ -492,9 +520,11 @@ class L1Boot:
             self.outcomes[cur].lines.append(line)
         if KERNEL_FAULT.search(line):
             msg = line.strip()
+            self.kernel_faults.append(msg)
             if cur is not None:
                 self.outcomes[cur].faults.append(msg)
-            self.warnings.append("L1 kernel: " + msg)
+            if len(self.kernel_faults) <= 3:
+                self.warnings.append("L1 kernel: " + msg)
         if "TERN-RIG-" in line:
             m = re.search(r"TERN-RIG-(L1-UP|SCENARIO-BEGIN|SCENARIO-END|SCENARIO-TIMEOUT|ERROR)\b(.*)", line)
             if m:
@@ -522,7 +552,7 @@ class L1Boot:
             self.outcomes[m.group(1)].results.append((m.group(2), m.group(3) or ""))
         m = MARK_BENCH.search(line)
         if m and m.group(1) in self.outcomes:
-            self.outcomes[m.group(1)].bench.update(re.findall(r"(\w+)=(\S+)", m.group(2)))
+            self.outcomes[m.group(1)].bench_lines.append(re.findall(r"(\w+)=(\S+)", m.group(2)))
         return cur
 
 
@@ -535,7 +565,7 @@ class HostRun:
         self.log_path = log_path
         self.outcomes = {n: Outcome(n) for n in names}
         self.fault = None
-        self.l1_up = 0.0
+        self.l1_up = None
         self.warnings = []
         self.wall = None
 
@@ -551,7 +581,7 @@ class HostRun:
             env = dict(os.environ, TERN=TERN_BIN if self.o.with_tern else "", QEMU=self.o.qemu, GUEST=GUEST,
                        WORK=work, BRIDGE_IP="10.0.2.1", TAPS="tap0 tap1", E2E_DIR=E2E, SCENARIO=n,
                        RIG_MODE="host", GUEST_APPEND=self.o.l2_append,
-                       PATH=GUEST_SRC + os.pathsep + os.environ.get("PATH", ""))
+                       PATH=os.pathsep.join([busybox_bin(), GUEST_SRC, os.environ.get("PATH", "")]))
             oc.start = time.monotonic() - t0
             p = subprocess.Popen(["sh", meta["path"]], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, start_new_session=True)
@@ -576,7 +606,7 @@ class HostRun:
                         oc.results.append((m.group(2), m.group(3) or ""))
                     m = MARK_BENCH.search(line)
                     if m and m.group(1) == n:
-                        oc.bench.update(re.findall(r"(\w+)=(\S+)", m.group(2)))
+                        oc.bench_lines.append(re.findall(r"(\w+)=(\S+)", m.group(2)))
                 if time.monotonic() > deadline and not oc.timed_out:
                     oc.timed_out = True
                     os.killpg(p.pid, signal.SIGTERM)
@@ -595,6 +625,19 @@ class HostRun:
         log.close()
         self.wall = time.monotonic() - t0
         return self
+
+
+def busybox_bin():
+    """Host mode: a directory of busybox applet links, first in PATH, so that scenarios
+    see the same userland as inside L1."""
+    d = os.path.join(TARGET, "rig-work", "busybox-bin")
+    busybox = "/bin/busybox" if os.path.exists("/bin/busybox") else shutil.which("busybox")
+    os.makedirs(d, exist_ok=True)
+    for a in subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout.split():
+        link = os.path.join(d, a)
+        if not os.path.lexists(link):
+            os.symlink(busybox, link)
+    return d
 
 
 def host_network(create):
@@ -677,7 +720,7 @@ def run_group(opts, names, say, tag):
 
 
 def describe(oc, boots):
-    bench = " ".join(f"{k}={v}" for k, v in sorted(oc.bench.items()))
+    bench = " ; ".join(" ".join(f"{k}={v}" for k, v in line) for line in oc.bench_lines)
     l1 = boots[-1].l1_up if boots else None
     s = f"{oc.name}: {oc.kind.upper() if oc.kind != 'pass' else 'pass'}"
     s += f" | L1-up {fmt_s(l1)} | scenario {fmt_s(oc.seconds)} | boots {len(boots)}"
@@ -754,11 +797,11 @@ def main():
                 tag = f"r{r + 1:02d}-g{gi + 1}"
                 t = time.monotonic()
                 prefix = f"run {r + 1}/{a.repeat}" if a.repeat > 1 else f"group {gi + 1}/{len(groups)}"
-                say(f"{prefix}: L1 boot for [{' '.join(names)}]")
+                say(f"{prefix}: {'L1 boot' if o.mode == 'nested' else 'host run'} for [{' '.join(names)}]")
                 outcomes, boots = run_group(o, names, say, tag)
                 for oc in outcomes:
                     say(f"  {describe(oc, boots)}")
-                    if oc.kind != "pass":
+                    if oc.kind != "pass" and oc.lines:
                         say(f"  --- last {len(oc.lines)} console lines of {oc.name}:", *["  | " + ln for ln in oc.lines])
                     all_results.append((r, gi, oc, boots))
                 say(f"  wall {time.monotonic() - t:.1f}s (L1 boots: {len(boots)}, each "
@@ -793,16 +836,10 @@ def main():
         line = f"  {n}: pass {sum(oc.kind == 'pass' for oc in ocs)}/{len(ocs)}"
         if secs:
             line += f"; scenario time min {min(secs):.1f}s median {statistics.median(secs):.1f}s max {max(secs):.1f}s"
-        keys = sorted({k for oc in ocs for k in oc.bench})
-        for k in keys:
-            vals = []
-            for oc in ocs:
-                try:
-                    vals.append(float(oc.bench[k]))
-                except (KeyError, ValueError):
-                    pass
-            if vals:
-                line += f"; {k} median {statistics.median(vals):g} (min {min(vals):g}, max {max(vals):g})"
+        figs = [oc.figures() for oc in ocs]
+        for k in sorted({k for f in figs for k in f}):
+            vals = [f[k] for f in figs if k in f]
+            line += f"; {k} median {statistics.median(vals):g} (min {min(vals):g}, max {max(vals):g}, n {len(vals)})"
         say(line)
         for oc in ocs:
             if oc.kind != "pass":

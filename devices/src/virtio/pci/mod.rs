@@ -223,31 +223,45 @@ impl VirtioPciDevice {
         (as_set && queue.size() == setup.size && queue.is_valid(&self.mem)).then_some(queue)
     }
 
-    fn activate(&mut self) {
+    /// The enabled queues, ready for the device; positioned at `progress` when
+    /// restoring a migrated device.
+    fn activation_queues(&self, progress: Option<&[(u16, u16)]>) -> Result<Vec<ActiveQueue>, String> {
         let mut queues = Vec::new();
+        let mut positions = progress.map(|p| p.iter());
         for (index, setup) in self.common.queues.iter().enumerate() {
             if !setup.enabled {
                 continue;
             }
-            let (Some(queue), Ok(notify)) = (self.build_queue(index), self.notify_fds[index].try_clone()) else {
-                tracing::warn!(index, "driver set up an invalid virtqueue; device needs reset");
-                self.interrupt.needs_reset.store(true, Ordering::SeqCst);
-                return;
-            };
+            let mut queue = self.build_queue(index).ok_or_else(|| format!("queue {index} is invalid"))?;
+            if let Some(positions) = positions.as_mut() {
+                let &(next_avail, next_used) = positions.next().ok_or("missing queue progress")?;
+                queue.set_next_avail(next_avail);
+                queue.set_next_used(next_used);
+            }
+            let notify = self.notify_fds[index].try_clone().map_err(|e| e.to_string())?;
             queues.push(ActiveQueue { queue, notify });
         }
+        Ok(queues)
+    }
+
+    /// Hands the queues to the device.
+    fn start_device(&mut self, queues: Vec<ActiveQueue>) -> Result<(), crate::virtio::ActivateError> {
         let ctx = ActivateContext {
             mem: self.mem.clone(),
             acked_features: self.common.driver_features,
             queues,
             interrupt: self.interrupt.clone(),
         };
-        match self.device.activate(ctx) {
-            Ok(()) => self.active = true,
-            Err(e) => {
-                tracing::warn!("virtio device activation failed: {e}");
-                self.interrupt.needs_reset.store(true, Ordering::SeqCst);
-            }
+        self.device.activate(ctx)?;
+        self.active = true;
+        Ok(())
+    }
+
+    fn activate(&mut self) {
+        let result = self.activation_queues(None).and_then(|queues| self.start_device(queues).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            tracing::warn!("virtio device activation failed ({e}); device needs reset");
+            self.interrupt.needs_reset.store(true, Ordering::SeqCst);
         }
     }
 
@@ -402,28 +416,8 @@ impl VirtioPciDevice {
 
     /// Activates with queues positioned at `progress` (migration restore).
     fn activate_at(&mut self, progress: &[(u16, u16)]) -> Result<(), MigrationError> {
-        let mut queues = Vec::new();
-        let mut positions = progress.iter();
-        for (index, setup) in self.common.queues.iter().enumerate() {
-            if !setup.enabled {
-                continue;
-            }
-            let mut queue = self.build_queue(index).ok_or_else(|| MigrationError::Failed(format!("queue {index} is invalid here")))?;
-            let &(next_avail, next_used) = positions.next().ok_or_else(|| MigrationError::Failed("missing queue progress".into()))?;
-            queue.set_next_avail(next_avail);
-            queue.set_next_used(next_used);
-            let notify = self.notify_fds[index].try_clone().map_err(|e| MigrationError::Failed(e.to_string()))?;
-            queues.push(ActiveQueue { queue, notify });
-        }
-        let ctx = ActivateContext {
-            mem: self.mem.clone(),
-            acked_features: self.common.driver_features,
-            queues,
-            interrupt: self.interrupt.clone(),
-        };
-        self.device.activate(ctx).map_err(|e| MigrationError::Failed(format!("activating restored device: {e}")))?;
-        self.active = true;
-        Ok(())
+        let queues = self.activation_queues(Some(progress)).map_err(MigrationError::Failed)?;
+        self.start_device(queues).map_err(|e| MigrationError::Failed(format!("activating restored device: {e}")))
     }
 
     /// A vector beyond the MSI-X table reads back as NO_VECTOR, telling the driver the
