@@ -10,6 +10,8 @@
 pub mod block;
 pub mod net;
 pub mod pci;
+#[cfg(test)]
+pub(crate) mod test_memory;
 
 use std::io;
 use std::sync::Arc;

@@ -17,9 +17,7 @@ use crate::virtio::GuestMemoryMmap;
 
 /// Queue size used by the tests (the device maximum).
 pub const QUEUE_SIZE: u16 = 256;
-/// Guest memory: two adjacent 1 MiB regions, so buffers can straddle regions.
-pub const REGION_SIZE: u64 = 0x10_0000;
-pub const MEM_END: u64 = 2 * REGION_SIZE;
+pub use crate::virtio::test_memory::{guest_memory, MEM_END, REGION_SIZE};
 /// Where tests put request headers, status bytes and data.
 pub const HDR: u64 = 0x8000;
 pub const STATUS: u64 = 0x9000;
@@ -31,14 +29,6 @@ pub const SECTORS: u64 = 64;
 
 /// Poison written to the status byte before a request, to see whether it changed.
 pub const STATUS_POISON: u8 = 0xee;
-
-pub fn guest_memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[
-        (GuestAddress(0), REGION_SIZE as usize),
-        (GuestAddress(REGION_SIZE), REGION_SIZE as usize),
-    ])
-    .expect("guest memory")
-}
 
 /// The byte the patterned image holds at `offset`.
 pub fn pattern_byte(offset: u64) -> u8 {

@@ -22,9 +22,7 @@ use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
 
 /// Queue size used by the tests (the device maximum).
 pub const QUEUE_SIZE: u16 = 256;
-/// Guest memory: two adjacent 1 MiB regions, so buffers can straddle regions.
-pub const REGION_SIZE: u64 = 0x10_0000;
-pub const MEM_END: u64 = 2 * REGION_SIZE;
+pub use crate::virtio::test_memory::{guest_memory, MEM_END, REGION_SIZE};
 /// Where the three rings live.
 pub const RX_RING: u64 = 0x0;
 pub const TX_RING: u64 = 0x4000;
@@ -37,14 +35,6 @@ pub const RX_BUF: u64 = 0x1_0000;
 pub const TX_BUF: u64 = 0x4_0000;
 /// Control command buffers.
 pub const CTRL_BUF: u64 = 0xe000;
-
-pub fn guest_memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[
-        (GuestAddress(0), REGION_SIZE as usize),
-        (GuestAddress(REGION_SIZE), REGION_SIZE as usize),
-    ])
-    .expect("guest memory")
-}
 
 /// One descriptor as the driver describes it.
 #[derive(Clone, Copy, Debug)]
