@@ -24,7 +24,7 @@ pub fn read_page(mem: &GuestMemoryMmap, gpa: u64, out: &mut [u8]) -> Result<(), 
     // is a distinct host buffer of PAGE bytes. A vCPU may write the page meanwhile: the
     // copy may then mix old and new bytes, which is harmless because such a page is
     // dirty again and is sent again (the final copy happens with every vCPU parked).
-    unsafe { std::ptr::copy_nonoverlapping(guard.as_ptr() as *const u8, out.as_mut_ptr(), PAGE) };
+    unsafe { std::ptr::copy_nonoverlapping(guard.as_ptr(), out.as_mut_ptr(), PAGE) };
     Ok(())
 }
 
