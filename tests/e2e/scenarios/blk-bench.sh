@@ -3,7 +3,8 @@
 # blk-bench (benchmark, never fails on a figure): inside the guest, tern-io measures
 # sequential write and read (1 MiB direct I/O) and 4 KiB random-read IOPS (direct I/O,
 # one in flight) on a raw 512 MiB image attached as virtio-blk: tern, then QEMU
-# virtio-blk-pci on the same kind of image (cache=none, aio=threads), alternating
+# virtio-blk-pci on the same kind of image (host page cache like tern: cache=writeback,
+# aio=threads; the image lives on L1's tmpfs, which has no O_DIRECT), alternating
 # BLK_BENCH_ROUNDS times (default 2).
 # Prints TERN-BENCH vmm= test= result= unit= per figure.
 . "$E2E_DIR/lib.sh"
@@ -26,11 +27,16 @@ while [ $round -lt "${BLK_BENCH_ROUNDS:-2}" ]; do
         else
             start_vmm $vmm "$QEMU" -accel kvm -cpu host -m 512M -smp 1 -kernel "$GUEST/vmlinux" \
                 -initrd "$GUEST/initramfs.cpio.gz" -append "$append" -display none -nodefaults -no-reboot \
-                -serial "file:$con" -drive "file=$img,if=none,id=d0,format=raw,cache=none,aio=threads" \
+                -serial "file:$con" -drive "file=$img,if=none,id=d0,format=raw,cache=writeback,aio=threads" \
                 -device virtio-blk-pci,drive=d0
         fi
-        wait_exit "$VMM_PID" $((secs + 300)) || fail "$vmm: iobench guest did not finish" "$con" "$WORK/$vmm.out"
+        if ! wait_exit "$VMM_PID" $((secs + 300)); then
+            head -n 400 "$con" | grep -a -m 1 -B 30 -A 10 -E 'BUG|Oops|panic|general protection|double fault' >"$WORK/first-oops.log"
+            fail "$vmm: iobench guest did not finish" "$WORK/first-oops.log" "$WORK/$vmm.out"
+        fi
+        [ "$EXIT_RC" = 0 ] || fail "$vmm exited with $EXIT_RC" "$WORK/$vmm.out" "$con"
         grep -q '^TERN-IO error' "$con" && fail "$vmm: $(grep '^TERN-IO error' "$con")" "$con"
+        grep -q '^TERN-IO test=randread' "$con" || fail "$vmm: no figures from the guest" "$con" "$WORK/$vmm.out"
         grep -a '^TERN-IO test=' "$con" | while read -r _ t r u; do bench vmm=$vmm round=$round $t $r $u; done
         rm -f "$img"
     done
