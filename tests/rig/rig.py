@@ -135,7 +135,8 @@ def file_key(paths):
 def cache_gc(keep):
     """Cached images are named by key, so concurrent rig runs never overwrite one
     another's. Keep the 3 most recently used of each kind; remove older ones once unused
-    for 10 minutes (a running L1 keeps its open image even when it is unlinked)."""
+    for 10 minutes (a running L1 keeps its open image even when it is unlinked; every L1
+    boot marks its images as used, see L1Run.command)."""
     now = time.time()
     for prefix in ("l1-", "payload-"):
         files = []
@@ -403,6 +404,13 @@ class L1Boot:
 
     def command(self):
         o = self.o
+        # Mark the images as in use: cache_gc in a concurrent rig run only removes
+        # images unused for 10 minutes, and a long run boots many L1s from them.
+        for image in (o.l1_initrd, o.payload):
+            try:
+                os.utime(image)
+            except OSError:
+                pass
         plan = ",".join(f"{n}:{scenario_meta(n)['timeout']}" for n in self.names)
         append = f"console=ttyS0 panic=-1 loglevel=4 {o.l1_append} tern.rig.plan={plan} tern.rig.hb={o.heartbeat}"
         if o.l2_append:
