@@ -136,7 +136,7 @@ def cache_gc(keep):
     """Cached images are named by key, so concurrent rig runs never overwrite one
     another's. Keep the 3 most recently used of each kind; remove older ones once unused
     for 10 minutes (a running L1 keeps its open image even when it is unlinked; every L1
-    boot marks its images as used, see L1Run.command)."""
+    boot marks its images as used, see L1Boot.command)."""
     now = time.time()
     for prefix in ("l1-", "payload-"):
         files = []
