@@ -22,6 +22,10 @@ pub struct MigrateArgs {
     /// Target for the guest's pause, in milliseconds.
     #[arg(long, default_value_t = 300, value_name = "MS")]
     pub max_downtime: u64,
+    /// Cap on the bandwidth used while the guest runs, MiB/s (0: unlimited). The final
+    /// copy, with the guest paused, always goes at full speed.
+    #[arg(long, default_value_t = 0, value_name = "MIB_S")]
+    pub max_bandwidth: u64,
     /// Print the final report as one JSON object (and no progress lines).
     #[arg(long)]
     pub json: bool,
@@ -34,7 +38,12 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
     }
     let conn = UnixStream::connect(&args.api_socket)
         .with_context(|| format!("cannot reach the source's control socket {}", args.api_socket.display()))?;
-    let request = serde_json::json!({"command": "migrate", "to": args.to, "max_downtime_ms": args.max_downtime});
+    let request = serde_json::json!({
+        "command": "migrate",
+        "to": args.to,
+        "max_downtime_ms": args.max_downtime,
+        "max_bandwidth_mib_s": args.max_bandwidth,
+    });
     (&conn).write_all(format!("{request}\n").as_bytes()).context("sending the migrate request")?;
     let tty = std::io::stderr().is_terminal();
     let mut lines = BufReader::new(conn).lines();

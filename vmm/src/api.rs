@@ -34,6 +34,9 @@ pub enum ApiCommand {
         to: String,
         #[serde(default = "default_max_downtime_ms")]
         max_downtime_ms: u64,
+        /// Bandwidth cap in MiB/s (absent or 0: unlimited).
+        #[serde(default)]
+        max_bandwidth_mib_s: u64,
     },
 }
 

@@ -364,14 +364,18 @@ impl Machine {
                 (ApiReply::ok(), None)
             }
             ApiCommand::Shutdown => (ApiReply::ok(), Some(MachineExit::UserQuit)),
-            ApiCommand::Migrate { to, max_downtime_ms } => {
+            ApiCommand::Migrate { to, max_downtime_ms, max_bandwidth_mib_s } => {
                 if self.migrating {
                     (busy(), None)
                 } else if self.is_paused() {
                     (ApiReply::error("resume the guest before migrating it"), None)
                 } else {
                     self.migrating = true;
-                    let options = migrate::source::Options { to, max_downtime: Duration::from_millis(max_downtime_ms) };
+                    let options = migrate::source::Options {
+                        to,
+                        max_downtime: Duration::from_millis(max_downtime_ms),
+                        max_bandwidth: (max_bandwidth_mib_s > 0).then_some(max_bandwidth_mib_s << 20),
+                    };
                     // The migration thread answers on the request's channel itself.
                     migrate::source::spawn(self.parts.clone(), options, request.reply, self.events_tx.clone());
                     return None;

@@ -19,19 +19,24 @@ const STAMP_START: u32 = 0x20_0000;
 const MEMORY: u64 = 64 << 20;
 const STAMP_END: u32 = MEMORY as u32;
 
-/// inc [GEN]; eax = [GEN]; for edi in STAMP_START..STAMP_END step 4096 { [edi] = eax }; repeat
+/// The stamping loop over the whole 2 MiB..64 MiB range.
 fn stamping_guest() -> Vec<u8> {
+    stamping_guest_over(STAMP_START, STAMP_END)
+}
+
+/// inc [GEN]; eax = [GEN]; for edi in start..end step 4096 { [edi] = eax }; repeat
+fn stamping_guest_over(start: u32, end: u32) -> Vec<u8> {
     let mut c = vec![0xff, 0x05];
     c.extend_from_slice(&(GEN_ADDR as u32).to_le_bytes()); // inc dword [GEN]
     c.push(0xa1);
     c.extend_from_slice(&(GEN_ADDR as u32).to_le_bytes()); // mov eax, [GEN]
     c.push(0xbf);
-    c.extend_from_slice(&STAMP_START.to_le_bytes()); // mov edi, START
+    c.extend_from_slice(&start.to_le_bytes()); // mov edi, START
     let inner = c.len();
     c.extend_from_slice(&[0x89, 0x07]); // mov [edi], eax
     c.extend_from_slice(&[0x81, 0xc7, 0x00, 0x10, 0x00, 0x00]); // add edi, 4096
     c.extend_from_slice(&[0x81, 0xff]);
-    c.extend_from_slice(&STAMP_END.to_le_bytes()); // cmp edi, END
+    c.extend_from_slice(&end.to_le_bytes()); // cmp edi, END
     let jb_at = c.len();
     c.extend_from_slice(&[0x72, (inner as i64 - (jb_at as i64 + 2)) as u8]); // jb inner
     let jmp_at = c.len();
@@ -132,8 +137,12 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
 
 /// Sends one migrate request over the source's API socket; returns the final reply.
 fn migrate_via_api(api: &std::path::Path, to: &str) -> String {
+    migrate_with(api, &format!("{{\"command\":\"migrate\",\"to\":\"{to}\"}}"))
+}
+
+fn migrate_with(api: &std::path::Path, request: &str) -> String {
     let conn = UnixStream::connect(api).unwrap();
-    (&conn).write_all(format!("{{\"command\":\"migrate\",\"to\":\"{to}\"}}\n").as_bytes()).unwrap();
+    (&conn).write_all(format!("{request}\n").as_bytes()).unwrap();
     let mut lines = BufReader::new(conn).lines();
     loop {
         let line = lines.next().expect("reply").unwrap();
@@ -190,4 +199,43 @@ fn refused_migrations_never_pause_the_guest() {
     };
     assert!(info.contains("\"state\":\"running\""), "{info}");
     assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
+}
+
+#[test]
+fn guest_outrunning_the_link_is_throttled_and_still_completes() {
+    // 12 MiB rewritten continuously against a 32 MiB/s link (each round ~375 ms, over
+    // the 300 ms limit): every round finds the whole working set dirty again, so only
+    // throttling (and in the end the round limit) brings the migration to an end.
+    let (start, end) = (STAMP_START, STAMP_START + (12 << 20));
+    let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest_over(start, end), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let source_mem = source.guest_memory().clone();
+    let dir = std::env::temp_dir().join(format!("tern-migration-throttle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    source.start().unwrap();
+    let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
+    let listener = destination::listen("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dest = std::thread::spawn(move || {
+        destination::receive(&listener, &Expectations::default(), |desc| {
+            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
+                .map_err(|e| e.to_string())
+        })
+    });
+    let reply = migrate_with(&api, &format!("{{\"command\":\"migrate\",\"to\":\"127.0.0.1:{port}\",\"max_bandwidth_mib_s\":32}}"));
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    let throttle: u32 = reply.split("\"max_throttle_percent\":").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(throttle > 0, "the guest outran the link but was never throttled: {reply}");
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::MigratedAway));
+    let last_gen = generation(&source_mem);
+    let mut dest = dest.join().unwrap().expect("destination received the guest");
+    let dest_mem = dest.guest_memory().clone();
+    let t = Instant::now();
+    while generation(&dest_mem) < last_gen + 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep counting on the destination");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dest.stop_vcpus();
+    eprintln!("throttled migration report: {reply}");
 }

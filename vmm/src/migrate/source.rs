@@ -31,6 +31,8 @@ pub struct Options {
     pub to: String,
     /// Downtime target.
     pub max_downtime: Duration,
+    /// Cap on bytes per second sent while the guest runs (None: as fast as possible).
+    pub max_bandwidth: Option<u64>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,10 +64,31 @@ pub fn spawn(parts: MachineParts, options: Options, reply: Sender<ApiReply>, eve
     }
 }
 
-/// Bytes written, for bandwidth figures.
+/// Bytes written, for bandwidth figures, with an optional pace.
 struct CountingWriter<W> {
     inner: W,
     bytes: u64,
+    pace: Option<Pace>,
+}
+
+/// Keeps the average send rate at or under a cap (from the pace's start).
+struct Pace {
+    bytes_per_s: u64,
+    start: Instant,
+    start_bytes: u64,
+}
+
+impl<W> CountingWriter<W> {
+    /// Sleeps until the bytes written since the pace began fit under the cap.
+    fn keep_pace(&self) {
+        if let Some(p) = &self.pace {
+            let due = Duration::from_secs_f64((self.bytes - p.start_bytes) as f64 / p.bytes_per_s as f64);
+            let elapsed = p.start.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+    }
 }
 
 impl<W: Write> Write for CountingWriter<W> {
@@ -117,6 +140,7 @@ fn send_pages(w: &mut Writer, parts: &MachineParts, round: u32, pages: &[u64], b
         if batch.is_full() {
             messages::send_pages(w, batch)?;
             batch.clear(round);
+            w.keep_pace();
         }
     }
     if !batch.is_empty() {
@@ -136,7 +160,7 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(ACK_TIMEOUT))?;
     let mut reader = stream.try_clone()?;
-    let mut w: Writer = CountingWriter { inner: BufWriter::with_capacity(1 << 20, stream), bytes: 0 };
+    let mut w: Writer = CountingWriter { inner: BufWriter::with_capacity(1 << 20, stream), bytes: 0, pace: None };
     let mut buf = Vec::new();
 
     // Hello and config: the destination refuses here, before anything is paused.
@@ -147,6 +171,7 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     w.flush()?;
     messages::expect_ack(&mut reader, &mut buf, AckStage::Config).map_err(refusal)?;
 
+    w.pace = options.max_bandwidth.map(|bytes_per_s| Pace { bytes_per_s, start: Instant::now(), start_bytes: w.bytes });
     let tracker = DirtyTracker::start(&parts.vm, &parts.mem)?;
     let throttle = Throttle::start(parts.vcpus.clone());
     let mut convergence = Convergence::new(Policy::with_max_downtime(options.max_downtime));
@@ -190,6 +215,8 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     }
     throttle.stop();
     report.rounds = round;
+    // The final copy goes at full speed: the guest is paused.
+    w.pace = None;
 
     // Stop and copy. From here on, any failure must give the guest back.
     let paused_at = Instant::now();
