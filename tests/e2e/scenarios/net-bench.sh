@@ -34,6 +34,9 @@ for vmm in tern qemu-user qemu-vhost; do
             -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56 ;;
     esac
     wait_exit "$VMM_PID" $((secs * 12 + 240)) || fail "$vmm: netperf guest did not finish" "$con" "$WORK/$vmm.out"
+    [ "$EXIT_RC" = 0 ] || fail "$vmm exited with $EXIT_RC" "$WORK/$vmm.out" "$con"
+    n=$(grep -a -c '^TERN-NETPERF .* result=[0-9]' "$con")
+    [ "$n" -eq 8 ] || fail "$vmm: $n of 8 netperf figures" "$con" "$WORK/$vmm.out"
     grep -a '^TERN-NETPERF ' "$con" | while read -r _ t s l r u _rest; do
         bench vmm=$vmm $t $s $r $u
     done
