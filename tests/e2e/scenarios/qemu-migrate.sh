@@ -80,5 +80,6 @@ c1=$(echo "$res" | sed -n 's/.*counter=\([0-9]*\).*/\1/p')
 [ "$c1" -gt "$c0" ] || fail "counter did not advance across migration ($c0 -> $c1)"
 grep -q '^TERN-DIRTY counter=' "$WORK/dst.log" || fail "no workload output on the destination console" "$WORK/dst.log"
 step "migrated: total ${total} ms, downtime ${down} ms, ping gap ${gap} ms, counter $c0 -> $c1"
-bench vmm=qemu mem_mb=$mem total_ms=$total downtime_ms=$down ping_max_gap_ms=$gap pings=$answered wall_ms=$wall
+xfer_kb=$(echo "$info" | sed -n 's/.*transferred ram: *\([0-9]*\) kbytes.*/\1/p' | head -n 1)
+bench vmm=qemu mem_mb=$mem total_ms=$total downtime_ms=$down ping_max_gap_ms=$gap pings=$answered wall_ms=$wall bytes_sent=$((${xfer_kb:-0} * 1024))
 pass
