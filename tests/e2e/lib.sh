@@ -73,6 +73,19 @@ pass() {
     exit 0
 }
 
+# rig_fault REASON [LOGS...]: for the QEMU anchors only: QEMU's own L2 guest did not
+# boot (the nested rig hangs an L2 guest now and then, whatever the VMM). The rig retries
+# the scenario on a fresh L1. Never use it for tern: a tern failure is a failure.
+rig_fault() {
+    [ -n "$_lib_done" ] && exit 1
+    _lib_done=1
+    _r=$(printf '%s' "$1" | tr '"\n' "' ")
+    shift
+    for _f in "$@"; do show_log "$_f"; done
+    echo "TERN-SCENARIO name=$SCENARIO result=rig-fault reason=\"$_r\""
+    exit 1
+}
+
 fail() {
     [ -n "$_lib_done" ] && exit 1
     _lib_done=1

@@ -328,7 +328,7 @@ def parse_suite(path):
     return groups
 
 
-MARK_RESULT = re.compile(r'TERN-SCENARIO name=(\S+) result=(pass|fail)(?: reason="([^"]*)")?')
+MARK_RESULT = re.compile(r'TERN-SCENARIO name=(\S+) result=(pass|fail|rig-fault)(?: reason="([^"]*)")?')
 MARK_BENCH = re.compile(r"TERN-BENCH name=(\S+) (.*)")
 
 
@@ -369,7 +369,12 @@ class Outcome:
     def finish(self):
         passes = [r for r in self.results if r[0] == "pass"]
         fails = [r for r in self.results if r[0] == "fail"]
-        if len(self.results) > 1:
+        # A scenario may declare a rig fault itself: the QEMU anchors do when QEMU's own
+        # L2 guest never boots, which says nothing about tern (see tests/rig/README.md).
+        rig = [r for r in self.results if r[0] == "rig-fault"]
+        if len(self.results) == 1 and rig:
+            self.kind, self.reason = "rig-fault", "scenario: " + (rig[0][1] or "rig fault")
+        elif len(self.results) > 1:
             self.kind, self.reason = "fail", f"{len(self.results)} result markers (the contract is exactly one)"
         elif passes and not self.timed_out:
             self.kind = "pass"

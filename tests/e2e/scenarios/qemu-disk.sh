@@ -19,7 +19,7 @@ start_vmm qemu "$QEMU" -accel kvm -cpu host -m 512M -smp 1 \
     -drive "file=$WORK/rootfs.ext4,if=none,id=root,format=raw" -device virtio-blk-pci,drive=root \
     -drive "file=$WORK/vdb.img,if=none,id=data,format=raw" -device virtio-blk-pci,drive=data
 pid=$VMM_PID
-wait_for_marker "$con" '^TERN-GUEST-INIT .*root=/dev/vda' 120 || fail "no TERN-GUEST-INIT from the ext4 root" "$con" "$WORK/qemu.out"
+wait_for_marker "$con" '^TERN-GUEST-INIT .*root=/dev/vda' 120 || rig_fault "QEMU's guest did not reach init from the ext4 root" "$con" "$WORK/qemu.out"
 t_init=$(since_ms "$t0")
 wait_exit "$pid" 240 || fail "disk job did not finish" "$con"
 t_exit=$(since_ms "$t0")

@@ -32,7 +32,7 @@ qemu src "$tap_src" 5550
 src=$VMM_PID
 qemu dst "$tap_dst" 5551 -incoming tcp:127.0.0.1:4444
 dst=$VMM_PID
-wait_for_marker "$WORK/src.log" '^TERN-JOB dirty ready' 180 || fail "source guest not ready" "$WORK/src.log" "$WORK/src.out"
+wait_for_marker "$WORK/src.log" '^TERN-JOB dirty ready' 180 || rig_fault "QEMU's source guest did not come up" "$WORK/src.log" "$WORK/src.out"
 wait_for_marker "$WORK/src.log" '^TERN-DIRTY counter=' 60 || fail "dirty workload not reporting" "$WORK/src.log"
 i=0
 until ping -c 1 -W 1 $ip >/dev/null 2>&1; do
@@ -71,7 +71,7 @@ gap=$(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping.log" | awk 'NR > 1 { g = $1
 answered=$(grep -c 'seq=' "$WORK/ping.log")
 
 st=$(mon 5551 "info status")
-echo "$st" | grep -q 'VM status: running' || fail "destination not running: $st" "$WORK/dst.out"
+echo "$st" | grep -q 'VM status: running' || rig_fault "QEMU's destination is not running: $st" "$WORK/dst.out"
 mon 5550 quit >/dev/null
 wait_exit "$src" 10 || stop_pid "$src"
 res=$(timeout 120 wget -q -O - "http://$ip/cgi-bin/verify")

@@ -21,7 +21,7 @@ for vhost in off on; do
         -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=$vhost" \
         -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56
     pid=$VMM_PID
-    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || fail "vhost=$vhost: no TERN-GUEST-INIT" "$con" "$WORK/qemu-$vhost.out"
+    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || rig_fault "vhost=$vhost: QEMU's guest did not reach init" "$con" "$WORK/qemu-$vhost.out"
     wait_exit "$pid" 200 || fail "vhost=$vhost: guest did not finish netperf and power off" "$con"
     [ "$EXIT_RC" = 0 ] || fail "vhost=$vhost: QEMU exited with $EXIT_RC" "$con" "$WORK/qemu-$vhost.out"
     grep -q '^TERN-NETPERF .*result=error' "$con" && fail "vhost=$vhost: netperf error" "$con"

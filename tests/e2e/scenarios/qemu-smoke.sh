@@ -15,7 +15,7 @@ start_vmm qemu "$QEMU" -accel kvm -cpu host -m 512M -smp 1 \
     -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
     -display none -nodefaults -no-reboot -serial "file:$con"
 pid=$VMM_PID
-wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || fail "no TERN-GUEST-INIT within 120 s" "$con" "$WORK/qemu.out"
+wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || rig_fault "QEMU's guest did not reach init within 120 s" "$con" "$WORK/qemu.out"
 t_init=$(since_ms "$t0")
 uptime=$(echo "$MARKER_LINE" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
 step "guest init after ${t_init} ms (guest uptime ${uptime} s)"
