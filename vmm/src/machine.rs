@@ -21,7 +21,6 @@ use crate::legacy_devices::{add_legacy_devices, LegacyError};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
 use crate::migrate;
 use crate::pci_devices::{add_pci_devices, PciSetupError};
-use crate::vcpu::coalesced_console::{CoalescedConsole, ConsoleLink};
 use crate::vcpu::set::{VcpuSet, VcpuStartError};
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
 use crate::vcpu::VmEvent;
@@ -193,16 +192,11 @@ impl Machine {
         }
 
         phase("vCPUs configured");
-        // Console coalescing needs the in-kernel irqchip (the kernel console it helps).
-        let console = match (config.in_kernel_irqchip, fds.first()) {
-            (true, Some(fd)) => CoalescedConsole::new(&vm, fd).map(|ring| ConsoleLink { ring, vm: vm.clone(), serial: legacy.serial.clone() }),
-            _ => None,
-        };
         Ok(Self {
             parts: MachineParts {
                 vm,
                 mem,
-                vcpus: Arc::new(VcpuSet::new(fds, console)),
+                vcpus: Arc::new(VcpuSet::new(fds)),
                 virtio,
                 serial: legacy.serial,
                 mmio,

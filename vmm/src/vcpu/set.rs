@@ -10,14 +10,12 @@ use devices::bus::Bus;
 use devices::sync::lock;
 use kvm_ioctls::VcpuFd;
 
-use super::coalesced_console::ConsoleLink;
 use super::pause::PauseControl;
 use super::{install_kick_handler, kick, spawn, VcpuContext, VmEvent};
 
 /// The vCPUs; see the module docs.
 pub struct VcpuSet {
     fds: Vec<Arc<Mutex<VcpuFd>>>,
-    console: Option<Arc<ConsoleLink>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pause: Arc<PauseControl>,
 }
@@ -34,12 +32,10 @@ pub enum VcpuStartError {
 }
 
 impl VcpuSet {
-    /// Wraps configured (not yet running) vCPU fds, index order, with the console's
-    /// coalesced-write ring when there is one.
-    pub fn new(fds: Vec<VcpuFd>, console: Option<ConsoleLink>) -> Self {
+    /// Wraps configured (not yet running) vCPU fds, index order.
+    pub fn new(fds: Vec<VcpuFd>) -> Self {
         Self {
             fds: fds.into_iter().map(|fd| Arc::new(Mutex::new(fd))).collect(),
-            console: console.map(Arc::new),
             threads: Mutex::new(Vec::new()),
             pause: Arc::new(PauseControl::new()),
         }
@@ -75,7 +71,6 @@ impl VcpuSet {
                 mmio: mmio.clone(),
                 pause: self.pause.clone(),
                 events: events.clone(),
-                console: self.console.clone(),
             };
             threads.push(spawn(ctx).map_err(VcpuStartError::Thread)?);
         }
