@@ -73,9 +73,28 @@ pass() {
     exit 0
 }
 
+# A guest console on a FIFO whose VMM has died must not kill the scenario with
+# SIGPIPE: the write fails and the scenario reports what happened.
+trap '' PIPE
+
+# no_init REASON CONSOLE [LOGS...]: a guest did not reach its init marker. When its
+# console shows it crashed in early boot (kernel panic, oops, triple fault) — the nested
+# rig crashes L2 guests of every VMM now and then, see tests/rig/README.md — that is a
+# rig fault, retried on a fresh L1 (a deterministic boot bug fails every retry). A guest
+# that is simply stuck, or crashes after init, is a failure.
+no_init() {
+    _why=$1 _con=$2
+    shift 2
+    _crash=$(cat "$_con" "$@" 2>/dev/null | grep -a -m 1 -E 'Kernel panic|BUG: unable to handle|Oops|triple fault|general protection fault' | tr -d '\r')
+    if [ -n "$_crash" ] && ! grep -a -q '^TERN-GUEST-INIT' "$_con" 2>/dev/null; then
+        rig_fault "$_why (L2 guest crashed in early boot: $_crash)" "$_con" "$@"
+    fi
+    fail "$_why" "$_con" "$@"
+}
+
 # rig_fault REASON [LOGS...]: for the QEMU anchors only: QEMU's own L2 guest did not
 # boot (the nested rig hangs an L2 guest now and then, whatever the VMM). The rig retries
-# the scenario on a fresh L1. Never use it for tern: a tern failure is a failure.
+# the scenario on a fresh L1. tern scenarios reach it only through no_init.
 rig_fault() {
     [ -n "$_lib_done" ] && exit 1
     _lib_done=1

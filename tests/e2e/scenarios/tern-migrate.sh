@@ -31,7 +31,7 @@ mkfifo "$WORK/src.in" "$WORK/dst.in" "$WORK/dst2.in"
 src=$!
 _lib_pids="$_lib_pids $src"
 exec 5>"$WORK/src.in"
-wait_for_marker "$WORK/src.log" '^TERN-JOB dirty ready' 180 || fail "source guest not ready" "$WORK/src.log" "$WORK/src.out"
+wait_for_marker "$WORK/src.log" '^TERN-JOB dirty ready' 180 || no_init "source guest not ready" "$WORK/src.log" "$WORK/src.out"
 wait_for_marker "$WORK/src.log" '^TERN-DIRTY counter=' 60 || fail "dirty workload not reporting" "$WORK/src.log"
 echo status >&5
 wait_for_marker "$WORK/src.log" '^TERN-DIRTY status counter=' 30 || fail "no status from the source guest" "$WORK/src.log"
