@@ -22,7 +22,7 @@ for vhost in off on; do
         -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56
     pid=$VMM_PID
     wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || rig_fault "vhost=$vhost: QEMU's guest did not reach init" "$con" "$WORK/qemu-$vhost.out"
-    wait_exit "$pid" 200 || fail "vhost=$vhost: guest did not finish netperf and power off" "$con"
+    wait_exit "$pid" 200 || rig_fault "vhost=$vhost: QEMU's guest did not finish netperf and power off" "$con"
     [ "$EXIT_RC" = 0 ] || fail "vhost=$vhost: QEMU exited with $EXIT_RC" "$con" "$WORK/qemu-$vhost.out"
     grep -q '^TERN-NETPERF .*result=error' "$con" && fail "vhost=$vhost: netperf error" "$con"
     figures=
@@ -30,7 +30,7 @@ for vhost in off on; do
         t=${spec%%:*}
         line=$(grep -a "^TERN-NETPERF test=$t " "$con" | head -n 1)
         r=$(echo "$line" | sed -n 's/.* result=\([0-9.]*\) .*/\1/p')
-        [ -n "$r" ] || fail "vhost=$vhost: no $t result" "$con"
+        [ -n "$r" ] || rig_fault "vhost=$vhost: QEMU's guest gave no $t result" "$con"
         figures="$figures $(echo "$t" | tr 'A-Z' 'a-z')_vhost_$vhost=$r"
     done
     step "vhost=$vhost:$figures ($(since_ms "$t0") ms)"
