@@ -95,23 +95,19 @@ no_init() {
 # rig_fault REASON [LOGS...]: for the QEMU anchors only: QEMU's own L2 guest did not
 # boot (the nested rig hangs an L2 guest now and then, whatever the VMM). The rig retries
 # the scenario on a fresh L1. tern scenarios reach it only through no_init.
-rig_fault() {
-    [ -n "$_lib_done" ] && exit 1
-    _lib_done=1
-    _r=$(printf '%s' "$1" | tr '"\n' "' ")
-    shift
-    for _f in "$@"; do show_log "$_f"; done
-    echo "TERN-SCENARIO name=$SCENARIO result=rig-fault reason=\"$_r\""
-    exit 1
-}
+rig_fault() { _end rig-fault "$@"; }
 
-fail() {
+fail() { _end fail "$@"; }
+
+# _end RESULT REASON [LOGS...]: shows the logs and prints the one result marker.
+_end() {
     [ -n "$_lib_done" ] && exit 1
     _lib_done=1
-    _r=$(printf '%s' "$1" | tr '"\n' "' ")
-    shift
+    _res=$1
+    _r=$(printf '%s' "$2" | tr '"\n' "' ")
+    shift 2
     for _f in "$@"; do show_log "$_f"; done
-    echo "TERN-SCENARIO name=$SCENARIO result=fail reason=\"$_r\""
+    echo "TERN-SCENARIO name=$SCENARIO result=$_res reason=\"$_r\""
     exit 1
 }
 
