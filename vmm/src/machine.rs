@@ -257,7 +257,10 @@ impl Machine {
 
     /// Starts one thread per vCPU.
     pub fn start(&mut self) -> Result<(), MachineError> {
-        Ok(self.parts.vcpus.start(&self.pio, &self.parts.mmio, &self.events_tx)?)
+        self.parts.vcpus.start(&self.pio, &self.parts.mmio, &self.events_tx)?;
+        let ms = self.started_at.elapsed().as_millis() as u64;
+        tracing::info!(target: "boot_timer", ms, "vCPUs started (VMM set-up time)");
+        Ok(())
     }
 
     /// Stops every vCPU between instructions and returns once all are parked.

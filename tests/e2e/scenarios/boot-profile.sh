@@ -1,0 +1,36 @@
+#!/bin/sh
+# rig: timeout=600 needs=tern
+# boot-profile (diagnostic, not in any suite): where the time to the init marker goes.
+# For each VMM, one boot: wall time to TERN-GUEST-INIT, the guest's own uptime at that
+# marker (so wall - uptime = VMM start-up, firmware and the kernel before its clock
+# starts), the wall time to the first console byte, and the console volume.
+. "$E2E_DIR/lib.sh"
+need_kvm
+need_tern
+mem_mb=512
+for round in 1 2; do
+for vmm in tern qemu; do
+    con=$WORK/console-$vmm-$round.log
+    rm -f "$con"; : >"$con"
+    t0=$(now_ms)
+    if [ "$vmm" = qemu ]; then
+        start_vmm "$vmm" "$QEMU" -accel kvm -cpu host -m ${mem_mb}M -smp 1 -kernel "$GUEST/vmlinux" \
+            -initrd "$GUEST/initramfs.cpio.gz" -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
+            -display none -nodefaults -no-reboot -serial "file:$con"
+    else
+        RUST_LOG=boot_timer=info start_vmm "$vmm" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
+            --memory ${mem_mb}M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
+    fi
+    while [ ! -s "$con" ]; do sleep 0.02; done
+    t_first=$(since_ms "$t0")
+    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || fail "$vmm: no init marker" "$con"
+    t_init=$(since_ms "$t0")
+    up=$(echo "$MARKER_LINE" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
+    wait_exit "$VMM_PID" 60
+    bytes=$(wc -c <"$con") lines=$(wc -l <"$con")
+    setup=$(sed -n "s/.*vCPUs started.*ms=\([0-9]*\).*/\1/p" "$WORK/$vmm.out")
+    bench vmm=$vmm round=$round setup_ms=${setup:-na} first_byte_ms=$t_first init_ms=$t_init guest_uptime_s=$up console_bytes=$bytes console_lines=$lines
+    grep -a -E 'Linux version|Calibrating|tsc: Refined|clocksource: Switched|Freeing unused kernel|Run /init|virtio|Trying to unpack|Freeing initrd' "$con" | head -20 | sed "s/^/  $vmm| /"
+done
+done
+pass
