@@ -10,6 +10,7 @@ pub mod layout;
 pub mod legacy_devices;
 pub mod machine;
 pub mod memory;
+pub mod memory_placement;
 pub mod migrate;
 pub mod msi_routing;
 pub mod pci_devices;

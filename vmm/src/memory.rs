@@ -65,9 +65,23 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if size > (1 << 46) {
         return Err(MemoryError::InvalidSize { size, reason: "above the 64 TiB maximum" });
     }
-    let mem = GuestMemoryMmap::from_ranges(&ram_ranges(size)).map_err(|source| MemoryError::Map { size, source })?;
+    let mut regions = Vec::new();
+    for (start, len) in ram_ranges(size) {
+        let steered = crate::memory_placement::steer_next_mapping(len);
+        let region = GuestRegionMmap::from_range(start, len, None).map_err(|source| MemoryError::Map { size, source })?;
+        if steered && !crate::memory_placement::is_aligned(region.as_ptr() as usize) {
+            tracing::debug!(addr = region.as_ptr() as usize, "guest RAM mapping not 2 MiB aligned: no huge nested mappings");
+        }
+        regions.push(region);
+    }
+    let mem = GuestMemoryMmap::from_regions(regions)
+        .map_err(|e| MemoryError::InvalidSize { size, reason: region_error(e) })?;
     advise_huge_pages(&mem);
     Ok(mem)
+}
+
+fn region_error(_: vm_memory::GuestRegionCollectionError) -> &'static str {
+    "guest RAM regions overlap"
 }
 
 /// Asks the kernel to back guest RAM with transparent huge pages: far fewer faults
@@ -140,5 +154,21 @@ mod tests {
         assert!(matches!(create_guest_memory(1 << 20), Err(MemoryError::InvalidSize { .. })));
         assert!(matches!(create_guest_memory((64 << 20) + 1), Err(MemoryError::InvalidSize { .. })));
         assert!(create_guest_memory(64 << 20).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+    #[test]
+    fn guest_ram_is_2mib_aligned_in_the_host() {
+        for _ in 0..4 {
+            let mem = create_guest_memory(128 << 20).unwrap();
+            for region in mem.iter() {
+                assert!(crate::memory_placement::is_aligned(region.as_ptr() as usize), "{:p}", region.as_ptr());
+            }
+        }
     }
 }
