@@ -21,6 +21,7 @@
 #   TERN-GUEST-NET dev=eth0 ip=A/NN mac=MAC | TERN-GUEST-NET error ...
 #   TERN-JOB netserver ready | TERN-JOB dirty ready mb=N | TERN-JOB error ...
 #   TERN-NETPERF test=T size=B seconds=S result=NUM unit=U [mean_latency_us=.. p99_latency_us=..]
+#                segs_in=N segs_out=N retrans=N   (the guest's TCP segments during the test)
 #   TERN-NETPERF test=T size=B seconds=S result=error rc=N
 #   TERN-DIRTY counter=N sum=MD5 | TERN-DIRTY verify ok|fail counter=N sum=MD5 [expected=MD5]
 #   TERN-DISK written sum=MD5 bytes=N target=T | TERN-DISK verify ok|fail sum=MD5
@@ -109,6 +110,12 @@ wait_peer() { # IP SECONDS
     return 1
 }
 
+# The guest's TCP segment counters: "IN OUT RETRANS" (so a test's line can say how
+# finely its bytes were cut into segments, and whether timers had to resend any).
+tcp_segs() {
+    awk '$1 == "Tcp:" && $2 ~ /^[0-9]+$/ { print $11, $12, $13 }' /proc/net/snmp
+}
+
 job_netperf() {
     if [ -z "$T_peer" ]; then
         echo "TERN-JOB error netperf needs tern.peer=IP"; return
@@ -126,6 +133,7 @@ job_netperf() {
         # tern.netperf_buf=BYTES: local and remote socket buffer sizes.
         [ -n "$T_netperf_buf" ] && opts="$opts -s $T_netperf_buf -S $T_netperf_buf"
         # netserver may still be starting: retry the control connection a few times.
+        segs0=$(tcp_segs)
         n=0
         while :; do
             out=$(netperf -H "$T_peer" -t "$test" -l "$secs" -P 0 -- $opts 2>&1); rc=$?
@@ -138,10 +146,11 @@ job_netperf() {
             echo "$out" | sed 's/^/netperf| /'
             continue
         fi
-        echo "$line" | awk -F, -v t="$test" -v s="$size" -v l="$secs" '{
+        segs=$(echo "$segs0 $(tcp_segs)" | awk '{ printf "segs_in=%d segs_out=%d retrans=%d", $4 - $1, $5 - $2, $6 - $3 }')
+        echo "$line" | awk -F, -v t="$test" -v s="$size" -v l="$secs" -v g="$segs" '{
             u = $2; if (u == "10^6bits/s") u = "Mbit/s"; else if (u == "Trans/s") u = "trans/s"
             x = ""; if (NF >= 4) x = " mean_latency_us=" $3 " p99_latency_us=" $4
-            printf "TERN-NETPERF test=%s size=%s seconds=%s result=%s unit=%s%s\n", t, s, l, $1, u, x
+            printf "TERN-NETPERF test=%s size=%s seconds=%s result=%s unit=%s%s %s\n", t, s, l, $1, u, x, g
         }'
     done
 }

@@ -21,6 +21,7 @@ use crate::legacy_devices::{add_legacy_devices, LegacyError};
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
 use crate::migrate;
 use crate::pci_devices::{add_pci_devices, PciSetupError};
+use crate::vcpu::coalesced_console::{CoalescedConsole, ConsoleLink};
 use crate::vcpu::set::{VcpuSet, VcpuStartError};
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
 use crate::vcpu::VmEvent;
@@ -192,11 +193,16 @@ impl Machine {
         }
 
         phase("vCPUs configured");
+        // Console coalescing needs the in-kernel irqchip (the kernel console it helps).
+        let console = match (config.in_kernel_irqchip, fds.first()) {
+            (true, Some(fd)) => CoalescedConsole::new(&vm, fd).map(|ring| ConsoleLink { ring, vm: vm.clone(), serial: legacy.serial.clone() }),
+            _ => None,
+        };
         Ok(Self {
             parts: MachineParts {
                 vm,
                 mem,
-                vcpus: Arc::new(VcpuSet::new(fds)),
+                vcpus: Arc::new(VcpuSet::new(fds, console)),
                 virtio,
                 serial: legacy.serial,
                 mmio,
@@ -233,6 +239,11 @@ impl Machine {
     /// Guest memory.
     pub fn guest_memory(&self) -> &GuestMemoryMmap {
         &self.parts.mem
+    }
+
+    /// Console writes that reached the UART through KVM's coalesced ring.
+    pub fn coalesced_console_writes(&self) -> u64 {
+        self.parts.vcpus.coalesced_console_writes()
     }
 
     /// The COM1 UART (to queue console input).
@@ -300,6 +311,7 @@ impl Machine {
             let event = match self.events_rx.recv_timeout(wait) {
                 Ok(e) => e,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.parts.vcpus.drain_console(&self.pio);
                     if let Err(e) = lock(&self.parts.serial).flush_output_if_idle(CONSOLE_FLUSH_INTERVAL) {
                         tracing::warn!("writing console output: {e}");
                     }
@@ -330,6 +342,7 @@ impl Machine {
                 }
             };
             self.stop_vcpus();
+            self.parts.vcpus.drain_console(&self.pio);
             if let Err(e) = lock(&self.parts.serial).flush_output() {
                 tracing::warn!("flushing serial output: {e}");
             }

@@ -68,6 +68,44 @@ fn serial_output_reaches_the_configured_writer() {
     assert_eq!(&*out.0.lock().unwrap(), b"hello\n");
 }
 
+/// `mov edx, port; mov al, value; out dx, al` for each value.
+fn out_bytes(port: u32, values: &[u8]) -> Vec<u8> {
+    let mut code = mov_edx(port);
+    for b in values {
+        code.extend_from_slice(&[0xb0, *b, 0xee]);
+    }
+    code
+}
+
+/// With the in-kernel irqchip, a polled console (transmit interrupt off) goes through
+/// KVM's coalesced ring, and output stays in order when the guest switches the
+/// transmit interrupt on halfway (coalescing off) and then powers off.
+#[test]
+fn polled_console_writes_are_coalesced_and_stay_in_order() {
+    let mut code = out_bytes(0x3f9, &[0]); // IER = 0: polled
+    code.extend(out_bytes(0x3f8, b"polled: 0123456789\n"));
+    code.extend(out_bytes(0x3f9, &[0x02])); // IER = THRI: interrupt-driven
+    code.extend(out_bytes(0x3f8, b"irq\n"));
+    code.extend(out_bytes(0x600, &[(5 << 2) | (1 << 5)])); // ACPI S5
+    code.push(HLT);
+    let out = Capture::default();
+    let config = MachineConfig {
+        cpus: 1,
+        memory: 64 << 20,
+        boot: Boot::Flat32 { code, load_addr: LOAD_ADDR },
+        serial_output: Box::new(out.clone()),
+        in_kernel_irqchip: true,
+        track_dirty_pages: false,
+        virtio_devices: Vec::new(),
+    };
+    let mut m = Machine::new(&kvm(), config, Instant::now()).expect("machine builds");
+    m.start().unwrap();
+    assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::PowerOff));
+    assert_eq!(String::from_utf8_lossy(&out.0.lock().unwrap()), "polled: 0123456789\nirq\n");
+    // Every polled write went through the ring; none of the interrupt-driven ones.
+    assert_eq!(m.coalesced_console_writes(), 19);
+}
+
 #[derive(Default)]
 struct Recorder {
     reads: Vec<(u64, usize)>,

@@ -46,6 +46,15 @@ impl Serial {
         Self { inner: vm_superio::Serial::new(interrupt.clone(), Output::new(output)), interrupt }
     }
 
+    /// Whether the guest enabled the transmit-holding-register-empty interrupt (and is
+    /// not addressing the divisor latch).
+    pub fn transmit_interrupt_enabled(&self) -> bool {
+        const IER_THRI: u8 = 0x02;
+        const LCR_DLAB: u8 = 0x80;
+        let s = self.inner.state();
+        s.interrupt_enable & IER_THRI != 0 && s.line_control & LCR_DLAB == 0
+    }
+
     /// Register state.
     pub fn snapshot(&self) -> SerialSnapshot {
         let s = self.inner.state();

@@ -3,7 +3,9 @@
 # boot-profile (diagnostic, not in any suite): where the time to the init marker goes.
 # For each VMM, one boot: wall time to TERN-GUEST-INIT, the guest's own uptime at that
 # marker (so wall - uptime = VMM start-up, firmware and the kernel before its clock
-# starts), the wall time to the first console byte, and the console volume.
+# starts), the wall time to the first console byte, and the console volume. With
+# --l2-append boot_profile_full (a parameter the guest kernel ignores) the whole
+# consoles are printed.
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
@@ -18,7 +20,7 @@ for vmm in tern qemu; do
             -initrd "$GUEST/initramfs.cpio.gz" -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
             -display none -nodefaults -no-reboot -serial "file:$con"
     else
-        RUST_LOG=boot_timer=info start_vmm "$vmm" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
+        RUST_LOG=boot_timer=info,vmm::machine=debug start_vmm "$vmm" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
             --memory ${mem_mb}M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
     fi
     while [ ! -s "$con" ]; do sleep 0.02; done
@@ -30,7 +32,12 @@ for vmm in tern qemu; do
     bytes=$(wc -c <"$con") lines=$(wc -l <"$con")
     setup=$(sed -n "s/.*vCPUs started.*ms=\([0-9]*\).*/\1/p" "$WORK/$vmm.out")
     bench vmm=$vmm round=$round setup_ms=${setup:-na} first_byte_ms=$t_first init_ms=$t_init guest_uptime_s=$up console_bytes=$bytes console_lines=$lines
-    grep -a -E 'Linux version|Calibrating|tsc: Refined|clocksource: Switched|Freeing unused kernel|Run /init|virtio|Trying to unpack|Freeing initrd' "$con" | head -20 | sed "s/^/  $vmm| /"
+    [ "$vmm" = tern ] && grep -a -E 'elapsed_us|vCPUs started' "$WORK/$vmm.out" | sed 's/^/  tern-setup| /'
+    # The whole consoles with --l2-append boot_profile_full, else the milestones.
+    case " $GUEST_APPEND " in
+    *" boot_profile_full "*) sed "s/^/  $vmm| /" "$con" ;;
+    *) grep -a -E 'Linux version|Calibrating|clocksource: Switched|Freeing unused kernel|Run /init|Trying to unpack|Freeing initrd' "$con" | sed "s/^/  $vmm| /" ;;
+    esac
 done
 done
 pass

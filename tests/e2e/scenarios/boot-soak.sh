@@ -18,7 +18,12 @@ while [ $i -le "$n" ]; do
     t0=$(now_ms)
     start_vmm "boot-$i" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
         --cpus $cpus --memory 512M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
-    if wait_for_marker "$con" '^TERN-GUEST-INIT ' 90; then
+    # Wait for the marker, or for tern to end first (a crashed guest ends it).
+    deadline=$((t0 + 90000))
+    until grep -a -q '^TERN-GUEST-INIT ' "$con" 2>/dev/null || ! alive "$VMM_PID" || [ "$(now_ms)" -ge $deadline ]; do
+        sleep 0.1
+    done
+    if grep -a -q '^TERN-GUEST-INIT ' "$con" 2>/dev/null; then
         t=$(since_ms "$t0")
         if wait_exit "$VMM_PID" 60 && [ "$EXIT_RC" = 0 ]; then
             outcome=ok ok=$((ok + 1))

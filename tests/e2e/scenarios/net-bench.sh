@@ -4,9 +4,12 @@
 # the host side of the TAP, for tern, QEMU with userspace virtio-net (vhost=off) and
 # QEMU with vhost-net, same guest, same TAP, same L1. Tests: TCP_STREAM at payloads
 # 128..2048 bytes with 8 KiB socket buffers (the seeds' sweep), TCP_MAERTS, TCP_RR and
-# UDP_RR. NET_BENCH_SECONDS (default 5) per test, NET_BENCH_ROUNDS (default 1) rounds;
-# tests/bench.sh runs this scenario several times and reports medians.
-# Prints one TERN-BENCH line per VMM, test and size: vmm= test= size= result= unit=.
+# UDP_RR. NET_BENCH_SECONDS (default 5) per test; NET_BENCH_ROUNDS (default 2) rounds,
+# the VMM order reversed every other round so that drift in the (shared, noisy)
+# machine's speed falls on every VMM alike. tests/bench.sh runs this scenario several
+# times and reports medians.
+# Prints one TERN-BENCH line per round, VMM, test and size: round= vmm= test= size=
+# result= unit=.
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
@@ -20,8 +23,13 @@ tests="${tests#,},TCP_MAERTS:$secs:16384,TCP_RR:$secs:1,UDP_RR:$secs:1"
 append="console=ttyS0 tern.job=netperf tern.ip=10.0.2.15/24 tern.peer=$BRIDGE_IP tern.netperf=$tests tern.netperf_buf=8192 $GUEST_APPEND"
 start_vmm netserver netserver -D -p 12865
 sleep 0.5
-for vmm in tern qemu-user qemu-vhost; do
-    con=$WORK/console-$vmm.log
+rounds=${NET_BENCH_ROUNDS:-2}
+round=1
+while [ $round -le "$rounds" ]; do
+order="tern qemu-user qemu-vhost"
+[ $((round % 2)) = 0 ] && order="qemu-vhost qemu-user tern"
+for vmm in $order; do
+    con=$WORK/console-$vmm-$round.log
     case $vmm in
     tern)
         start_vmm $vmm "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
@@ -37,8 +45,10 @@ for vmm in tern qemu-user qemu-vhost; do
     [ "$EXIT_RC" = 0 ] || fail "$vmm exited with $EXIT_RC" "$WORK/$vmm.out" "$con"
     n=$(grep -a -c '^TERN-NETPERF .* result=[0-9]' "$con")
     [ "$n" -eq 8 ] || fail "$vmm: $n of 8 netperf figures" "$con" "$WORK/$vmm.out"
-    grep -a '^TERN-NETPERF ' "$con" | while read -r _ t s l r u _rest; do
-        bench vmm=$vmm $t $s $r $u
+    grep -a "^TERN-NETPERF " "$con" | while read -r _ t s l r u rest; do
+        bench round=$round vmm=$vmm $t $s $r $u $rest
     done
+done
+round=$((round + 1))
 done
 pass

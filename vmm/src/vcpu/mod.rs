@@ -1,5 +1,6 @@
 //! vCPU threads: one per vCPU, each looping on KVM_RUN and routing exits to the buses.
 
+pub mod coalesced_console;
 pub mod pause;
 pub mod set;
 pub mod setup;
@@ -62,7 +63,12 @@ pub struct VcpuContext {
     pub mmio: Arc<Bus>,
     pub pause: Arc<PauseControl>,
     pub events: Sender<VmEvent>,
+    /// Coalesced console writes to drain on every exit (when KVM supports them).
+    pub console: Option<Arc<coalesced_console::ConsoleLink>>,
 }
+
+/// UART registers whose writes can switch console coalescing (IER, LCR).
+const UART_CONTROL_PORTS: [u16; 2] = [0x3f9, 0x3fb];
 
 /// Starts the vCPU thread.
 pub fn spawn(ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
@@ -92,8 +98,22 @@ fn run_loop(ctx: VcpuContext) {
     let _enter = span.enter();
     while ctx.pause.check_in() == CheckIn::Run {
         let mut fd = devices::sync::lock(&ctx.fd);
-        let outcome = match fd.run() {
-            Ok(exit) => handle_exit(exit, &ctx.pio, &ctx.mmio, ctx.index),
+        let result = fd.run();
+        // Writes KVM queued happened before this exit: replay them first.
+        if let Some(console) = &ctx.console {
+            console.ring.drain(&ctx.pio);
+        }
+        let outcome = match result {
+            Ok(exit) => {
+                let control_write = matches!(&exit, VcpuExit::IoOut(port, _) if UART_CONTROL_PORTS.contains(port));
+                let outcome = handle_exit(exit, &ctx.pio, &ctx.mmio, ctx.index);
+                if control_write {
+                    if let Some(console) = &ctx.console {
+                        console.update();
+                    }
+                }
+                outcome
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 fd.set_kvm_immediate_exit(0);
                 Outcome::Continue

@@ -10,12 +10,14 @@ use devices::bus::Bus;
 use devices::sync::lock;
 use kvm_ioctls::VcpuFd;
 
+use super::coalesced_console::ConsoleLink;
 use super::pause::PauseControl;
 use super::{install_kick_handler, kick, spawn, VcpuContext, VmEvent};
 
 /// The vCPUs; see the module docs.
 pub struct VcpuSet {
     fds: Vec<Arc<Mutex<VcpuFd>>>,
+    console: Option<Arc<ConsoleLink>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pause: Arc<PauseControl>,
 }
@@ -32,13 +34,28 @@ pub enum VcpuStartError {
 }
 
 impl VcpuSet {
-    /// Wraps configured (not yet running) vCPU fds, index order.
-    pub fn new(fds: Vec<VcpuFd>) -> Self {
+    /// Wraps configured (not yet running) vCPU fds, index order, with the console's
+    /// coalesced-write ring when there is one.
+    pub fn new(fds: Vec<VcpuFd>, console: Option<ConsoleLink>) -> Self {
         Self {
             fds: fds.into_iter().map(|fd| Arc::new(Mutex::new(fd))).collect(),
+            console: console.map(Arc::new),
             threads: Mutex::new(Vec::new()),
             pause: Arc::new(PauseControl::new()),
         }
+    }
+
+    /// Replays console writes KVM has queued but no vCPU exit has drained yet (a
+    /// guest idling in HLT, or one that printed a panic and stopped, exits no more).
+    pub fn drain_console(&self, pio: &Bus) {
+        if let Some(console) = &self.console {
+            console.ring.drain(pio);
+        }
+    }
+
+    /// Console writes that went through KVM's coalesced ring (0 without one).
+    pub fn coalesced_console_writes(&self) -> u64 {
+        self.console.as_ref().map_or(0, |c| c.ring.replayed())
     }
 
     /// Number of vCPUs.
@@ -71,6 +88,7 @@ impl VcpuSet {
                 mmio: mmio.clone(),
                 pause: self.pause.clone(),
                 events: events.clone(),
+                console: self.console.clone(),
             };
             threads.push(spawn(ctx).map_err(VcpuStartError::Thread)?);
         }
