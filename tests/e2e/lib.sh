@@ -14,9 +14,10 @@
 #   start_vmm LABEL CMD...    runs CMD in the background, stdout+stderr to $WORK/LABEL.out;
 #                             sets VMM_PID; every started process is killed when the
 #                             scenario exits (pass, fail, or error)
-#   wait_for_marker FILE REGEX TIMEOUT_S
+#   wait_for_marker FILE REGEX TIMEOUT_S [PID]
 #                             polls FILE (e.g. a guest console) for an extended regex;
-#                             0 and MARKER_LINE on a match, 1 on timeout
+#                             0 and MARKER_LINE on a match, 1 on timeout (or as soon as
+#                             PID, when given, has exited without the match)
 #   wait_exit PID TIMEOUT_S   0 when PID exited in time (its exit code in EXIT_RC), else 1
 #   alive PID                 0 while PID runs (zombies count as exited)
 #   stop_pid PID              TERM, then KILL after 3 s
@@ -142,9 +143,11 @@ stop_pid() {
 }
 
 wait_for_marker() {
-    _f=$1 _re=$2 _deadline=$(($(now_ms) + $3 * 1000))
+    _f=$1 _re=$2 _deadline=$(($(now_ms) + $3 * 1000)) _pid=${4:-}
     MARKER_LINE=
     while :; do
+        _gone=
+        [ -n "$_pid" ] && ! alive "$_pid" && _gone=1
         if [ -f "$_f" ]; then
             MARKER_LINE=$(grep -a -E -m 1 "$_re" "$_f" 2>/dev/null)
             if [ -n "$MARKER_LINE" ]; then
@@ -158,6 +161,8 @@ wait_for_marker() {
                 return 0
             fi
         fi
+        # The process ended before this look at the file: nothing more will come.
+        [ -n "$_gone" ] && return 1
         [ "$(now_ms)" -ge "$_deadline" ] && return 1
         sleep 0.05
     done

@@ -23,7 +23,11 @@ time_boot() { # VMM ROUND -> sets T_INIT
         start_vmm "$vmm-$round" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
             --memory ${mem_mb}M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
     fi
-    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || fail "$vmm round $round: no init marker" "$con" "$WORK/$vmm-$round.out"
+    if ! wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$VMM_PID"; then
+        # A guest crashing in early boot is the nested rig's (tests/rig/README.md).
+        [ "$vmm" = qemu ] && rig_fault "QEMU round $round: its guest did not boot" "$con" "$WORK/$vmm-$round.out"
+        no_init "$vmm round $round: no init marker" "$con" "$WORK/$vmm-$round.out"
+    fi
     T_INIT=$(since_ms "$t0")
     wait_exit "$VMM_PID" 60 || fail "$vmm round $round: did not exit" "$con"
 }

@@ -1,49 +1,56 @@
 #!/bin/sh
-# rig: timeout=1500 needs=tern
-# boot-soak (rig-stability study, not in any suite): boots the default guest with tern
-# SOAK_BOOTS times (default 15) in this L1, alternating --cpus 1 and 2, and counts how
-# each boot ended: ok (init marker, then exit 0), crash (kernel panic/oops/triple fault
-# before init), stuck (no marker in time), or bad-exit. Prints one TERN-BENCH line per
-# boot and a tally; passes whatever the tally (it measures the rig, not tern), so run
-# it with --retries 0.
+# rig: timeout=1800 needs=tern
+# boot-soak (rig-stability study, not in any suite): boots the default guest 20 times in
+# this L1, alternating tern and QEMU (-kernel vmlinux, same guest), --cpus/-smp 1 and 2,
+# and counts per VMM how each boot ended: ok (init marker, then exit 0), crash (kernel
+# panic/oops/double or triple fault before init), stuck (no marker in 90 s), or
+# bad-exit. Prints one TERN-BENCH line per boot and a tally per VMM; passes whatever
+# the tally (it measures the rig, not the VMMs), so run it with --retries 0.
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
-n=${SOAK_BOOTS:-15}
-ok=0 crash=0 stuck=0 badexit=0
+[ -x "$QEMU" ] || fail "no QEMU at '$QEMU'"
+n=20
+tern_ok=0 tern_crash=0 tern_stuck=0 tern_badexit=0
+qemu_ok=0 qemu_crash=0 qemu_stuck=0 qemu_badexit=0
 i=1
-while [ $i -le "$n" ]; do
-    cpus=$((1 + i % 2))
+while [ $i -le $n ]; do
+    vmm=tern cpus=$((1 + (i / 2) % 2))
+    [ $((i % 2)) = 0 ] && vmm=qemu
     con=$WORK/console-$i.log
     t0=$(now_ms)
-    start_vmm "boot-$i" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
-        --cpus $cpus --memory 512M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
-    # Wait for the marker, or for tern to end first (a crashed guest ends it).
-    deadline=$((t0 + 90000))
-    until grep -a -q '^TERN-GUEST-INIT ' "$con" 2>/dev/null || ! alive "$VMM_PID" || [ "$(now_ms)" -ge $deadline ]; do
-        sleep 0.1
-    done
-    if grep -a -q '^TERN-GUEST-INIT ' "$con" 2>/dev/null; then
+    if [ $vmm = tern ]; then
+        start_vmm "boot-$i" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
+            --cpus $cpus --memory 512M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
+    else
+        start_vmm "boot-$i" "$QEMU" -accel kvm -cpu host -m 512M -smp $cpus -kernel "$GUEST/vmlinux" \
+            -initrd "$GUEST/initramfs.cpio.gz" -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
+            -display none -nodefaults -no-reboot -serial "file:$con"
+    fi
+    if wait_for_marker "$con" '^TERN-GUEST-INIT ' 90 "$VMM_PID"; then
         t=$(since_ms "$t0")
         if wait_exit "$VMM_PID" 60 && [ "$EXIT_RC" = 0 ]; then
-            outcome=ok ok=$((ok + 1))
+            outcome=ok
         else
-            outcome=bad-exit badexit=$((badexit + 1))
+            outcome=badexit
             stop_pid "$VMM_PID"
         fi
     else
         t=$(since_ms "$t0")
         stop_pid "$VMM_PID"
-        if grep -a -q -E 'Kernel panic|BUG: unable to handle|Oops|triple fault|general protection fault' "$con" "$WORK/boot-$i.out"; then
-            outcome=crash crash=$((crash + 1))
+        if grep -a -q -E 'Kernel panic|BUG: unable to handle|Oops|triple fault|double fault|general protection fault' "$con" "$WORK/boot-$i.out"; then
+            outcome=crash
         else
-            outcome=stuck stuck=$((stuck + 1))
+            outcome=stuck
         fi
         show_log "$con" 30
         show_log "$WORK/boot-$i.out" 10
     fi
-    bench boot=$i cpus=$cpus outcome=$outcome ms=$t
+    eval "${vmm}_$outcome=\$((${vmm}_$outcome + 1))"
+    bench boot=$i vmm=$vmm cpus=$cpus outcome=$outcome ms=$t
     i=$((i + 1))
 done
-bench summary=soak boots=$n ok=$ok crash=$crash stuck=$stuck bad_exit=$badexit
+for vmm in tern qemu; do
+    eval "bench summary=soak vmm=$vmm boots=$((n / 2)) ok=\$${vmm}_ok crash=\$${vmm}_crash stuck=\$${vmm}_stuck bad_exit=\$${vmm}_badexit"
+done
 pass
