@@ -1,6 +1,8 @@
-//! Guest CPUID: what KVM supports, with per-vCPU APIC IDs and a one-socket topology
-//! of `cpus` cores (one thread each) filled in, and the hypervisor bit set. KVM's
-//! paravirtual leaves (0x4000_0000..) come from KVM itself and carry kvmclock.
+//! Guest CPUID: what KVM supports, plus the features KVM emulates but leaves for the
+//! VMM to announce (the TSC-deadline timer), the host's processor name when KVM gives
+//! none, per-vCPU APIC IDs and a one-socket topology of `cpus` cores (one thread
+//! each), and the hypervisor bit. KVM's paravirtual leaves (0x4000_0000..) come from
+//! KVM itself and carry kvmclock.
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::Kvm;
@@ -10,10 +12,35 @@ use kvm_ioctls::Kvm;
 #[error("cannot read KVM's supported CPUID: {0}")]
 pub struct CpuidError(pub kvm_ioctls::Error);
 
-/// KVM's supported CPUID, unmodified.
+/// What a guest may be given on this host: KVM's supported CPUID with the
+/// TSC-deadline timer announced when KVM emulates it (KVM reports it only through
+/// KVM_CAP_TSC_DEADLINE_TIMER; without it the guest programs the LAPIC timer the slow
+/// way) and the host's processor name filled in where KVM left it empty.
 pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, CpuidError> {
-    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(CpuidError)
+    let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(CpuidError)?;
+    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == 0x1 && tsc_deadline {
+            entry.ecx |= ECX_TSC_DEADLINE;
+        }
+        if (0x8000_0002..=0x8000_0004).contains(&entry.function)
+            && [entry.eax, entry.ebx, entry.ecx, entry.edx] == [0; 4]
+        {
+            [entry.eax, entry.ebx, entry.ecx, entry.edx] = host_cpuid(entry.function);
+        }
+    }
+    Ok(cpuid)
 }
+
+/// The host CPU's own answer for `leaf` (subleaf 0).
+fn host_cpuid(leaf: u32) -> [u32; 4] {
+    // CPUID exists on every x86_64 CPU and only reads identification registers.
+    let r = std::arch::x86_64::__cpuid(leaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Leaf 1 ECX bit 24: TSC-deadline mode of the LAPIC timer.
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;

@@ -295,3 +295,18 @@ fn debug_port_writes_are_timestamped() {
     assert_eq!(marks.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
     assert!(marks[0].1 <= marks[1].1);
 }
+
+/// KVM emulates the TSC-deadline timer but leaves announcing it to the VMM; the guest
+/// CPUID must carry it exactly when KVM has it, and a processor name.
+#[test]
+fn guest_cpuid_announces_tsc_deadline_and_a_processor_name() {
+    let kvm = kvm();
+    let cpuid = vmm::cpuid::supported_cpuid(&kvm).unwrap();
+    let leaf = |f: u32| cpuid.as_slice().iter().find(|e| e.function == f).copied();
+    let leaf1 = leaf(1).expect("leaf 1");
+    let has_cap = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+    assert_eq!(leaf1.ecx & (1 << 24) != 0, has_cap);
+    if let Some(name) = leaf(0x8000_0002) {
+        assert_ne!([name.eax, name.ebx, name.ecx, name.edx], [0; 4], "processor name filled in");
+    }
+}

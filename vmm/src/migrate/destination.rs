@@ -44,7 +44,7 @@ pub fn check(desc: &VmDescription, expect: &Expectations, local_devices: &[Strin
     if desc.devices != local_devices {
         return Err(format!("devices differ: source {:?}, destination {:?}", desc.devices, local_devices));
     }
-    let supported = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(|e| format!("reading supported CPUID: {e}"))?;
+    let supported = crate::cpuid::supported_cpuid(kvm).map_err(|e| e.to_string())?;
     let missing = incompatible_features(&desc.cpuid, &cpuid_to_wire(supported.as_slice()));
     if !missing.is_empty() {
         return Err(format!("this host lacks CPU features the guest uses: {}", missing.join(", ")));
