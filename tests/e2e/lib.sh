@@ -78,24 +78,32 @@ pass() {
 # SIGPIPE: the write fails and the scenario reports what happened.
 trap '' PIPE
 
-# no_init REASON CONSOLE [LOGS...]: a guest did not reach its init marker. When its
-# console shows it crashed in early boot (kernel panic, oops, triple fault) — the nested
-# rig crashes L2 guests of every VMM now and then, see tests/rig/README.md — that is a
-# rig fault, retried on a fresh L1 (a deterministic boot bug fails every retry). A guest
-# that is simply stuck, or crashes after init, is a failure.
+# no_init REASON CONSOLE [LOGS...]: a guest did not reach its init marker. The nested
+# rig crashes or freezes L2 guests of every VMM now and then in early boot (see
+# tests/rig/README.md: QEMU's own guests triple-fault and hang there too), so these are
+# rig faults, retried on a fresh L1 (a deterministic boot bug fails every retry):
+#   - the console shows a crash (kernel panic, oops, double/triple fault) before init;
+#   - the kernel stopped before it started init ("Run /init" never printed).
+# A guest that started init and then got stuck or failed is a failure.
 no_init() {
     _why=$1 _con=$2
     shift 2
-    _crash=$(cat "$_con" "$@" 2>/dev/null | grep -a -m 1 -E 'Kernel panic|BUG: unable to handle|Oops|triple fault|general protection fault' | tr -d '\r')
-    if [ -n "$_crash" ] && ! grep -a -q '^TERN-GUEST-INIT' "$_con" 2>/dev/null; then
-        rig_fault "$_why (L2 guest crashed in early boot: $_crash)" "$_con" "$@"
+    if ! grep -a -q '^TERN-GUEST-INIT' "$_con" 2>/dev/null; then
+        _crash=$(cat "$_con" "$@" 2>/dev/null | grep -a -m 1 -E 'Kernel panic|BUG: unable to handle|Oops|triple fault|double fault|general protection fault' | tr -d '\r')
+        if [ -n "$_crash" ]; then
+            rig_fault "$_why (L2 guest crashed in early boot: $_crash)" "$_con" "$@"
+        fi
+        if ! grep -a -q 'Run /init' "$_con" 2>/dev/null; then
+            _last=$(tail -n 1 "$_con" 2>/dev/null | tr -d '\r' | cut -c1-100)
+            rig_fault "$_why (L2 guest stopped in early boot, before init; last console output: $_last)" "$_con" "$@"
+        fi
     fi
     fail "$_why" "$_con" "$@"
 }
 
-# rig_fault REASON [LOGS...]: for the QEMU anchors only: QEMU's own L2 guest did not
-# boot (the nested rig hangs an L2 guest now and then, whatever the VMM). The rig retries
-# the scenario on a fresh L1. tern scenarios reach it only through no_init.
+# rig_fault REASON [LOGS...]: the nested rig broke the scenario's L2 guest (QEMU anchors
+# whose own guest did not boot; tern scenarios only through no_init). The rig retries
+# the scenario on a fresh L1.
 rig_fault() { _end rig-fault "$@"; }
 
 fail() { _end fail "$@"; }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # rig: timeout=600 needs=tern
 # boot-bench (benchmark, not a test of speed): time from starting the VMM to the guest's
-# TERN-GUEST-INIT line, tern vs QEMU (-kernel vmlinux, same guest, same memory), three
+# TERN-GUEST-INIT line, tern vs QEMU (-kernel vmlinux, same guest, same memory), five
 # alternating rounds; and tern's own memory overhead: its RSS minus the guest memory it
 # has touched (the RSS of the guest RAM mapping), sampled once the guest is up.
 # Prints TERN-BENCH lines; fails only if a VMM does not boot the guest at all.
@@ -33,14 +33,17 @@ time_boot() { # VMM ROUND -> sets T_INIT
 }
 
 tern_all= qemu_all=
-for round in 1 2 3; do
+rounds=5
+round=1
+while [ $round -le $rounds ]; do
     for vmm in qemu tern; do
         time_boot $vmm $round
         bench vmm=$vmm round=$round time_to_init_ms=$T_INIT
         eval "${vmm}_all=\"\$${vmm}_all $T_INIT\""
     done
+    round=$((round + 1))
 done
-median() { echo "$@" | tr ' ' '\n' | grep . | sort -n | sed -n 2p; }
+median() { echo "$@" | tr ' ' '\n' | grep . | sort -n | sed -n "$(((rounds + 1) / 2))p"; }
 tm=$(median $tern_all) qm=$(median $qemu_all)
 ratio=$(awk -v t="$tm" -v q="$qm" 'BEGIN { printf "%.2f", t / q }')
 bench summary=time_to_init tern_median_ms=$tm qemu_median_ms=$qm tern_over_qemu=$ratio target=0.5

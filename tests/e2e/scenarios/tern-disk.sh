@@ -20,7 +20,7 @@ start_vmm tern "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.
     --cmdline "console=ttyS0 root=/dev/vda init=/init tern.job=disk tern.disk=file:/data/pattern.bin tern.disk_mb=$mb $GUEST_APPEND" \
     --disk "path=$WORK/rootfs.ext4,serial=tern-root" --serial "file=$con"
 pid=$VMM_PID
-wait_for_marker "$con" '^TERN-GUEST-INIT .*root=/dev/vda' 120 || no_init "no TERN-GUEST-INIT from the ext4 root on /dev/vda" "$con" "$WORK/tern.out"
+wait_for_marker "$con" '^TERN-GUEST-INIT .*root=/dev/vda' 120 "$VMM_PID" || no_init "no TERN-GUEST-INIT from the ext4 root on /dev/vda" "$con" "$WORK/tern.out"
 t_init=$(since_ms "$t0")
 wait_exit "$pid" 240 || fail "disk job did not finish" "$con" "$WORK/tern.out"
 t_exit=$(since_ms "$t0")

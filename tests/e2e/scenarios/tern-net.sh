@@ -19,7 +19,7 @@ start_vmm tern "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.
     --cmdline "console=ttyS0 tern.job=netperf tern.ip=$ip/24 tern.peer=$BRIDGE_IP tern.netperf=$tests $GUEST_APPEND" \
     --net "tap=$tap,mac=$mac" --serial "file=$con"
 pid=$VMM_PID
-wait_for_marker "$con" '^TERN-GUEST-NET ' 120 || no_init "guest network not configured" "$con" "$WORK/tern.out"
+wait_for_marker "$con" '^TERN-GUEST-NET ' 120 "$VMM_PID" || no_init "guest network not configured" "$con" "$WORK/tern.out"
 echo "$MARKER_LINE" | grep -q "mac=$mac" || fail "guest link has the wrong MAC: $MARKER_LINE" "$con"
 i=0
 until ping -c 1 -W 1 $ip >"$WORK/ping.out" 2>&1; do

@@ -15,7 +15,7 @@ boot() { # LABEL KERNEL CPUS
     start_vmm "tern-$label" "$TERN" run --kernel "$kernel" --initrd "$GUEST/initramfs.cpio.gz" --cpus "$cpus" \
         --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
     pid=$VMM_PID
-    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || no_init "$label: no TERN-GUEST-INIT within 120 s" "$con" "$WORK/tern-$label.out"
+    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$VMM_PID" || no_init "$label: no TERN-GUEST-INIT within 120 s or tern ended" "$con" "$WORK/tern-$label.out"
     t_init=$(since_ms "$t0")
     online=$(echo "$MARKER_LINE" | sed -n 's/.*cpus=\([0-9]*\).*/\1/p')
     [ "$online" = "$cpus" ] || fail "$label: guest reports $online CPUs online, expected $cpus" "$con"

@@ -9,6 +9,7 @@ use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{bzimage::BzImage, KernelLoader};
 use vm_memory::GuestAddress;
 
+use super::parallel_reader::ParallelFileReader;
 use super::BootError;
 use crate::layout::HIGH_MEMORY_START;
 use crate::memory::GuestMemoryMmap;
@@ -75,7 +76,10 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
         return Err(BootError::NotAKernel { path: path.to_path_buf(), reason: "not a regular file".into() });
     }
     let load_err = |source| BootError::LoadKernel { path: path.to_path_buf(), source };
-    match detect_format(&mut file, path)? {
+    let format = detect_format(&mut file, path)?;
+    // The image's segments are read into guest memory by every CPU at once.
+    let mut file = ParallelFileReader::new(file);
+    match format {
         KernelFormat::Elf => {
             let res = Elf::load(mem, None, &mut file, Some(GuestAddress(HIGH_MEMORY_START))).map_err(load_err)?;
             let pvh_entry = match res.pvh_boot_cap {

@@ -4,6 +4,7 @@
 
 pub mod acpi;
 pub mod kernel;
+pub mod parallel_reader;
 pub mod pvh;
 pub mod regs;
 pub mod zero_page;
