@@ -10,10 +10,16 @@
 need_kvm
 need_tern
 mem_mb=512
+# KVM's global exit counters (debugfs), to compare what each VMM's guest costs.
+kvm_stats=/sys/kernel/debug/kvm
+[ -d $kvm_stats ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+stat_names="exits io_exits mmio_exits irq_exits halt_exits irq_injections insn_emulation pf_taken pf_fixed signal_exits"
+kvm_counters() { for n in $stat_names; do cat $kvm_stats/$n 2>/dev/null || echo 0; done | tr '\n' ' '; }
 for round in 1 2; do
 for vmm in tern qemu; do
     con=$WORK/console-$vmm-$round.log
     rm -f "$con"; : >"$con"
+    c0=$(kvm_counters)
     t0=$(now_ms)
     if [ "$vmm" = qemu ]; then
         start_vmm "$vmm" "$QEMU" -accel kvm -cpu host -m ${mem_mb}M -smp 1 -kernel "$GUEST/vmlinux" \
@@ -29,6 +35,10 @@ for vmm in tern qemu; do
     t_init=$(since_ms "$t0")
     up=$(echo "$MARKER_LINE" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
     wait_exit "$VMM_PID" 60
+    c1=$(kvm_counters)
+    deltas=$(echo "$stat_names / $c0 / $c1" | awk -F' / ' '{ n = split($1, k, " "); split($2, a, " "); split($3, b, " ")
+        for (i = 1; i <= n; i++) printf "%s%s=%d", (i > 1 ? " " : ""), k[i], b[i] - a[i] }')
+    bench vmm=$vmm round=$round $deltas
     bytes=$(wc -c <"$con") lines=$(wc -l <"$con")
     setup=$(sed -n "s/.*vCPUs started.*ms=\([0-9]*\).*/\1/p" "$WORK/$vmm.out")
     bench vmm=$vmm round=$round setup_ms=${setup:-na} first_byte_ms=$t_first init_ms=$t_init guest_uptime_s=$up console_bytes=$bytes console_lines=$lines

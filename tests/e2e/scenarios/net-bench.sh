@@ -41,10 +41,14 @@ for vmm in $order; do
             -serial "file:$con" -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=$vhost" \
             -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56 ;;
     esac
-    wait_exit "$VMM_PID" $((secs * 12 + 240)) || fail "$vmm: netperf guest did not finish" "$con" "$WORK/$vmm.out"
+    # QEMU is the anchor: its guest not finishing (it hangs now and then in the rig, or
+    # loses a UDP_RR packet for good) is the rig's problem, retried on a fresh L1.
+    broken=fail
+    case $vmm in qemu-*) broken=rig_fault ;; esac
+    wait_exit "$VMM_PID" $((secs * 12 + 240)) || $broken "$vmm: netperf guest did not finish" "$con" "$WORK/$vmm.out"
     [ "$EXIT_RC" = 0 ] || fail "$vmm exited with $EXIT_RC" "$WORK/$vmm.out" "$con"
     n=$(grep -a -c '^TERN-NETPERF .* result=[0-9]' "$con")
-    [ "$n" -eq 8 ] || fail "$vmm: $n of 8 netperf figures" "$con" "$WORK/$vmm.out"
+    [ "$n" -eq 8 ] || $broken "$vmm: $n of 8 netperf figures" "$con" "$WORK/$vmm.out"
     grep -a "^TERN-NETPERF " "$con" | while read -r _ t s l r u rest; do
         bench round=$round vmm=$vmm $t $s $r $u $rest
     done
