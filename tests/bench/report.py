@@ -69,7 +69,7 @@ def boot_section(rows, out):
 def net_section(rows, out):
     data = collections.defaultdict(list)
     for r in rows:
-        if r["name"] == "net-bench" and r.get("result") not in (None, "error"):
+        if r["name"].startswith("net-bench") and r.get("result") not in (None, "error"):
             data[(r["test"], int(r["size"]), r["vmm"])].append(num(r["result"]))
     keys = sorted({(t, s) for t, s, _ in data}, key=lambda k: (k[0] != "TCP_STREAM", k[0], k[1]))
     out.append("## Network: netperf guest -> host side of the TAP (medians)\n")
