@@ -15,14 +15,7 @@ time_boot() { # VMM ROUND -> sets T_INIT
     vmm=$1 round=$2
     con=$WORK/console-$vmm-$round.log
     t0=$(now_ms)
-    if [ "$vmm" = qemu ]; then
-        start_vmm "$vmm-$round" "$QEMU" -accel kvm -cpu host -m ${mem_mb}M -smp 1 -kernel "$GUEST/vmlinux" \
-            -initrd "$GUEST/initramfs.cpio.gz" -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
-            -display none -nodefaults -no-reboot -serial "file:$con"
-    else
-        start_vmm "$vmm-$round" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
-            --memory ${mem_mb}M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
-    fi
+    start_boot_job "$vmm-$round" "$vmm" 1 "$con"
     if ! wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$VMM_PID"; then
         # A guest crashing in early boot is the nested rig's (tests/rig/README.md).
         [ "$vmm" = qemu ] && rig_fault "QEMU round $round: its guest did not boot" "$con" "$WORK/$vmm-$round.out"

@@ -9,7 +9,8 @@
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
-mem_mb=512
+# tern logs its set-up phases (QEMU ignores the variable).
+export RUST_LOG=boot_timer=info,vmm::machine=debug
 # KVM's global exit counters (debugfs), to compare what each VMM's guest costs.
 kvm_stats=/sys/kernel/debug/kvm
 [ -d $kvm_stats ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -21,14 +22,7 @@ for vmm in tern qemu; do
     rm -f "$con"; : >"$con"
     c0=$(kvm_counters)
     t0=$(now_ms)
-    if [ "$vmm" = qemu ]; then
-        start_vmm "$vmm" "$QEMU" -accel kvm -cpu host -m ${mem_mb}M -smp 1 -kernel "$GUEST/vmlinux" \
-            -initrd "$GUEST/initramfs.cpio.gz" -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
-            -display none -nodefaults -no-reboot -serial "file:$con"
-    else
-        RUST_LOG=boot_timer=info,vmm::machine=debug start_vmm "$vmm" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
-            --memory ${mem_mb}M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
-    fi
+    start_boot_job "$vmm" "$vmm" 1 "$con"
     while [ ! -s "$con" ]; do sleep 0.02; done
     t_first=$(since_ms "$t0")
     wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || fail "$vmm: no init marker" "$con"

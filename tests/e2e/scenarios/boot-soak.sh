@@ -19,14 +19,7 @@ while [ $i -le $n ]; do
     [ $((i % 2)) = 0 ] && vmm=qemu
     con=$WORK/console-$i.log
     t0=$(now_ms)
-    if [ $vmm = tern ]; then
-        start_vmm "boot-$i" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
-            --cpus $cpus --memory 512M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
-    else
-        start_vmm "boot-$i" "$QEMU" -accel kvm -cpu host -m 512M -smp $cpus -kernel "$GUEST/vmlinux" \
-            -initrd "$GUEST/initramfs.cpio.gz" -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
-            -display none -nodefaults -no-reboot -serial "file:$con"
-    fi
+    start_boot_job "boot-$i" "$vmm" "$cpus" "$con"
     if wait_for_marker "$con" '^TERN-GUEST-INIT ' 90 "$VMM_PID"; then
         t=$(since_ms "$t0")
         if wait_exit "$VMM_PID" 60 && [ "$EXIT_RC" = 0 ]; then
