@@ -20,6 +20,7 @@ use devices::legacy::acpi_pm::{
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::{ACPI_TABLES_START, HIGH_MEMORY_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START, PCI_MMIO_END};
+use devices::legacy::cmos::{CMOS_PORT, CMOS_PORT_COUNT};
 use devices::legacy::serial::{COM1_IRQ, COM1_PORT, UART_PORT_COUNT};
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_IO_PORT_COUNT};
 use crate::memory::GuestMemoryMmap;
@@ -78,6 +79,17 @@ fn com1() -> Vec<u8> {
     to_bytes(&Device::new(Path::new("COM1"), vec![&hid, &uid, &crs]))
 }
 
+/// The CMOS RTC `\_SB.RTC_`: a hardware-reduced ACPI guest probes the rtc-cmos
+/// driver only for a described PNP0B00 device (otherwise the probe fails and the
+/// guest has no /dev/rtc0). No interrupt: tern's RTC raises none, so the guest
+/// reads it by polling (alarms unsupported).
+fn rtc() -> Vec<u8> {
+    let hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0B00"));
+    let ports = IO::new(CMOS_PORT, CMOS_PORT, 1, CMOS_PORT_COUNT as u8);
+    let crs = Name::new(Path::new("_CRS"), &ResourceTemplate::new(vec![&ports]));
+    to_bytes(&Device::new(Path::new("RTC_"), vec![&hid, &crs]))
+}
+
 /// The `\_SB` scope with every device tern describes.
 fn system_bus() -> Vec<u8> {
     struct Raw(Vec<u8>);
@@ -86,11 +98,11 @@ fn system_bus() -> Vec<u8> {
             sink.vec(&self.0);
         }
     }
-    let (pci, serial) = (Raw(pci_host_bridge()), Raw(com1()));
-    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&pci, &serial]))
+    let (pci, serial, rtc) = (Raw(pci_host_bridge()), Raw(com1()), Raw(rtc()));
+    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&pci, &serial, &rtc]))
 }
 
-/// The DSDT: the `_S5_` sleep object, the PCI host bridge and COM1.
+/// The DSDT: the `_S5_` sleep object, the PCI host bridge, COM1 and the RTC.
 pub fn dsdt() -> Vec<u8> {
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let s5 = Name::new(Path::new("_S5_"), &Package::new(vec![&S5_SLEEP_TYPE, &0u8, &0u8, &0u8]));
@@ -223,6 +235,7 @@ mod tests {
         assert!(t.windows(4).any(|w| w == b"_S5_"));
         assert!(t.windows(4).any(|w| w == b"PCI0"));
         assert!(t.windows(4).any(|w| w == b"COM1"));
+        assert!(t.windows(4).any(|w| w == b"RTC_"));
     }
 
     #[test]
