@@ -15,7 +15,7 @@ use super::queue_error::QueueError;
 use super::rx::{process_rx, RxStop};
 use super::rx_chains::RxQueue;
 use super::stats::Counters;
-use super::tx::{process_tx, TxStop};
+use super::tx::{process_tx, tx_needs_interrupt, TxStop};
 use crate::sync::lock;
 use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
 
@@ -30,6 +30,12 @@ pub(crate) const PASS_BUDGET: usize = 256;
 /// Consecutive failed reads (of a kind that may be temporary) after which the
 /// backend is treated as gone rather than polled forever.
 const MAX_READ_FAILURES: u32 = 64;
+/// With deferred transmit interrupts: how late a transmit completion may be
+/// announced (see [`NetHandler::defer_tx_interrupts`]).
+pub(crate) const TX_INTERRUPT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
+/// With deferred transmit interrupts: this many completions not yet announced
+/// are announced at once, so a driver waiting for ring space never waits long.
+const TX_INTERRUPT_BATCH: usize = 64;
 
 /// The device's queues, shared between the worker (which serves them) and the
 /// device (which reports their state).
@@ -87,6 +93,11 @@ pub(crate) struct NetHandler {
     read_failures: u32,
     /// A queue was found corrupt: serve nothing until the driver resets.
     broken: bool,
+    /// Transmit interrupts wait up to [`TX_INTERRUPT_DELAY`] (the worker's timer).
+    defer_tx_interrupts: bool,
+    /// Transmit chains completed since the driver was last considered for an
+    /// interrupt (only with deferred transmit interrupts).
+    tx_unannounced: usize,
 }
 
 impl NetHandler {
@@ -99,6 +110,39 @@ impl NetHandler {
             tx_pending: false,
             read_failures: 0,
             broken: false,
+            defer_tx_interrupts: false,
+            tx_unannounced: 0,
+        }
+    }
+
+    /// Announces transmit completions up to [`TX_INTERRUPT_DELAY`] late instead of
+    /// at the end of every pass, as a NIC's interrupt moderation does: the driver
+    /// reclaims transmit buffers whenever it polls its receive queue too, so most
+    /// of these interrupts then never need to be sent, and a sender writing small
+    /// messages gets the time back (and coalesces more per segment). The caller
+    /// must call [`Self::announce_tx`] once the delay has passed whenever
+    /// [`Self::tx_announcement_pending`] says so.
+    pub(crate) fn defer_tx_interrupts(&mut self) {
+        self.defer_tx_interrupts = true;
+    }
+
+    /// Transmit completions wait for [`Self::announce_tx`].
+    pub(crate) fn tx_announcement_pending(&self) -> bool {
+        self.tx_unannounced > 0
+    }
+
+    /// Interrupts the driver for the transmit completions not announced yet, if its
+    /// event index asks for one (it may have reclaimed them already).
+    pub(crate) fn announce_tx(&mut self) {
+        if self.tx_unannounced == 0 || self.broken {
+            return;
+        }
+        self.tx_unannounced = 0;
+        let needed = tx_needs_interrupt(&mut lock(&self.ctx.queues.tx), &self.ctx.mem);
+        match needed {
+            Ok(true) => self.signal(TX_QUEUE),
+            Ok(false) => {}
+            Err(e) => self.queue_broken(TX_QUEUE, e),
         }
     }
 
@@ -128,6 +172,7 @@ impl NetHandler {
     /// The worker is stopping: receive chains taken but not filled go back to the
     /// ring, so the queue's own position is right for whoever looks next.
     pub(crate) fn finish(&mut self) {
+        self.announce_tx();
         lock(&self.ctx.queues.rx).release_held();
     }
 
@@ -256,7 +301,8 @@ impl NetHandler {
         let backend = self.ctx.link.is_up().then_some(self.ctx.backend.as_ref());
         let result = {
             let mut queue = lock(&self.ctx.queues.tx);
-            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET)
+            let notify = !self.defer_tx_interrupts;
+            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET, notify)
         };
         let pass = match result {
             Ok(pass) => pass,
@@ -264,6 +310,12 @@ impl NetHandler {
         };
         if pass.interrupt {
             self.signal(TX_QUEUE);
+        }
+        if self.defer_tx_interrupts {
+            self.tx_unannounced += pass.completed;
+            if self.tx_unannounced >= TX_INTERRUPT_BATCH {
+                self.announce_tx();
+            }
         }
         self.tx_blocked = pass.stop == TxStop::Blocked;
         self.tx_pending = pass.stop == TxStop::Budget;

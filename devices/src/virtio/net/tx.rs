@@ -113,13 +113,15 @@ enum Sent {
 
 /// Sends available frames, at most `budget` chains. `backend` is `None` once the
 /// link is down: frames are then dropped (and counted) so the driver's queue
-/// keeps moving.
+/// keeps moving. With `notify` false the pass leaves the question whether the
+/// driver needs an interrupt to a later [`tx_needs_interrupt`] (and reports none).
 pub(crate) fn process_tx(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     mut backend: Option<&dyn NetBackend>,
     counters: &Counters,
     budget: usize,
+    notify: bool,
 ) -> Result<TxPass, QueueError> {
     let mut completed = 0usize;
     let mut idle_passes = 0;
@@ -155,8 +157,14 @@ pub(crate) fn process_tx(
             return Err(QueueError::Stalled);
         }
     };
-    let interrupt = completed > 0 && queue.needs_notification(mem)?;
+    let interrupt = notify && completed > 0 && queue.needs_notification(mem)?;
     Ok(TxPass { completed, interrupt, stop, backend_gone })
+}
+
+/// Whether the driver wants an interrupt for the transmit chains completed since the
+/// last one it was sent (its used-event index, with VIRTIO_F_EVENT_IDX).
+pub(crate) fn tx_needs_interrupt(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, QueueError> {
+    Ok(queue.needs_notification(mem)?)
 }
 
 fn send_chain(

@@ -14,9 +14,10 @@ use std::thread::JoinHandle;
 use virtio_queue::QueueState;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::backend::NetBackend;
-use super::handler::{HandlerContext, NetHandler, NetQueues};
+use super::handler::{HandlerContext, NetHandler, NetQueues, TX_INTERRUPT_DELAY};
 use super::link::LinkStatus;
 use super::stats::Counters;
 use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
@@ -26,6 +27,7 @@ const TX_TOKEN: u64 = 1;
 const CTRL_TOKEN: u64 = 2;
 const BACKEND_TOKEN: u64 = 3;
 const STOP_TOKEN: u64 = 4;
+const TX_TIMER_TOKEN: u64 = 5;
 
 /// What a worker serves, apart from the backend: kept while it is parked.
 pub(crate) struct WorkerParts {
@@ -74,8 +76,10 @@ impl Worker {
             add(ctrl.as_raw_fd(), CTRL_TOKEN)?;
         }
         add(stop.as_raw_fd(), STOP_TOKEN)?;
+        let tx_timer = TimerFd::new().map_err(io::Error::from)?;
+        add(tx_timer.as_raw_fd(), TX_TIMER_TOKEN)?;
         let queues = parts.queues.clone();
-        let handler = NetHandler::new(HandlerContext {
+        let mut handler = NetHandler::new(HandlerContext {
             mem: parts.mem,
             queues: parts.queues,
             backend: shared.backend,
@@ -84,9 +88,12 @@ impl Worker {
             counters: shared.counters,
             mergeable: parts.mergeable,
         });
+        handler.defer_tx_interrupts();
         let mut thread = WorkerThread {
             epoll,
             handler,
+            tx_timer,
+            tx_timer_armed: false,
             rx_notify: parts.rx_notify,
             tx_notify: parts.tx_notify,
             ctrl_notify: parts.ctrl_notify,
@@ -154,6 +161,9 @@ impl Drop for Worker {
 struct WorkerThread {
     epoll: Epoll,
     handler: NetHandler,
+    /// Fires [`TX_INTERRUPT_DELAY`] after transmit completions were left unannounced.
+    tx_timer: TimerFd,
+    tx_timer_armed: bool,
     rx_notify: EventFd,
     tx_notify: EventFd,
     ctrl_notify: Option<EventFd>,
@@ -199,6 +209,7 @@ impl WorkerThread {
             if count == 0 {
                 self.handler.process_pending();
             }
+            self.arm_tx_timer();
         }
     }
 
@@ -212,6 +223,12 @@ impl WorkerThread {
             TX_TOKEN => {
                 let _ = self.tx_notify.read();
                 self.handler.tx_kicked();
+            }
+            TX_TIMER_TOKEN => {
+                // Clears the expiry count; the timer is one-shot.
+                let _ = self.tx_timer.wait();
+                self.tx_timer_armed = false;
+                self.handler.announce_tx();
             }
             CTRL_TOKEN => {
                 if let Some(fd) = &self.ctrl_notify {
@@ -232,6 +249,21 @@ impl WorkerThread {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Starts the transmit-interrupt timer when completions wait to be announced.
+    /// Should the timer fail, they are announced at once instead.
+    fn arm_tx_timer(&mut self) {
+        if self.tx_timer_armed || !self.handler.tx_announcement_pending() {
+            return;
+        }
+        match self.tx_timer.reset(TX_INTERRUPT_DELAY, None) {
+            Ok(()) => self.tx_timer_armed = true,
+            Err(e) => {
+                tracing::warn!("virtio-net transmit-interrupt timer: {e}");
+                self.handler.announce_tx();
+            }
         }
     }
 
