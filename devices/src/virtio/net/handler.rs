@@ -30,9 +30,10 @@ pub(crate) const PASS_BUDGET: usize = 256;
 /// Consecutive failed reads (of a kind that may be temporary) after which the
 /// backend is treated as gone rather than polled forever.
 const MAX_READ_FAILURES: u32 = 64;
-/// With deferred transmit interrupts: how late a transmit completion may be
-/// announced (see [`NetHandler::defer_tx_interrupts`]).
-pub(crate) const TX_INTERRUPT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
+/// With transmit moderation: how late a transmit completion may be announced, and
+/// how soon a ring that just had frames is looked at again without a kick (see
+/// [`NetHandler::moderate_tx`]).
+pub(crate) const TX_TIMER: std::time::Duration = std::time::Duration::from_micros(200);
 /// With deferred transmit interrupts: this many completions not yet announced
 /// are announced at once, so a driver waiting for ring space never waits long.
 const TX_INTERRUPT_BATCH: usize = 64;
@@ -93,8 +94,11 @@ pub(crate) struct NetHandler {
     read_failures: u32,
     /// A queue was found corrupt: serve nothing until the driver resets.
     broken: bool,
-    /// Transmit interrupts wait up to [`TX_INTERRUPT_DELAY`] (the worker's timer).
-    defer_tx_interrupts: bool,
+    /// Transmit moderation is on: interrupts wait up to [`TX_TIMER`], and a ring
+    /// that had frames is polled again after [`TX_TIMER`] instead of kicked.
+    moderate_tx: bool,
+    /// The driver was not asked for its next transmit kick: poll the ring.
+    tx_polling: bool,
     /// Transmit chains completed since the driver was last considered for an
     /// interrupt (only with deferred transmit interrupts).
     tx_unannounced: usize,
@@ -110,23 +114,43 @@ impl NetHandler {
             tx_pending: false,
             read_failures: 0,
             broken: false,
-            defer_tx_interrupts: false,
+            moderate_tx: false,
+            tx_polling: false,
             tx_unannounced: 0,
         }
     }
 
-    /// Announces transmit completions up to [`TX_INTERRUPT_DELAY`] late instead of
-    /// at the end of every pass, as a NIC's interrupt moderation does: the driver
-    /// reclaims transmit buffers whenever it polls its receive queue too, so most
-    /// of these interrupts then never need to be sent, and a sender writing small
-    /// messages gets the time back (and coalesces more per segment). The caller
-    /// must call [`Self::announce_tx`] once the delay has passed whenever
-    /// [`Self::tx_announcement_pending`] says so.
-    pub(crate) fn defer_tx_interrupts(&mut self) {
-        self.defer_tx_interrupts = true;
+    /// Moderates transmit as a NIC's interrupt moderation and a VMM's transmit
+    /// timer do, so that a busy driver costs fewer exits and interrupts:
+    /// - completions are announced up to [`TX_TIMER`] late (at once after
+    ///   [`TX_INTERRUPT_BATCH`]); the driver reclaims transmit buffers whenever it
+    ///   polls its receive queue too, so many of these interrupts are never needed;
+    /// - after a pass that sent frames the driver is not asked for its next kick;
+    ///   the ring is polled again after [`TX_TIMER`], and kicks are turned back on
+    ///   when a poll finds it empty. A driver sending one frame now and then still
+    ///   kicks for each; one sending a stream publishes frames without an exit each.
+    ///
+    /// The caller must call [`Self::tx_timer_expired`] [`TX_TIMER`] after any pass
+    /// that leaves [`Self::tx_timer_wanted`] true.
+    pub(crate) fn moderate_tx(&mut self) {
+        self.moderate_tx = true;
     }
 
-    /// Transmit completions wait for [`Self::announce_tx`].
+    /// Work waits for [`Self::tx_timer_expired`].
+    pub(crate) fn tx_timer_wanted(&self) -> bool {
+        self.tx_unannounced > 0 || self.tx_polling
+    }
+
+    /// The transmit timer fired: poll the ring if kicks are off, then announce.
+    pub(crate) fn tx_timer_expired(&mut self) {
+        if self.tx_polling && !self.tx_blocked {
+            self.process_tx();
+        }
+        self.announce_tx();
+    }
+
+    /// Transmit completions wait to be announced.
+    #[cfg(test)]
     pub(crate) fn tx_announcement_pending(&self) -> bool {
         self.tx_unannounced > 0
     }
@@ -301,8 +325,8 @@ impl NetHandler {
         let backend = self.ctx.link.is_up().then_some(self.ctx.backend.as_ref());
         let result = {
             let mut queue = lock(&self.ctx.queues.tx);
-            let notify = !self.defer_tx_interrupts;
-            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET, notify)
+            let moderate = self.moderate_tx;
+            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET, !moderate, moderate)
         };
         let pass = match result {
             Ok(pass) => pass,
@@ -311,7 +335,7 @@ impl NetHandler {
         if pass.interrupt {
             self.signal(TX_QUEUE);
         }
-        if self.defer_tx_interrupts {
+        if self.moderate_tx {
             self.tx_unannounced += pass.completed;
             if self.tx_unannounced >= TX_INTERRUPT_BATCH {
                 self.announce_tx();
@@ -319,6 +343,7 @@ impl NetHandler {
         }
         self.tx_blocked = pass.stop == TxStop::Blocked;
         self.tx_pending = pass.stop == TxStop::Budget;
+        self.tx_polling = pass.stop == TxStop::Polling;
         if pass.backend_gone {
             self.link_down("write failed");
         }

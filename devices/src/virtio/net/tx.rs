@@ -86,6 +86,11 @@ pub(crate) enum TxStop {
     Blocked,
     /// The budget ran out with chains possibly left.
     Budget,
+    /// Chains were sent and the driver was not asked to kick again: the caller polls
+    /// the ring once more a little later (it re-enables kicks when a poll finds it
+    /// empty). A driver that keeps transmitting then publishes frames without an exit
+    /// per frame.
+    Polling,
 }
 
 /// What one transmit pass did.
@@ -115,6 +120,8 @@ enum Sent {
 /// link is down: frames are then dropped (and counted) so the driver's queue
 /// keeps moving. With `notify` false the pass leaves the question whether the
 /// driver needs an interrupt to a later [`tx_needs_interrupt`] (and reports none).
+/// With `poll` true a pass that sent something ends in [`TxStop::Polling`] instead
+/// of asking the driver for its next kick.
 pub(crate) fn process_tx(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
@@ -122,6 +129,7 @@ pub(crate) fn process_tx(
     counters: &Counters,
     budget: usize,
     notify: bool,
+    poll: bool,
 ) -> Result<TxPass, QueueError> {
     let mut completed = 0usize;
     let mut idle_passes = 0;
@@ -148,6 +156,12 @@ pub(crate) fn process_tx(
             if completed >= budget {
                 break 'drain TxStop::Budget;
             }
+        }
+        if poll && completed > 0 {
+            // Kicks stay off: with VIRTIO_F_EVENT_IDX the driver kicks only when it
+            // crosses the avail event index, which stays where it was; without it
+            // the NO_NOTIFY flag set above stays set.
+            break TxStop::Polling;
         }
         if !queue.enable_notification(mem)? {
             break TxStop::Drained;

@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::backend::NetBackend;
-use super::handler::{HandlerContext, NetHandler, NetQueues, TX_INTERRUPT_DELAY};
+use super::handler::{HandlerContext, NetHandler, NetQueues, TX_TIMER};
 use super::link::LinkStatus;
 use super::stats::Counters;
 use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
@@ -88,7 +88,7 @@ impl Worker {
             counters: shared.counters,
             mergeable: parts.mergeable,
         });
-        handler.defer_tx_interrupts();
+        handler.moderate_tx();
         let mut thread = WorkerThread {
             epoll,
             handler,
@@ -161,7 +161,7 @@ impl Drop for Worker {
 struct WorkerThread {
     epoll: Epoll,
     handler: NetHandler,
-    /// Fires [`TX_INTERRUPT_DELAY`] after transmit completions were left unannounced.
+    /// Fires [`TX_TIMER`] after a pass left transmit work for later.
     tx_timer: TimerFd,
     tx_timer_armed: bool,
     rx_notify: EventFd,
@@ -228,7 +228,7 @@ impl WorkerThread {
                 // Clears the expiry count; the timer is one-shot.
                 let _ = self.tx_timer.wait();
                 self.tx_timer_armed = false;
-                self.handler.announce_tx();
+                self.handler.tx_timer_expired();
             }
             CTRL_TOKEN => {
                 if let Some(fd) = &self.ctrl_notify {
@@ -252,17 +252,17 @@ impl WorkerThread {
         }
     }
 
-    /// Starts the transmit-interrupt timer when completions wait to be announced.
-    /// Should the timer fail, they are announced at once instead.
+    /// Starts the transmit timer when a pass left work for it. Should the timer
+    /// fail, that work is done at once instead.
     fn arm_tx_timer(&mut self) {
-        if self.tx_timer_armed || !self.handler.tx_announcement_pending() {
+        if self.tx_timer_armed || !self.handler.tx_timer_wanted() {
             return;
         }
-        match self.tx_timer.reset(TX_INTERRUPT_DELAY, None) {
+        match self.tx_timer.reset(TX_TIMER, None) {
             Ok(()) => self.tx_timer_armed = true,
             Err(e) => {
-                tracing::warn!("virtio-net transmit-interrupt timer: {e}");
-                self.handler.announce_tx();
+                tracing::warn!("virtio-net transmit timer: {e}");
+                self.handler.tx_timer_expired();
             }
         }
     }

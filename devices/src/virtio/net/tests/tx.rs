@@ -200,7 +200,7 @@ fn net_tx_interrupts_follow_event_idx() {
 fn net_tx_deferred_interrupt_comes_when_announced_not_before() {
     let mem = guest_memory();
     let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: true });
-    b.handler.defer_tx_interrupts();
+    b.handler.moderate_tx();
     b.tx.set_used_event(0);
     b.queue_tx(TX_BUF, &frame(60, 1));
     b.handler.process_tx();
@@ -218,7 +218,7 @@ fn net_tx_deferred_interrupt_comes_when_announced_not_before() {
 fn net_tx_deferred_interrupt_is_skipped_when_the_driver_already_reclaimed() {
     let mem = guest_memory();
     let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: true });
-    b.handler.defer_tx_interrupts();
+    b.handler.moderate_tx();
     b.tx.set_used_event(0);
     b.queue_tx(TX_BUF, &frame(60, 1));
     b.handler.process_tx();
@@ -233,7 +233,7 @@ fn net_tx_deferred_interrupt_is_skipped_when_the_driver_already_reclaimed() {
 fn net_tx_deferred_interrupts_go_out_at_once_after_a_batch() {
     let mem = guest_memory();
     let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: false });
-    b.handler.defer_tx_interrupts();
+    b.handler.moderate_tx();
     for i in 0..64u64 {
         b.queue_tx(TX_BUF + 0x100 * i, &frame(60, i as u8));
     }
@@ -247,10 +247,31 @@ fn net_tx_deferred_interrupts_go_out_at_once_after_a_batch() {
 fn net_tx_deferred_interrupt_is_sent_when_the_worker_stops() {
     let mem = guest_memory();
     let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: false });
-    b.handler.defer_tx_interrupts();
+    b.handler.moderate_tx();
     b.queue_tx(TX_BUF, &frame(60, 1));
     b.handler.process_tx();
     assert_eq!(b.interrupt.queue(1), 0);
     b.handler.finish();
     assert_eq!(b.interrupt.queue(1), 1);
+}
+
+#[test]
+fn net_tx_moderated_ring_is_polled_while_busy_and_kicks_resume_when_idle() {
+    let mem = guest_memory();
+    let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: true });
+    b.handler.moderate_tx();
+    b.queue_tx(TX_BUF, &frame(60, 1));
+    b.handler.tx_kicked();
+    assert_eq!(b.peer.recv().len(), 60);
+    assert_eq!(b.tx.avail_event(), 0, "not asked to kick for the next frame");
+    assert!(b.handler.tx_timer_wanted());
+    // The driver publishes another frame without kicking; the timer finds it.
+    b.queue_tx(TX_BUF + 0x100, &frame(70, 2));
+    b.handler.tx_timer_expired();
+    assert_eq!(b.peer.recv().len(), 70);
+    assert_eq!(b.tx.used_idx(), 2);
+    // A poll that finds the ring empty asks for the next kick again.
+    b.handler.tx_timer_expired();
+    assert_eq!(b.tx.avail_event(), 2, "kick me for the next frame");
+    assert!(!b.handler.tx_timer_wanted());
 }
