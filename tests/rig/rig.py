@@ -429,7 +429,7 @@ class L1Boot:
     def run(self):
         o = self.o
         cmd = self.command()
-        log = open(self.log_path, "w")
+        log = open(self.log_path, "w", buffering=1)  # line-buffered: readable while L1 runs
         log.write("# " + " ".join(shlex.quote(c) for c in cmd) + "\n")
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -584,7 +584,7 @@ class HostRun:
 
     def run(self):
         t0 = time.monotonic()
-        log = open(self.log_path, "w")
+        log = open(self.log_path, "w", buffering=1)  # line-buffered: readable while L1 runs
         for n in self.names:
             oc = self.outcomes[n]
             meta = scenario_meta(n)

@@ -15,7 +15,7 @@ use super::queue_error::QueueError;
 use super::rx::{process_rx, RxStop};
 use super::rx_chains::RxQueue;
 use super::stats::Counters;
-use super::tx::{process_tx, tx_needs_interrupt, TxStop};
+use super::tx::{process_tx, TxStop};
 use crate::sync::lock;
 use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
 
@@ -30,13 +30,9 @@ pub(crate) const PASS_BUDGET: usize = 256;
 /// Consecutive failed reads (of a kind that may be temporary) after which the
 /// backend is treated as gone rather than polled forever.
 const MAX_READ_FAILURES: u32 = 64;
-/// With transmit moderation: how late a transmit completion may be announced, and
-/// how soon a ring that just had frames is looked at again without a kick (see
-/// [`NetHandler::moderate_tx`]).
+/// With transmit polling: how soon a ring that just had frames is looked at again
+/// without a kick (see [`NetHandler::poll_tx`]).
 pub(crate) const TX_TIMER: std::time::Duration = std::time::Duration::from_micros(200);
-/// With deferred transmit interrupts: this many completions not yet announced
-/// are announced at once, so a driver waiting for ring space never waits long.
-const TX_INTERRUPT_BATCH: usize = 64;
 
 /// The device's queues, shared between the worker (which serves them) and the
 /// device (which reports their state).
@@ -94,14 +90,11 @@ pub(crate) struct NetHandler {
     read_failures: u32,
     /// A queue was found corrupt: serve nothing until the driver resets.
     broken: bool,
-    /// Transmit moderation is on: interrupts wait up to [`TX_TIMER`], and a ring
-    /// that had frames is polled again after [`TX_TIMER`] instead of kicked.
-    moderate_tx: bool,
+    /// Transmit polling is on: a ring that had frames is polled again after
+    /// [`TX_TIMER`] instead of kicked.
+    poll_tx: bool,
     /// The driver was not asked for its next transmit kick: poll the ring.
     tx_polling: bool,
-    /// Transmit chains completed since the driver was last considered for an
-    /// interrupt (only with deferred transmit interrupts).
-    tx_unannounced: usize,
 }
 
 impl NetHandler {
@@ -114,59 +107,34 @@ impl NetHandler {
             tx_pending: false,
             read_failures: 0,
             broken: false,
-            moderate_tx: false,
+            poll_tx: false,
             tx_polling: false,
-            tx_unannounced: 0,
         }
     }
 
-    /// Moderates transmit as a NIC's interrupt moderation and a VMM's transmit
-    /// timer do, so that a busy driver costs fewer exits and interrupts:
-    /// - completions are announced up to [`TX_TIMER`] late (at once after
-    ///   [`TX_INTERRUPT_BATCH`]); the driver reclaims transmit buffers whenever it
-    ///   polls its receive queue too, so many of these interrupts are never needed;
-    /// - after a pass that sent frames the driver is not asked for its next kick;
-    ///   the ring is polled again after [`TX_TIMER`], and kicks are turned back on
-    ///   when a poll finds it empty. A driver sending one frame now and then still
-    ///   kicks for each; one sending a stream publishes frames without an exit each.
+    /// Polls a busy transmit ring instead of taking a kick per frame, as a VMM's
+    /// transmit timer does: after a pass that sent frames the driver is not asked
+    /// for its next kick; the ring is polled again after [`TX_TIMER`], and kicks are
+    /// turned back on when a poll finds it empty. A driver sending a frame now and
+    /// then still kicks for each (and its frame goes out at once); one sending a
+    /// stream publishes frames without an exit per frame, and its stack coalesces
+    /// more data per segment meanwhile.
     ///
     /// The caller must call [`Self::tx_timer_expired`] [`TX_TIMER`] after any pass
     /// that leaves [`Self::tx_timer_wanted`] true.
-    pub(crate) fn moderate_tx(&mut self) {
-        self.moderate_tx = true;
+    pub(crate) fn poll_tx(&mut self) {
+        self.poll_tx = true;
     }
 
-    /// Work waits for [`Self::tx_timer_expired`].
+    /// The ring waits to be polled by [`Self::tx_timer_expired`].
     pub(crate) fn tx_timer_wanted(&self) -> bool {
-        self.tx_unannounced > 0 || self.tx_polling
+        self.tx_polling
     }
 
-    /// The transmit timer fired: poll the ring if kicks are off, then announce.
+    /// The transmit timer fired: poll the ring (kicks are off).
     pub(crate) fn tx_timer_expired(&mut self) {
         if self.tx_polling && !self.tx_blocked {
             self.process_tx();
-        }
-        self.announce_tx();
-    }
-
-    /// Transmit completions wait to be announced.
-    #[cfg(test)]
-    pub(crate) fn tx_announcement_pending(&self) -> bool {
-        self.tx_unannounced > 0
-    }
-
-    /// Interrupts the driver for the transmit completions not announced yet, if its
-    /// event index asks for one (it may have reclaimed them already).
-    pub(crate) fn announce_tx(&mut self) {
-        if self.tx_unannounced == 0 || self.broken {
-            return;
-        }
-        self.tx_unannounced = 0;
-        let needed = tx_needs_interrupt(&mut lock(&self.ctx.queues.tx), &self.ctx.mem);
-        match needed {
-            Ok(true) => self.signal(TX_QUEUE),
-            Ok(false) => {}
-            Err(e) => self.queue_broken(TX_QUEUE, e),
         }
     }
 
@@ -196,7 +164,6 @@ impl NetHandler {
     /// The worker is stopping: receive chains taken but not filled go back to the
     /// ring, so the queue's own position is right for whoever looks next.
     pub(crate) fn finish(&mut self) {
-        self.announce_tx();
         lock(&self.ctx.queues.rx).release_held();
     }
 
@@ -325,8 +292,7 @@ impl NetHandler {
         let backend = self.ctx.link.is_up().then_some(self.ctx.backend.as_ref());
         let result = {
             let mut queue = lock(&self.ctx.queues.tx);
-            let moderate = self.moderate_tx;
-            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET, !moderate, moderate)
+            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET, self.poll_tx)
         };
         let pass = match result {
             Ok(pass) => pass,
@@ -334,12 +300,6 @@ impl NetHandler {
         };
         if pass.interrupt {
             self.signal(TX_QUEUE);
-        }
-        if self.moderate_tx {
-            self.tx_unannounced += pass.completed;
-            if self.tx_unannounced >= TX_INTERRUPT_BATCH {
-                self.announce_tx();
-            }
         }
         self.tx_blocked = pass.stop == TxStop::Blocked;
         self.tx_pending = pass.stop == TxStop::Budget;

@@ -118,9 +118,7 @@ enum Sent {
 
 /// Sends available frames, at most `budget` chains. `backend` is `None` once the
 /// link is down: frames are then dropped (and counted) so the driver's queue
-/// keeps moving. With `notify` false the pass leaves the question whether the
-/// driver needs an interrupt to a later [`tx_needs_interrupt`] (and reports none).
-/// With `poll` true a pass that sent something ends in [`TxStop::Polling`] instead
+/// keeps moving. With `poll` true a pass that sent something ends in [`TxStop::Polling`] instead
 /// of asking the driver for its next kick.
 pub(crate) fn process_tx(
     queue: &mut Queue,
@@ -128,7 +126,6 @@ pub(crate) fn process_tx(
     mut backend: Option<&dyn NetBackend>,
     counters: &Counters,
     budget: usize,
-    notify: bool,
     poll: bool,
 ) -> Result<TxPass, QueueError> {
     let mut completed = 0usize;
@@ -171,14 +168,8 @@ pub(crate) fn process_tx(
             return Err(QueueError::Stalled);
         }
     };
-    let interrupt = notify && completed > 0 && queue.needs_notification(mem)?;
+    let interrupt = completed > 0 && queue.needs_notification(mem)?;
     Ok(TxPass { completed, interrupt, stop, backend_gone })
-}
-
-/// Whether the driver wants an interrupt for the transmit chains completed since the
-/// last one it was sent (its used-event index, with VIRTIO_F_EVENT_IDX).
-pub(crate) fn tx_needs_interrupt(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, QueueError> {
-    Ok(queue.needs_notification(mem)?)
 }
 
 fn send_chain(

@@ -88,7 +88,7 @@ impl Worker {
             counters: shared.counters,
             mergeable: parts.mergeable,
         });
-        handler.moderate_tx();
+        handler.poll_tx();
         let mut thread = WorkerThread {
             epoll,
             handler,
@@ -161,7 +161,7 @@ impl Drop for Worker {
 struct WorkerThread {
     epoll: Epoll,
     handler: NetHandler,
-    /// Fires [`TX_TIMER`] after a pass left transmit work for later.
+    /// Fires [`TX_TIMER`] after a pass left the transmit ring to be polled.
     tx_timer: TimerFd,
     tx_timer_armed: bool,
     rx_notify: EventFd,
@@ -188,6 +188,9 @@ impl WorkerThread {
                 self.handler.backend_hung_up();
                 let _ = self.update_backend_interest();
             }
+            // Before sleeping: a pass (including the first, at start) may have left
+            // the transmit ring to be polled.
+            self.arm_tx_timer();
             // With work left over, only poll: a stop request must not wait behind a
             // driver that keeps the queue full.
             let timeout = if self.handler.has_pending() { 0 } else { -1 };
@@ -209,7 +212,6 @@ impl WorkerThread {
             if count == 0 {
                 self.handler.process_pending();
             }
-            self.arm_tx_timer();
         }
     }
 
@@ -252,8 +254,9 @@ impl WorkerThread {
         }
     }
 
-    /// Starts the transmit timer when a pass left work for it. Should the timer
-    /// fail, that work is done at once instead.
+    /// Starts the transmit timer when a pass left the ring to be polled. Should the
+    /// timer fail, the ring is polled at once instead (and kicks come back on once
+    /// it is empty).
     fn arm_tx_timer(&mut self) {
         if self.tx_timer_armed || !self.handler.tx_timer_wanted() {
             return;

@@ -197,73 +197,15 @@ fn net_tx_interrupts_follow_event_idx() {
 }
 
 #[test]
-fn net_tx_deferred_interrupt_comes_when_announced_not_before() {
+fn net_tx_polled_ring_is_polled_while_busy_and_kicks_resume_when_idle() {
     let mem = guest_memory();
     let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: true });
-    b.handler.moderate_tx();
-    b.tx.set_used_event(0);
-    b.queue_tx(TX_BUF, &frame(60, 1));
-    b.handler.process_tx();
-    assert_eq!(b.tx.used_idx(), 1, "the chain completes at once");
-    assert_eq!(b.interrupt.queue(1), 0, "its interrupt waits");
-    assert!(b.handler.tx_announcement_pending());
-    b.handler.announce_tx();
-    assert_eq!(b.interrupt.queue(1), 1);
-    assert!(!b.handler.tx_announcement_pending());
-    b.handler.announce_tx();
-    assert_eq!(b.interrupt.queue(1), 1, "nothing new, no second interrupt");
-}
-
-#[test]
-fn net_tx_deferred_interrupt_is_skipped_when_the_driver_already_reclaimed() {
-    let mem = guest_memory();
-    let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: true });
-    b.handler.moderate_tx();
-    b.tx.set_used_event(0);
-    b.queue_tx(TX_BUF, &frame(60, 1));
-    b.handler.process_tx();
-    // The driver polled the used ring (from its receive path) and now waits for
-    // the next completion only.
-    b.tx.set_used_event(1);
-    b.handler.announce_tx();
-    assert_eq!(b.interrupt.queue(1), 0);
-}
-
-#[test]
-fn net_tx_deferred_interrupts_go_out_at_once_after_a_batch() {
-    let mem = guest_memory();
-    let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: false });
-    b.handler.moderate_tx();
-    for i in 0..64u64 {
-        b.queue_tx(TX_BUF + 0x100 * i, &frame(60, i as u8));
-    }
-    b.handler.process_tx();
-    assert_eq!(b.tx.used_idx(), 64);
-    assert_eq!(b.interrupt.queue(1), 1, "64 completions are announced without waiting");
-    assert!(!b.handler.tx_announcement_pending());
-}
-
-#[test]
-fn net_tx_deferred_interrupt_is_sent_when_the_worker_stops() {
-    let mem = guest_memory();
-    let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: false });
-    b.handler.moderate_tx();
-    b.queue_tx(TX_BUF, &frame(60, 1));
-    b.handler.process_tx();
-    assert_eq!(b.interrupt.queue(1), 0);
-    b.handler.finish();
-    assert_eq!(b.interrupt.queue(1), 1);
-}
-
-#[test]
-fn net_tx_moderated_ring_is_polled_while_busy_and_kicks_resume_when_idle() {
-    let mem = guest_memory();
-    let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: true });
-    b.handler.moderate_tx();
+    b.handler.poll_tx();
     b.queue_tx(TX_BUF, &frame(60, 1));
     b.handler.tx_kicked();
     assert_eq!(b.peer.recv().len(), 60);
     assert_eq!(b.tx.avail_event(), 0, "not asked to kick for the next frame");
+    assert_eq!(b.interrupt.queue(1), 1, "the completion is announced at once");
     assert!(b.handler.tx_timer_wanted());
     // The driver publishes another frame without kicking; the timer finds it.
     b.queue_tx(TX_BUF + 0x100, &frame(70, 2));
