@@ -160,7 +160,7 @@ mod tests {
 #[cfg(test)]
 mod placement_tests {
     use super::*;
-    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    use vm_memory::GuestMemoryBackend;
 
     #[test]
     fn guest_ram_is_2mib_aligned_in_the_host() {
