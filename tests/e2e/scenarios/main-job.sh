@@ -19,6 +19,7 @@ start_vmm tern "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.
     --cmdline "console=ttyS0 tern.job=netperf tern.ip=$ip/24 tern.peer=$BRIDGE_IP tern.netperf=TCP_STREAM:5:16384,TCP_RR:5:1 $GUEST_APPEND" \
     --net "tap=$tap_src" --serial "file=$con"
 wait_exit "$VMM_PID" 240 || fail "netperf guest did not finish" "$con" "$WORK/tern.out"
+grep -a -q '^TERN-GUEST-INIT' "$con" || no_init "netperf guest did not reach init" "$con" "$WORK/tern.out"
 [ "$EXIT_RC" = 0 ] || fail "tern exited with $EXIT_RC" "$con" "$WORK/tern.out"
 grep '^TERN-GUEST-INIT\|^TERN-GUEST-NET\|^TERN-NETPERF' "$con" | sed 's/^/    /'
 grep -q '^TERN-NETPERF test=TCP_RR .*result=[0-9]' "$con" || fail "netperf did not complete" "$con"

@@ -46,6 +46,7 @@ start_vmm tern-ro "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initram
     --cmdline "console=ttyS0 tern.job=disk tern.disk=/dev/vda tern.disk_mb=8 $GUEST_APPEND" \
     --disk "path=$WORK/ro.img,readonly=on" --serial "file=$con2"
 wait_exit "$VMM_PID" 180 || fail "read-only disk job did not finish" "$con2" "$WORK/tern-ro.out"
+grep -a -q '^TERN-GUEST-INIT' "$con2" || no_init "read-only disk guest did not reach init" "$con2" "$WORK/tern-ro.out"
 [ "$EXIT_RC" = 0 ] || fail "tern (read-only disk) exited with $EXIT_RC" "$con2" "$WORK/tern-ro.out"
 grep -q '^TERN-DISK error write to /dev/vda failed' "$con2" || fail "the guest's write to the read-only disk did not fail" "$con2"
 after=$(md5sum <"$WORK/ro.img" | cut -d' ' -f1)

@@ -126,9 +126,10 @@ impl NetHandler {
         self.poll_tx = true;
     }
 
-    /// The ring waits to be polled by [`Self::tx_timer_expired`].
+    /// The ring waits to be polled by [`Self::tx_timer_expired`] (not while the TAP
+    /// is full: its becoming writable restarts transmission).
     pub(crate) fn tx_timer_wanted(&self) -> bool {
-        self.tx_polling
+        self.tx_polling && !self.tx_blocked
     }
 
     /// The transmit timer fired: poll the ring (kicks are off).
