@@ -88,11 +88,14 @@ trap '' PIPE
 #   - the console shows a crash (kernel panic, oops, double/triple fault) before init;
 #   - the kernel stopped before it started init ("Run /init" never printed).
 # A guest that started init and then got stuck or failed is a failure.
+# What a guest console (or a VMM's log) shows when the guest kernel crashed.
+CRASH_SIGNATURES='Kernel panic|BUG: unable to handle|Oops|triple fault|double fault|general protection fault'
+
 no_init() {
     _why=$1 _con=$2
     shift 2
     if ! grep -a -q '^TERN-GUEST-INIT' "$_con" 2>/dev/null; then
-        _crash=$(cat "$_con" "$@" 2>/dev/null | grep -a -m 1 -E 'Kernel panic|BUG: unable to handle|Oops|triple fault|double fault|general protection fault' | tr -d '\r')
+        _crash=$(cat "$_con" "$@" 2>/dev/null | grep -a -m 1 -E "$CRASH_SIGNATURES" | tr -d '\r')
         if [ -n "$_crash" ]; then
             rig_fault "$_why (L2 guest crashed in early boot: $_crash)" "$_con" "$@"
         fi

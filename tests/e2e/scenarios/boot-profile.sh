@@ -23,9 +23,9 @@ for vmm in tern qemu; do
     c0=$(kvm_counters)
     t0=$(now_ms)
     start_boot_job "$vmm" "$vmm" 1 "$con"
-    while [ ! -s "$con" ]; do sleep 0.02; done
+    while [ ! -s "$con" ] && alive "$VMM_PID"; do sleep 0.02; done
     t_first=$(since_ms "$t0")
-    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 || fail "$vmm: no init marker" "$con"
+    wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$VMM_PID" || fail "$vmm: no init marker" "$con"
     t_init=$(since_ms "$t0")
     up=$(echo "$MARKER_LINE" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
     wait_exit "$VMM_PID" 60

@@ -31,7 +31,7 @@ while [ $i -le $n ]; do
     else
         t=$(since_ms "$t0")
         stop_pid "$VMM_PID"
-        if grep -a -q -E 'Kernel panic|BUG: unable to handle|Oops|triple fault|double fault|general protection fault' "$con" "$WORK/boot-$i.out"; then
+        if grep -a -q -E "$CRASH_SIGNATURES" "$con" "$WORK/boot-$i.out"; then
             outcome=crash
         else
             outcome=stuck

@@ -143,41 +143,18 @@ mod tests {
     use super::*;
     use std::io::Write;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vmm_sys_util::tempfile::TempFile;
 
-    fn image(len: usize) -> (tempfile_path::TempFile, Vec<u8>) {
+    /// A temporary file holding `len` patterned bytes, and those bytes.
+    fn image(len: usize) -> (TempFile, Vec<u8>) {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
-        let mut f = tempfile_path::TempFile::new();
-        f.file.write_all(&data).unwrap();
+        let f = TempFile::new().unwrap();
+        f.as_file().write_all(&data).unwrap();
         (f, data)
     }
 
-    /// A file removed when dropped (std only).
-    mod tempfile_path {
-        pub struct TempFile {
-            pub file: std::fs::File,
-            path: std::path::PathBuf,
-        }
-        impl TempFile {
-            pub fn new() -> Self {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static N: AtomicU32 = AtomicU32::new(0);
-                let path = std::env::temp_dir().join(format!(
-                    "tern-reader-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ));
-                let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
-                Self { file, path }
-            }
-            pub fn reopen(&self) -> std::fs::File {
-                std::fs::File::open(&self.path).unwrap()
-            }
-        }
-        impl Drop for TempFile {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
+    fn reopen(f: &TempFile) -> File {
+        File::open(f.as_path()).unwrap()
     }
 
     #[test]
@@ -185,7 +162,7 @@ mod tests {
         let len = PARALLEL_MIN * 2 + 12345;
         let (f, data) = image(len + 100);
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), len + 4096)]).unwrap();
-        let mut reader = ParallelFileReader::with_threads(f.reopen(), 3);
+        let mut reader = ParallelFileReader::with_threads(reopen(&f), 3);
         reader.seek(SeekFrom::Start(100)).unwrap();
         mem.read_exact_volatile_from(GuestAddress(4096), &mut reader, len).unwrap();
         let mut back = vec![0u8; len];
@@ -198,7 +175,7 @@ mod tests {
     fn a_read_past_the_end_of_the_file_fails_cleanly() {
         let (f, _) = image(PARALLEL_MIN + 10);
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), PARALLEL_MIN * 2)]).unwrap();
-        let mut reader = ParallelFileReader::with_threads(f.reopen(), 4);
+        let mut reader = ParallelFileReader::with_threads(reopen(&f), 4);
         let err = mem.read_exact_volatile_from(GuestAddress(0), &mut reader, PARALLEL_MIN * 2).unwrap_err();
         assert!(err.to_string().contains(&format!("only used {} bytes", PARALLEL_MIN + 10)), "{err}");
     }
@@ -206,7 +183,7 @@ mod tests {
     #[test]
     fn small_reads_and_seeks_behave_like_a_file() {
         let (f, data) = image(1000);
-        let mut reader = ParallelFileReader::new(f.reopen());
+        let mut reader = ParallelFileReader::new(reopen(&f));
         let mut head = [0u8; 10];
         reader.read_exact(&mut head).unwrap();
         assert_eq!(head, data[..10]);

@@ -86,9 +86,25 @@ impl CoalescedConsole {
         Some(Self { ring: ring.cast(), ring_len: page, entries, replayed: Default::default(), state: Mutex::new(false) })
     }
 
+    /// Whether KVM has queued nothing that is not replayed yet. Read without the
+    /// lock: it runs on every vCPU exit. A drain in progress elsewhere advances
+    /// `first` only after replaying an entry, so "empty" is never seen early.
+    fn is_empty(&self) -> bool {
+        let header = self.ring.cast::<RingHeader>();
+        // SAFETY: `header` points at the start of the ring page mapped in `new`
+        // (valid for the life of `self`); only plain volatile reads of two u32s.
+        let (first, last) =
+            unsafe { (std::ptr::read_volatile(&(*header).first), std::ptr::read_volatile(&(*header).last)) };
+        first == last
+    }
+
     /// Replays queued writes onto `pio`, oldest first.
     pub fn drain(&self, pio: &Bus) {
+        if self.is_empty() {
+            return;
+        }
         let _guard = lock(&self.state);
+        let mut replayed = 0;
         let header = self.ring.cast::<RingHeader>();
         // SAFETY: `header` points at the start of the mapped ring page. KVM writes
         // `last` (producer) and entries; we own `first`. Volatile accesses keep the
@@ -108,11 +124,12 @@ impl CoalescedConsole {
                 let entry = std::ptr::read_volatile(entry_ptr);
                 let len = (entry.len as usize).min(entry.data.len());
                 pio.write(entry.phys_addr, &entry.data[..len]);
-                self.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                replayed += 1;
                 std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
                 std::ptr::write_volatile(&mut (*header).first, (first + 1) % self.entries);
             }
         }
+        self.replayed.fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many queued writes have been replayed so far.

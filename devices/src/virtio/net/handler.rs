@@ -126,15 +126,16 @@ impl NetHandler {
         self.poll_tx = true;
     }
 
-    /// The ring waits to be polled by [`Self::tx_timer_expired`] (not while the TAP
-    /// is full: its becoming writable restarts transmission).
+    /// The ring waits to be polled by [`Self::tx_timer_expired`]. (Never while the
+    /// TAP is full: a pass that blocks ends polling, and the TAP becoming writable
+    /// restarts transmission.)
     pub(crate) fn tx_timer_wanted(&self) -> bool {
-        self.tx_polling && !self.tx_blocked
+        self.tx_polling
     }
 
     /// The transmit timer fired: poll the ring (kicks are off).
     pub(crate) fn tx_timer_expired(&mut self) {
-        if self.tx_polling && !self.tx_blocked {
+        if self.tx_timer_wanted() {
             self.process_tx();
         }
     }

@@ -118,8 +118,8 @@ enum Sent {
 
 /// Sends available frames, at most `budget` chains. `backend` is `None` once the
 /// link is down: frames are then dropped (and counted) so the driver's queue
-/// keeps moving. With `poll` true a pass that sent something ends in [`TxStop::Polling`] instead
-/// of asking the driver for its next kick.
+/// keeps moving. With `poll` true a pass that sent something ends in
+/// [`TxStop::Polling`] instead of asking the driver for its next kick.
 pub(crate) fn process_tx(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
