@@ -10,7 +10,7 @@
 need_kvm
 need_tern
 # tern logs its set-up phases (QEMU ignores the variable).
-export RUST_LOG=boot_timer=info,vmm::machine=debug
+export RUST_LOG=boot_timer=info,vmm::machine=debug,exit_profile=debug
 # KVM's global exit counters (debugfs), to compare what each VMM's guest costs.
 kvm_stats=/sys/kernel/debug/kvm
 [ -d $kvm_stats ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -36,7 +36,7 @@ for vmm in tern qemu; do
     bytes=$(wc -c <"$con") lines=$(wc -l <"$con")
     setup=$(sed -n "s/.*vCPUs started.*ms=\([0-9]*\).*/\1/p" "$WORK/$vmm.out")
     bench vmm=$vmm round=$round setup_ms=${setup:-na} first_byte_ms=$t_first init_ms=$t_init guest_uptime_s=$up console_bytes=$bytes console_lines=$lines
-    [ "$vmm" = tern ] && grep -a -E 'elapsed_us|vCPUs started' "$WORK/$vmm.out" | sed 's/^/  tern-setup| /'
+    [ "$vmm" = tern ] && grep -a -E 'elapsed_us|vCPUs started|exits that reached' "$WORK/$vmm.out" | sed 's/^/  tern-setup| /'
     # The whole consoles with --l2-append boot_profile_full, else the milestones.
     case " $GUEST_APPEND " in
     *" boot_profile_full "*) sed "s/^/  $vmm| /" "$con" ;;

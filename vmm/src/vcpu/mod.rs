@@ -1,6 +1,7 @@
 //! vCPU threads: one per vCPU, each looping on KVM_RUN and routing exits to the buses.
 
 pub mod coalesced_console;
+mod exit_profile;
 pub mod pause;
 pub mod set;
 pub mod setup;
@@ -96,6 +97,7 @@ pub fn kick(thread: &JoinHandle<()>) {
 fn run_loop(ctx: VcpuContext) {
     let span = tracing::debug_span!("vcpu", index = ctx.index);
     let _enter = span.enter();
+    let mut profile = exit_profile::ExitProfile::new(ctx.index);
     while ctx.pause.check_in() == CheckIn::Run {
         let mut fd = devices::sync::lock(&ctx.fd);
         let result = fd.run();
@@ -105,6 +107,7 @@ fn run_loop(ctx: VcpuContext) {
         }
         let outcome = match result {
             Ok(exit) => {
+                profile.record(&exit);
                 let control_write = matches!(&exit, VcpuExit::IoOut(port, _) if UART_CONTROL_PORTS.contains(port));
                 let outcome = handle_exit(exit, &ctx.pio, &ctx.mmio, ctx.index);
                 if control_write {
@@ -115,6 +118,7 @@ fn run_loop(ctx: VcpuContext) {
                 outcome
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                profile.record_interrupted();
                 fd.set_kvm_immediate_exit(0);
                 Outcome::Continue
             }

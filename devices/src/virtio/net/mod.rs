@@ -25,6 +25,7 @@ mod mac;
 mod migration_state;
 mod offloads;
 mod options;
+mod pure_ack;
 mod queue_error;
 mod rx;
 mod rx_chains;

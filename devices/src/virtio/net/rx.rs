@@ -17,10 +17,12 @@ use std::collections::VecDeque;
 use std::io;
 
 use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::Bytes;
 
 use super::backend::{classify, Failure, NetBackend};
 use super::guest_iovecs::{GuestIovecs, IOV_MAX};
 use super::header::{HEADER_LEN, MAX_BUFFER_LEN};
+use super::pure_ack::{is_pure_tcp_ack, PEEK_LEN};
 use super::queue_error::{QueueError, MAX_IDLE_PASSES};
 use super::rx_chains::{take_rx_chain, RxChain, RxQueue, RX_CHAIN_MAX_IOVECS};
 use super::stats::Counters;
@@ -51,6 +53,9 @@ pub(crate) struct RxPass {
     pub interrupt: bool,
     /// Why the pass ended.
     pub stop: RxStop,
+    /// With `spot_answers`: a delivered frame may call for an answer from the
+    /// guest (it is not a bare TCP ACK; see [`super::pure_ack`]).
+    pub may_need_answer: bool,
 }
 
 /// Moves frames from `backend` into the guest, at most `budget` frames read.
@@ -62,12 +67,14 @@ pub(crate) fn process_rx(
     counters: &Counters,
     mergeable: bool,
     budget: usize,
+    spot_answers: bool,
 ) -> Result<RxPass, QueueError> {
     let mut iov = GuestIovecs::for_device_writes(mem);
     let mut used = 0usize;
     let mut chains = reresolve_held(rxq, mem, &mut iov, counters, &mut used)?;
     let mut frames = 0usize;
     let mut delivered = 0usize;
+    let mut may_need_answer = false;
     let mut idle_passes = 0;
 
     let stop = loop {
@@ -116,12 +123,35 @@ pub(crate) fn process_rx(
             Counters::add(&counters.dropped_rx, 1);
             continue;
         }
+        if spot_answers && !may_need_answer {
+            may_need_answer = chains.front().is_none_or(|first| !delivers_pure_ack(mem, first, frame_len));
+        }
         used += deliver(rxq, mem, &mut iov, &mut chains, frame_len, counters)?;
         delivered += 1;
     };
     rxq.held = chains;
     let interrupt = used > 0 && rxq.queue.needs_notification(mem)?;
-    Ok(RxPass { delivered, interrupt, stop })
+    Ok(RxPass { delivered, interrupt, stop, may_need_answer })
+}
+
+/// Whether the frame of `frame_len` bytes (vnet header included) just read into
+/// `first` and the chains after it is a bare TCP ACK. Looks at the first chain's
+/// buffers only (the driver's buffers hold far more than the headers).
+fn delivers_pure_ack(mem: &GuestMemoryMmap, first: &RxChain, frame_len: usize) -> bool {
+    let mut bytes = [0u8; HEADER_LEN + PEEK_LEN];
+    let want = frame_len.min(bytes.len());
+    let mut got = 0;
+    for &(addr, len) in &first.buffers {
+        if got >= want {
+            break;
+        }
+        let n = (len as usize).min(want - got);
+        if mem.read_slice(&mut bytes[got..got + n], addr).is_err() {
+            return false;
+        }
+        got += n;
+    }
+    got > HEADER_LEN && is_pure_tcp_ack(&bytes[HEADER_LEN..got])
 }
 
 /// Resolves the chains held from the previous pass into `iov` again. A chain that
