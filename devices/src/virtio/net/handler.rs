@@ -16,6 +16,7 @@ use super::rx::{process_rx, RxStop};
 use super::rx_chains::RxQueue;
 use super::stats::Counters;
 use super::tx::{process_tx, TxStop};
+use super::tx_poll_interval::TxPollInterval;
 use crate::sync::lock;
 use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
 
@@ -30,14 +31,6 @@ pub(crate) const PASS_BUDGET: usize = 256;
 /// Consecutive failed reads (of a kind that may be temporary) after which the
 /// backend is treated as gone rather than polled forever.
 const MAX_READ_FAILURES: u32 = 64;
-/// With transmit polling: how soon a ring that just had frames is looked at again
-/// without a kick (see [`NetHandler::poll_tx`]). Measured in the nested rig (same
-/// L1, 128-byte TCP_STREAM, tern / QEMU userspace): 200 us 0.65, 500 us 1.34,
-/// 1000 us 1.6. Kept at 500 us: a sender's frames wait at most this long, and a
-/// TCP sender's small-queue budget is about 1 ms of data, so a fast stream keeps
-/// twice what it needs in flight. Request/response traffic never waits for it (a
-/// received frame that may be answered ends polling, see [`super::pure_ack`]).
-pub(crate) const TX_TIMER: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// The device's queues, shared between the worker (which serves them) and the
 /// device (which reports their state).
@@ -96,8 +89,12 @@ pub(crate) struct NetHandler {
     /// A queue was found corrupt: serve nothing until the driver resets.
     broken: bool,
     /// Transmit polling is on: a ring that had frames is polled again after
-    /// [`TX_TIMER`] instead of kicked.
+    /// [`Self::tx_poll_interval`] instead of kicked.
     poll_tx: bool,
+    tx_interval: TxPollInterval,
+    /// The last frames the guest received may be answered (not bare TCP ACKs):
+    /// it is answering what it receives, so its frames are not polled for.
+    tx_answering: bool,
     /// The driver was not asked for its next transmit kick: poll the ring.
     tx_polling: bool,
 }
@@ -114,21 +111,25 @@ impl NetHandler {
             broken: false,
             poll_tx: false,
             tx_polling: false,
+            tx_interval: TxPollInterval::new(),
+            tx_answering: false,
         }
     }
 
     /// Polls a busy transmit ring instead of taking a kick per frame, as a VMM's
     /// transmit timer does: after a pass that sent frames the driver is not asked
-    /// for its next kick; the ring is polled again after [`TX_TIMER`], and kicks are
+    /// for its next kick; the ring is polled again after [`Self::tx_poll_interval`], and kicks are
     /// turned back on when a poll finds it empty, or at once when the guest receives
-    /// a frame it may answer (anything but a bare TCP ACK). A driver sending a frame
-    /// now and then still kicks for each (and its frame goes out at once), and so
-    /// does one answering what it receives; one sending a stream publishes frames
-    /// without an exit per frame, and its stack coalesces more data per segment
-    /// meanwhile.
+    /// a frame it may answer (anything but a bare TCP ACK, see [`super::pure_ack`]);
+    /// while what it receives may be answered, its frames are not polled for at all.
+    /// A driver sending a frame now and then still kicks for each (and its frame goes
+    /// out at once), and so does one answering what it receives (request/response,
+    /// the receiving end of a stream); one sending a stream (receiving only ACKs)
+    /// publishes frames without an exit per frame, and its stack coalesces more data
+    /// per segment meanwhile.
     ///
-    /// The caller must call [`Self::tx_timer_expired`] [`TX_TIMER`] after any pass
-    /// that leaves [`Self::tx_timer_wanted`] true.
+    /// The caller must call [`Self::tx_timer_expired`] [`Self::tx_poll_interval`]
+    /// after any pass that leaves [`Self::tx_timer_wanted`] true.
     pub(crate) fn poll_tx(&mut self) {
         self.poll_tx = true;
     }
@@ -140,10 +141,17 @@ impl NetHandler {
         self.tx_polling
     }
 
+    /// How long the ring waits for its next poll (adapts to the sender; see
+    /// [`TxPollInterval`]).
+    pub(crate) fn tx_poll_interval(&self) -> std::time::Duration {
+        self.tx_interval.get()
+    }
+
     /// The transmit timer fired: poll the ring (kicks are off).
     pub(crate) fn tx_timer_expired(&mut self) {
         if self.tx_timer_wanted() {
-            self.process_tx();
+            let frames = self.process_tx();
+            self.tx_interval.after_poll(frames);
         }
     }
 
@@ -263,7 +271,6 @@ impl NetHandler {
                 &self.ctx.counters,
                 self.ctx.mergeable,
                 PASS_BUDGET,
-                self.tx_polling,
             )
         };
         let pass = match result {
@@ -273,6 +280,9 @@ impl NetHandler {
         tracing::trace!(delivered = pass.delivered, stop = ?pass.stop, "receive pass");
         if pass.interrupt {
             self.signal(RX_QUEUE);
+        }
+        if pass.delivered > 0 {
+            self.tx_answering = pass.may_need_answer;
         }
         if pass.may_need_answer && self.tx_polling {
             self.serve_tx_with_kicks();
@@ -297,19 +307,23 @@ impl NetHandler {
     }
 
     /// Moves frames from the guest to the TAP (or drops them while the link is
-    /// down).
-    pub(crate) fn process_tx(&mut self) {
+    /// down). Returns how many chains went back to the driver.
+    pub(crate) fn process_tx(&mut self) -> usize {
         if self.broken {
-            return;
+            return 0;
         }
         let backend = self.ctx.link.is_up().then_some(self.ctx.backend.as_ref());
         let result = {
             let mut queue = lock(&self.ctx.queues.tx);
-            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET, self.poll_tx)
+            let poll = self.poll_tx && !self.tx_answering;
+            process_tx(&mut queue, &self.ctx.mem, backend, &self.ctx.counters, PASS_BUDGET, poll)
         };
         let pass = match result {
             Ok(pass) => pass,
-            Err(e) => return self.queue_broken(TX_QUEUE, e),
+            Err(e) => {
+                self.queue_broken(TX_QUEUE, e);
+                return 0;
+            }
         };
         if pass.interrupt {
             self.signal(TX_QUEUE);
@@ -320,6 +334,7 @@ impl NetHandler {
         if pass.backend_gone {
             self.link_down("write failed");
         }
+        pass.completed
     }
 
     /// Serves the transmit ring now and turns kicks back on (ends polling): the guest
@@ -327,7 +342,7 @@ impl NetHandler {
     /// transmit timer.
     fn serve_tx_with_kicks(&mut self) {
         let poll = std::mem::replace(&mut self.poll_tx, false);
-        self.process_tx();
+        let _ = self.process_tx();
         self.poll_tx = poll;
     }
 

@@ -32,6 +32,7 @@ mod rx_chains;
 mod stats;
 mod tap;
 mod tx;
+mod tx_poll_interval;
 mod worker;
 
 #[cfg(test)]

@@ -53,8 +53,8 @@ pub(crate) struct RxPass {
     pub interrupt: bool,
     /// Why the pass ended.
     pub stop: RxStop,
-    /// With `spot_answers`: a delivered frame may call for an answer from the
-    /// guest (it is not a bare TCP ACK; see [`super::pure_ack`]).
+    /// A delivered frame may call for an answer from the guest (it is not a bare
+    /// TCP ACK; see [`super::pure_ack`]).
     pub may_need_answer: bool,
 }
 
@@ -67,7 +67,6 @@ pub(crate) fn process_rx(
     counters: &Counters,
     mergeable: bool,
     budget: usize,
-    spot_answers: bool,
 ) -> Result<RxPass, QueueError> {
     let mut iov = GuestIovecs::for_device_writes(mem);
     let mut used = 0usize;
@@ -123,7 +122,7 @@ pub(crate) fn process_rx(
             Counters::add(&counters.dropped_rx, 1);
             continue;
         }
-        if spot_answers && !may_need_answer {
+        if !may_need_answer {
             may_need_answer = chains.front().is_none_or(|first| !delivers_pure_ack(mem, first, frame_len));
         }
         used += deliver(rxq, mem, &mut iov, &mut chains, frame_len, counters)?;

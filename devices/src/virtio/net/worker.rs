@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::backend::NetBackend;
-use super::handler::{HandlerContext, NetHandler, NetQueues, TX_TIMER};
+use super::handler::{HandlerContext, NetHandler, NetQueues};
 use super::link::LinkStatus;
 use super::stats::Counters;
 use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
@@ -161,7 +161,7 @@ impl Drop for Worker {
 struct WorkerThread {
     epoll: Epoll,
     handler: NetHandler,
-    /// Fires [`TX_TIMER`] after a pass left the transmit ring to be polled.
+    /// Fires the handler's transmit poll interval after a pass left the transmit ring to be polled.
     tx_timer: TimerFd,
     tx_timer_armed: bool,
     rx_notify: EventFd,
@@ -261,7 +261,7 @@ impl WorkerThread {
         if self.tx_timer_armed || !self.handler.tx_timer_wanted() {
             return;
         }
-        match self.tx_timer.reset(TX_TIMER, None) {
+        match self.tx_timer.reset(self.handler.tx_poll_interval(), None) {
             Ok(()) => self.tx_timer_armed = true,
             Err(e) => {
                 tracing::warn!("virtio-net transmit timer: {e}");

@@ -266,3 +266,30 @@ fn net_tx_polling_ends_when_the_guest_receives_something_it_may_answer() {
     assert!(!b.handler.tx_timer_wanted());
     assert_eq!(b.tx.avail_event(), 2, "kick me for the next frame");
 }
+
+#[test]
+fn net_tx_a_guest_answering_what_it_receives_is_not_polled() {
+    let mem = guest_memory();
+    let mut b = Bench::with_options(&mem, BenchOptions { mergeable: true, event_idx: true });
+    b.handler.poll_tx();
+    for i in 0..3 {
+        b.rx.add(&[w(RX_BUF + 0x1000 * i, 2048)]);
+    }
+    // A request arrives; the guest's answer is sent and the driver is asked to
+    // kick for the next frame at once (no timer).
+    b.peer.send(&tcp_frame(0x18, 1));
+    b.handler.process_rx();
+    b.queue_tx(TX_BUF, &frame(60, 1));
+    b.handler.tx_kicked();
+    assert_eq!(b.peer.recv().len(), 60);
+    assert!(!b.handler.tx_timer_wanted(), "no polling while answering");
+    assert_eq!(b.tx.avail_event(), 1, "kick me for the next frame");
+    // Only bare ACKs come in now (the guest sends a stream): polling is back.
+    b.peer.send(&tcp_frame(0x10, 0));
+    b.handler.process_rx();
+    b.queue_tx(TX_BUF + 0x100, &frame(60, 2));
+    b.handler.tx_kicked();
+    assert_eq!(b.peer.recv().len(), 60);
+    assert!(b.handler.tx_timer_wanted(), "a streaming sender is polled");
+    assert_eq!(b.tx.avail_event(), 1, "not asked to kick for the next frame");
+}
