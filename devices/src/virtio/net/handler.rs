@@ -91,6 +91,7 @@ pub(crate) struct NetHandler {
     /// Transmit polling is on: a ring that had frames is polled again after
     /// [`Self::tx_poll_interval`] instead of kicked.
     poll_tx: bool,
+    /// How long a polled ring waits for its next poll.
     tx_interval: TxPollInterval,
     /// The last frames the guest received may be answered (not bare TCP ACKs):
     /// it is answering what it receives, so its frames are not polled for.
@@ -118,15 +119,15 @@ impl NetHandler {
 
     /// Polls a busy transmit ring instead of taking a kick per frame, as a VMM's
     /// transmit timer does: after a pass that sent frames the driver is not asked
-    /// for its next kick; the ring is polled again after [`Self::tx_poll_interval`], and kicks are
-    /// turned back on when a poll finds it empty, or at once when the guest receives
-    /// a frame it may answer (anything but a bare TCP ACK, see [`super::pure_ack`]);
-    /// while what it receives may be answered, its frames are not polled for at all.
-    /// A driver sending a frame now and then still kicks for each (and its frame goes
-    /// out at once), and so does one answering what it receives (request/response,
-    /// the receiving end of a stream); one sending a stream (receiving only ACKs)
-    /// publishes frames without an exit per frame, and its stack coalesces more data
-    /// per segment meanwhile.
+    /// for its next kick; the ring is polled again after [`Self::tx_poll_interval`],
+    /// and kicks are turned back on when a poll finds it empty, or at once when the
+    /// guest receives a frame it may answer (anything but a bare TCP ACK, see
+    /// [`super::pure_ack`]); while what it receives may be answered, its frames are
+    /// not polled for at all. A driver sending a frame now and then still kicks for
+    /// each (and its frame goes out at once), and so does one answering what it
+    /// receives (request/response, the receiving end of a stream); one sending a
+    /// stream (receiving only ACKs) publishes frames without an exit per frame, and
+    /// its stack coalesces more data per segment meanwhile.
     ///
     /// The caller must call [`Self::tx_timer_expired`] [`Self::tx_poll_interval`]
     /// after any pass that leaves [`Self::tx_timer_wanted`] true.
