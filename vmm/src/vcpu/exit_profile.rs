@@ -3,6 +3,7 @@
 //! by the rig's boot-profile scenario to see what a boot costs.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuExit;
 
@@ -13,12 +14,29 @@ const TOP: usize = 12;
 pub struct ExitProfile {
     vcpu: u8,
     counts: Option<HashMap<(&'static str, u64), u64>>,
+    /// When KVM_RUN last returned, and the time spent in tern between runs.
+    returned_at: Option<Instant>,
+    in_tern: Duration,
 }
 
 impl ExitProfile {
     pub fn new(vcpu: u8) -> Self {
         let enabled = tracing::enabled!(target: "exit_profile", tracing::Level::DEBUG);
-        ExitProfile { vcpu, counts: enabled.then(HashMap::new) }
+        ExitProfile { vcpu, counts: enabled.then(HashMap::new), returned_at: None, in_tern: Duration::ZERO }
+    }
+
+    /// KVM_RUN is about to be called: closes the time spent in tern since it returned.
+    pub fn entering(&mut self) {
+        if let Some(at) = self.returned_at.take() {
+            self.in_tern += at.elapsed();
+        }
+    }
+
+    /// KVM_RUN returned.
+    pub fn returned(&mut self) {
+        if self.counts.is_some() {
+            self.returned_at = Some(Instant::now());
+        }
     }
 
     /// Counts one exit KVM returned.
@@ -50,6 +68,7 @@ impl Drop for ExitProfile {
         sorted.sort_by(|a, b| b.1.cmp(a.1));
         let top: Vec<String> =
             sorted.iter().take(TOP).map(|((kind, at), n)| format!("{kind}:{at:#x}={n}")).collect();
-        tracing::debug!(target: "exit_profile", vcpu = self.vcpu, total, top = %top.join(" "), "exits that reached tern");
+        let in_tern_us = self.in_tern.as_micros() as u64;
+        tracing::debug!(target: "exit_profile", vcpu = self.vcpu, total, in_tern_us, top = %top.join(" "), "exits that reached tern");
     }
 }

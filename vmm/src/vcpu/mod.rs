@@ -100,7 +100,9 @@ fn run_loop(ctx: VcpuContext) {
     let mut profile = exit_profile::ExitProfile::new(ctx.index);
     while ctx.pause.check_in() == CheckIn::Run {
         let mut fd = devices::sync::lock(&ctx.fd);
+        profile.entering();
         let result = fd.run();
+        profile.returned();
         // Writes KVM queued happened before this exit: replay them first.
         if let Some(console) = &ctx.console {
             console.ring.drain(&ctx.pio);
