@@ -27,6 +27,10 @@ for vmm in tern qemu; do
     t_first=$(since_ms "$t0")
     wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$VMM_PID" || fail "$vmm: no init marker" "$con"
     t_init=$(since_ms "$t0")
+    # Guest RAM backed by transparent huge pages (the nested guest's page faults
+    # then map 2 MiB at a time).
+    thp_kb=$(awk '/^AnonHugePages:/ { print $2 }' /proc/"$VMM_PID"/smaps_rollup 2>/dev/null)
+    rss_kb=$(awk '/^Rss:/ { print $2 }' /proc/"$VMM_PID"/smaps_rollup 2>/dev/null)
     up=$(echo "$MARKER_LINE" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
     wait_exit "$VMM_PID" 60
     c1=$(kvm_counters)
@@ -35,7 +39,7 @@ for vmm in tern qemu; do
     bench vmm=$vmm round=$round $deltas
     bytes=$(wc -c <"$con") lines=$(wc -l <"$con")
     setup=$(sed -n "s/.*vCPUs started.*ms=\([0-9]*\).*/\1/p" "$WORK/$vmm.out")
-    bench vmm=$vmm round=$round setup_ms=${setup:-na} first_byte_ms=$t_first init_ms=$t_init guest_uptime_s=$up console_bytes=$bytes console_lines=$lines
+    bench vmm=$vmm round=$round setup_ms=${setup:-na} first_byte_ms=$t_first init_ms=$t_init guest_uptime_s=$up console_bytes=$bytes console_lines=$lines rss_kb=${rss_kb:-na} thp_kb=${thp_kb:-na}
     [ "$vmm" = tern ] && grep -a -E 'elapsed_us|vCPUs started|exits that reached' "$WORK/$vmm.out" | sed 's/^/  tern-setup| /'
     # The whole consoles with --l2-append boot_profile_full, else the milestones.
     case " $GUEST_APPEND " in

@@ -54,8 +54,11 @@ pub fn spawn(parts: MachineParts, options: Options, reply: Sender<ApiReply>, eve
             }
             Err(e) => {
                 tracing::warn!("migration failed: {e}");
-                let _ = reply.send(ApiReply::error(format!("migration failed, the guest keeps running here: {e}")));
+                // The owner hears of it first: a client that retries as soon as it
+                // has the answer must find the machine no longer migrating (its next
+                // request queues behind this event).
                 let _ = events.send(VmEvent::MigrationFailed);
+                let _ = reply.send(ApiReply::error(format!("migration failed, the guest keeps running here: {e}")));
             }
         }
     });
