@@ -3,8 +3,10 @@
 # boot-profile (diagnostic, not in any suite): where the time to the init marker goes.
 # For each VMM, one boot: wall time to TERN-GUEST-INIT, the guest's own uptime at that
 # marker (so wall - uptime = VMM start-up, firmware and the kernel before its clock
-# starts), the wall time to the first console byte, and the console volume. With
-# --l2-append boot_profile_full (a parameter the guest kernel ignores) the whole
+# starts), the wall time to the first console byte, the console volume, the VMM's RSS
+# and how much of it is transparent huge pages; for tern also its set-up phases and
+# the exits that reached it (by port, with the time tern spent between KVM_RUN calls).
+# With --l2-append boot_profile_full (a parameter the guest kernel ignores) the whole
 # consoles are printed.
 . "$E2E_DIR/lib.sh"
 need_kvm
