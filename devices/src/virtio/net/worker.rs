@@ -161,7 +161,7 @@ impl Drop for Worker {
 struct WorkerThread {
     epoll: Epoll,
     handler: NetHandler,
-    /// Fires the handler's transmit poll interval after a pass left the transmit ring to be polled.
+    /// Fires when a polled transmit ring is due (the handler's poll interval).
     tx_timer: TimerFd,
     tx_timer_armed: bool,
     rx_notify: EventFd,
