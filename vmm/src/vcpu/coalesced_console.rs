@@ -9,7 +9,9 @@
 
 use std::sync::Mutex;
 
-use devices::bus::Bus;
+use devices::bus::{Bus, BusDevice};
+use devices::legacy::serial::{COM1_PORT, UART_PORT_COUNT};
+use devices::legacy::Serial;
 use devices::sync::lock;
 use kvm_bindings::{kvm_coalesced_mmio, KVM_COALESCED_MMIO_PAGE_OFFSET};
 use kvm_ioctls::{IoEventAddress, VcpuFd, VmFd};
@@ -21,10 +23,26 @@ const THR_PORT: u64 = 0x3f8;
 pub struct ConsoleLink {
     pub ring: CoalescedConsole,
     pub vm: std::sync::Arc<VmFd>,
-    pub serial: std::sync::Arc<Mutex<devices::legacy::Serial>>,
+    pub serial: std::sync::Arc<Mutex<Serial>>,
 }
 
 impl ConsoleLink {
+    /// Replays the writes KVM queued (see [`CoalescedConsole::drain`]).
+    pub fn drain(&self, pio: &Bus) {
+        self.ring.drain(&self.serial, pio);
+    }
+
+    /// Whether `port` is one of COM1's registers.
+    pub fn owns_port(port: u16) -> bool {
+        (COM1_PORT..COM1_PORT + UART_PORT_COUNT as u16).contains(&port)
+    }
+
+    /// Serves a read of a COM1 register without the bus lookup: the kernel console
+    /// reads LSR before every character, so this is the commonest exit of a boot.
+    pub fn read_port(&self, port: u16, data: &mut [u8]) {
+        lock(&self.serial).read(u64::from(port - COM1_PORT), data);
+    }
+
     /// After the guest wrote a UART control register: coalesce THR writes exactly
     /// while the transmit interrupt is off.
     pub fn update(&self) {
@@ -98,12 +116,14 @@ impl CoalescedConsole {
         first == last
     }
 
-    /// Replays queued writes onto `pio`, oldest first.
-    pub fn drain(&self, pio: &Bus) {
+    /// Replays queued writes, oldest first: THR writes straight to `serial` (locked
+    /// once for the whole drain), anything else onto `pio`.
+    pub fn drain(&self, serial: &Mutex<Serial>, pio: &Bus) {
         if self.is_empty() {
             return;
         }
         let _guard = lock(&self.state);
+        let mut uart = None;
         let mut replayed = 0;
         let header = self.ring.cast::<RingHeader>();
         // SAFETY: `header` points at the start of the mapped ring page. KVM writes
@@ -123,7 +143,11 @@ impl CoalescedConsole {
                     .cast::<kvm_coalesced_mmio>();
                 let entry = std::ptr::read_volatile(entry_ptr);
                 let len = (entry.len as usize).min(entry.data.len());
-                pio.write(entry.phys_addr, &entry.data[..len]);
+                if entry.phys_addr == THR_PORT {
+                    uart.get_or_insert_with(|| lock(serial)).write(0, &entry.data[..len]);
+                } else {
+                    pio.write(entry.phys_addr, &entry.data[..len]);
+                }
                 replayed += 1;
                 std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
                 std::ptr::write_volatile(&mut (*header).first, (first + 1) % self.entries);

@@ -14,6 +14,7 @@ use devices::bus::Bus;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use coalesced_console::ConsoleLink;
 use pause::{CheckIn, PauseControl};
 
 /// Something that ends (or may end) the machine, or a request for it, delivered to
@@ -105,13 +106,19 @@ fn run_loop(ctx: VcpuContext) {
         profile.returned();
         // Writes KVM queued happened before this exit: replay them first.
         if let Some(console) = &ctx.console {
-            console.ring.drain(&ctx.pio);
+            console.drain(&ctx.pio);
         }
         let outcome = match result {
             Ok(exit) => {
                 profile.record(&exit);
                 let control_write = matches!(&exit, VcpuExit::IoOut(port, _) if UART_CONTROL_PORTS.contains(port));
-                let outcome = handle_exit(exit, &ctx.pio, &ctx.mmio, ctx.index);
+                let outcome = match (exit, &ctx.console) {
+                    (VcpuExit::IoIn(port, data), Some(console)) if ConsoleLink::owns_port(port) => {
+                        console.read_port(port, data);
+                        Outcome::Continue
+                    }
+                    (exit, _) => handle_exit(exit, &ctx.pio, &ctx.mmio, ctx.index),
+                };
                 if control_write {
                     if let Some(console) = &ctx.console {
                         console.update();

@@ -49,7 +49,7 @@ impl VcpuSet {
     /// guest idling in HLT, or one that printed a panic and stopped, exits no more).
     pub fn drain_console(&self, pio: &Bus) {
         if let Some(console) = &self.console {
-            console.ring.drain(pio);
+            console.drain(pio);
         }
     }
 
