@@ -16,7 +16,7 @@ export RUST_LOG=boot_timer=info,vmm::machine=debug,exit_profile=debug
 # KVM's global exit counters (debugfs), to compare what each VMM's guest costs.
 kvm_stats=/sys/kernel/debug/kvm
 [ -d $kvm_stats ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-stat_names="exits io_exits mmio_exits irq_exits halt_exits irq_injections insn_emulation pf_taken pf_fixed signal_exits"
+stat_names="exits io_exits mmio_exits irq_exits halt_exits irq_injections insn_emulation pf_taken pf_fixed signal_exits irq_window_exits nmi_window_exits host_state_reload fpu_reload request_irq_exits"
 kvm_counters() { for n in $stat_names; do cat $kvm_stats/$n 2>/dev/null || echo 0; done | tr '\n' ' '; }
 for round in 1 2; do
 for vmm in tern qemu; do
@@ -25,6 +25,11 @@ for vmm in tern qemu; do
     c0=$(kvm_counters)
     t0=$(now_ms)
     start_boot_job "$vmm" "$vmm" 1 "$con"
+    # KVM's debugfs totals cover live VMs only, and the guest powers off right after
+    # its marker: sample them while it runs and keep the last sample.
+    samples=$WORK/kvm-$vmm-$round
+    ( while alive "$VMM_PID"; do kvm_counters >"$samples.new" && mv "$samples.new" "$samples"; sleep 0.25; done ) &
+    sampler=$!
     while [ ! -s "$con" ] && alive "$VMM_PID"; do sleep 0.02; done
     t_first=$(since_ms "$t0")
     wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$VMM_PID" || fail "$vmm: no init marker" "$con"
@@ -35,7 +40,8 @@ for vmm in tern qemu; do
     rss_kb=$(awk '/^Rss:/ { print $2 }' /proc/"$VMM_PID"/smaps_rollup 2>/dev/null)
     up=$(echo "$MARKER_LINE" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
     wait_exit "$VMM_PID" 60
-    c1=$(kvm_counters)
+    wait "$sampler" 2>/dev/null
+    c1=$(cat "$samples" 2>/dev/null)
     deltas=$(echo "$stat_names / $c0 / $c1" | awk -F' / ' '{ n = split($1, k, " "); split($2, a, " "); split($3, b, " ")
         for (i = 1; i <= n; i++) printf "%s%s=%d", (i > 1 ? " " : ""), k[i], b[i] - a[i] }')
     bench vmm=$vmm round=$round $deltas
