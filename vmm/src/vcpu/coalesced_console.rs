@@ -17,7 +17,7 @@ use kvm_bindings::{kvm_coalesced_mmio, KVM_COALESCED_MMIO_PAGE_OFFSET};
 use kvm_ioctls::{IoEventAddress, VcpuFd, VmFd};
 
 /// The port whose writes are coalesced (COM1 THR).
-const THR_PORT: u64 = 0x3f8;
+const THR_PORT: u64 = COM1_PORT as u64;
 
 /// The UART, its ring and the VM, as the vCPU loop needs them.
 pub struct ConsoleLink {
@@ -111,9 +111,7 @@ impl CoalescedConsole {
         let header = self.ring.cast::<RingHeader>();
         // SAFETY: `header` points at the start of the ring page mapped in `new`
         // (valid for the life of `self`); only plain volatile reads of two u32s.
-        let (first, last) =
-            unsafe { (std::ptr::read_volatile(&(*header).first), std::ptr::read_volatile(&(*header).last)) };
-        first == last
+        unsafe { std::ptr::read_volatile(&(*header).first) == std::ptr::read_volatile(&(*header).last) }
     }
 
     /// Replays queued writes, oldest first: THR writes straight to `serial` (locked

@@ -286,7 +286,10 @@ impl NetHandler {
             self.tx_answering = pass.may_need_answer;
         }
         if pass.may_need_answer && self.tx_polling {
-            self.serve_tx_with_kicks();
+            // The guest may answer what it just received: serve the ring now and ask
+            // for kicks again (no polling while answering), so the answer does not
+            // wait for the transmit timer.
+            self.process_tx();
         }
         self.rx_waiting = matches!(pass.stop, RxStop::NoBuffers);
         // Only an empty TAP clears the backlog; every other stop leaves frames
@@ -338,14 +341,6 @@ impl NetHandler {
         pass.completed
     }
 
-    /// Serves the transmit ring now and turns kicks back on (ends polling): the guest
-    /// just received something it may answer, and the answer must not wait for the
-    /// transmit timer.
-    fn serve_tx_with_kicks(&mut self) {
-        let poll = std::mem::replace(&mut self.poll_tx, false);
-        let _ = self.process_tx();
-        self.poll_tx = poll;
-    }
 
     /// Answers control commands.
     pub(crate) fn process_ctrl(&mut self) {
