@@ -341,7 +341,6 @@ impl NetHandler {
         pass.completed
     }
 
-
     /// Answers control commands.
     pub(crate) fn process_ctrl(&mut self) {
         if self.broken {
