@@ -24,6 +24,10 @@ t_init=$(since_ms "$t0")
 wait_exit "$pid" 240 || fail "disk job did not finish" "$con"
 t_exit=$(since_ms "$t0")
 [ "$EXIT_RC" = 0 ] || fail "QEMU exited with $EXIT_RC" "$con" "$WORK/qemu.out"
+# QEMU's own guest stopping after init without a verdict (a guest reset ends QEMU
+# under -no-reboot with status 0) is the rig's, like the other anchors' guests that
+# stop answering; a verdict other than ok is a failure.
+grep -q '^TERN-DISK verify ' "$con" || rig_fault "QEMU's guest stopped before its disk verdict" "$con" "$WORK/qemu.out"
 grep -q '^TERN-DISK verify ok' "$con" || fail "guest disk verify did not pass" "$con"
 wsum=$(sed -n 's/^TERN-DISK written sum=\([0-9a-f]*\).*/\1/p' "$con")
 expect=$(tern-pattern disk $mb | md5sum | cut -d' ' -f1)
