@@ -20,9 +20,10 @@
 #                             PID, when given, has exited without the match)
 #   wait_exit PID TIMEOUT_S   0 when PID exited in time (its exit code in EXIT_RC), else 1
 #   alive PID                 0 while PID runs (zombies count as exited)
-#   start_boot_job LABEL tern|qemu CPUS CONSOLE
+#   start_boot_job LABEL tern|qemu CPUS CONSOLE [EXTRA_CMDLINE]
 #                             start_vmm for the default guest's boot job (512 MiB; QEMU
-#                             with -kernel vmlinux), its console in the file CONSOLE
+#                             with -kernel vmlinux), its console in the file CONSOLE;
+#                             EXTRA_CMDLINE is appended to the guest's command line
 #   stop_pid PID              TERM, then KILL after 3 s
 #   show_log FILE [N]         last N (50) lines of FILE, each prefixed with "  | " so that
 #                             guest kernel messages never look like the L1 kernel's own
@@ -149,14 +150,14 @@ start_vmm() {
 }
 
 start_boot_job() {
-    _label=$1 _vmm=$2 _cpus=$3 _con=$4
+    _label=$1 _vmm=$2 _cpus=$3 _con=$4 _cmdline="console=ttyS0 tern.job=boot $GUEST_APPEND ${5:-}"
     if [ "$_vmm" = qemu ]; then
         start_vmm "$_label" "$QEMU" -accel kvm -cpu host -m 512M -smp "$_cpus" -kernel "$GUEST/vmlinux" \
-            -initrd "$GUEST/initramfs.cpio.gz" -append "console=ttyS0 tern.job=boot $GUEST_APPEND" \
+            -initrd "$GUEST/initramfs.cpio.gz" -append "$_cmdline" \
             -display none -nodefaults -no-reboot -serial "file:$_con"
     else
         start_vmm "$_label" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
-            --cpus "$_cpus" --memory 512M --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$_con"
+            --cpus "$_cpus" --memory 512M --cmdline "$_cmdline" --serial "file=$_con"
     fi
 }
 

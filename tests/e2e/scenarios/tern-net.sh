@@ -29,13 +29,14 @@ done
 step "link up with $mac, L1 pings the guest"
 wait_exit "$pid" 200 || fail "guest did not finish netperf and power off" "$con" "$WORK/tern.out"
 [ "$EXIT_RC" = 0 ] || fail "tern exited with $EXIT_RC" "$con" "$WORK/tern.out"
-grep -q '^TERN-JOB error' "$con" && fail "guest job error: $(grep '^TERN-JOB error' "$con")" "$con"
-grep -q '^TERN-NETPERF .*result=error' "$con" && fail "netperf error" "$con"
+grep -q '^TERN-JOB error' "$con" && fail "guest job error: $(grep '^TERN-JOB error' "$con")" "$con" "$WORK/tern.out"
+grep -q '^TERN-NETPERF .*result=error' "$con" && fail "netperf error" "$con" "$WORK/tern.out"
 figures=
 for spec in $(echo "$tests" | tr ',' ' '); do
     t=${spec%%:*}
     r=$(grep -a "^TERN-NETPERF test=$t " "$con" | head -n 1 | sed -n 's/.* result=\([0-9.]*\) .*/\1/p')
-    [ -n "$r" ] || fail "no $t result" "$con"
+    # tern's own output says why the guest ended (power-off, reset and its cause).
+    [ -n "$r" ] || fail "no $t result" "$con" "$WORK/tern.out"
     awk -v r="$r" 'BEGIN { exit !(r > 0) }' || fail "$t gave $r" "$con"
     figures="$figures $(echo "$t" | tr 'A-Z' 'a-z')=$r"
 done
