@@ -108,8 +108,25 @@ no_init() {
     fail "$_why" "$_con" "$@"
 }
 
+# net_guest_ended REASON CONSOLE TERN_LOG: a tern guest under network load ended before
+# its netperf figures. When tern reports a triple fault (KVM_EXIT_SHUTDOWN) and the
+# guest's console shows no crash message at all, the CPU reset the guest silently:
+# QEMU's own guests, with userspace virtio-net and with vhost-net alike, reset exactly
+# so in the middle of netperf in the rig (tests/rig/README.md), so that is a rig fault,
+# retried on a fresh L1. Anything else (a panic or oops, tern failing, a guest stuck)
+# is a failure.
+net_guest_ended() {
+    _why=$1 _con=$2 _log=$3
+    _reset=$(grep -a -m 1 'guest reset (vCPU [0-9]* triple fault' "$_log" 2>/dev/null)
+    if [ -n "$_reset" ] && ! grep -a -q -E "$CRASH_SIGNATURES" "$_con" 2>/dev/null; then
+        rig_fault "$_why (L2 guest reset silently under network load: $_reset)" "$_con" "$_log"
+    fi
+    fail "$_why" "$_con" "$_log"
+}
+
 # rig_fault REASON [LOGS...]: the nested rig broke the scenario's L2 guest (QEMU anchors
-# whose own guest did not boot; tern scenarios only through no_init). The rig retries
+# whose own guest did not boot; tern scenarios only through no_init and
+# net_guest_ended). The rig retries
 # the scenario on a fresh L1.
 rig_fault() { _end rig-fault "$@"; }
 

@@ -35,8 +35,7 @@ figures=
 for spec in $(echo "$tests" | tr ',' ' '); do
     t=${spec%%:*}
     r=$(grep -a "^TERN-NETPERF test=$t " "$con" | head -n 1 | sed -n 's/.* result=\([0-9.]*\) .*/\1/p')
-    # tern's own output says why the guest ended (power-off, reset and its cause).
-    [ -n "$r" ] || fail "no $t result" "$con" "$WORK/tern.out"
+    [ -n "$r" ] || net_guest_ended "no $t result" "$con" "$WORK/tern.out"
     awk -v r="$r" 'BEGIN { exit !(r > 0) }' || fail "$t gave $r" "$con"
     figures="$figures $(echo "$t" | tr 'A-Z' 'a-z')=$r"
 done
