@@ -283,6 +283,20 @@ fn keyboard_controller_reset_ends_the_machine_as_a_reset() {
 }
 
 #[test]
+fn a_triple_fault_ends_the_machine_as_a_reset_that_says_where_the_guest_was() {
+    // lidt [0x600] (six zero bytes: an empty IDT); ud2. The #UD cannot be delivered,
+    // nor the #GP and #DF that follow: the CPU shuts down.
+    let code = vec![0x0f, 0x01, 0x1d, 0x00, 0x06, 0x00, 0x00, 0x0f, 0x0b, HLT];
+    let mut m = machine(code, 1, false, Capture::default());
+    m.start().unwrap();
+    let Some(MachineExit::Reset { reason }) = m.wait_for_exit(Some(TIMEOUT)) else {
+        panic!("a triple fault must end the machine as a reset");
+    };
+    assert!(reason.contains("triple fault"), "{reason}");
+    assert!(reason.contains("rip=0x") && reason.contains("idt=0x0/0x0"), "registers missing: {reason}");
+}
+
+#[test]
 fn debug_port_writes_are_timestamped() {
     // mov al, 1; out 0x402 (mov dx, 0x402; out dx, al); mov al, 2; out dx, al; hlt
     let mut code = mov_edx(0x402);

@@ -133,17 +133,23 @@ fn run_loop(ctx: VcpuContext) {
             }
             Err(e) => Outcome::End(VmEvent::VcpuFailed { vcpu: ctx.index, reason: format!("KVM_RUN failed: {e}") }),
         };
-        if let Outcome::End(event) = outcome {
-            let event = with_registers(event, &fd);
-            let _ = ctx.events.send(event);
-            return;
-        }
+        let event = match outcome {
+            Outcome::Continue => continue,
+            Outcome::End(event) => with_registers(event, &fd),
+            Outcome::TripleFault => VmEvent::Reset {
+                reason: format!("vCPU {} triple fault (KVM_EXIT_SHUTDOWN) [{}]", ctx.index, register_summary(&fd)),
+            },
+        };
+        let _ = ctx.events.send(event);
+        return;
     }
 }
 
 enum Outcome {
     Continue,
     End(VmEvent),
+    /// The guest triple-faulted: a reset, reported with where the vCPU was.
+    TripleFault,
 }
 
 fn handle_exit(exit: VcpuExit, pio: &Bus, mmio: &Bus, vcpu: u8) -> Outcome {
@@ -165,9 +171,7 @@ fn handle_exit(exit: VcpuExit, pio: &Bus, mmio: &Bus, vcpu: u8) -> Outcome {
             }
         }
         VcpuExit::Hlt => return Outcome::End(VmEvent::Halted { vcpu }),
-        VcpuExit::Shutdown => {
-            return Outcome::End(VmEvent::Reset { reason: format!("vCPU {vcpu} triple fault (KVM_EXIT_SHUTDOWN)") })
-        }
+        VcpuExit::Shutdown => return Outcome::TripleFault,
         VcpuExit::SystemEvent(kind, _) => {
             return Outcome::End(match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => VmEvent::PowerOff,
@@ -196,15 +200,20 @@ fn handle_exit(exit: VcpuExit, pio: &Bus, mmio: &Bus, vcpu: u8) -> Outcome {
 fn with_registers(event: VmEvent, fd: &VcpuFd) -> VmEvent {
     match event {
         VmEvent::VcpuFailed { vcpu, reason } => {
-            let regs = match (fd.get_regs(), fd.get_sregs()) {
-                (Ok(r), Ok(s)) => format!(
-                    "rip={:#x} rsp={:#x} rax={:#x} rflags={:#x} cs={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
-                    r.rip, r.rsp, r.rax, r.rflags, s.cs.selector, s.cr0, s.cr3, s.cr4, s.efer
-                ),
-                _ => "registers unavailable".into(),
-            };
-            VmEvent::VcpuFailed { vcpu, reason: format!("{reason} [{regs}]") }
+            VmEvent::VcpuFailed { vcpu, reason: format!("{reason} [{}]", register_summary(fd)) }
         }
         other => other,
+    }
+}
+
+/// Where the vCPU was: instruction and stack pointers, the last page-fault address,
+/// and the control state that decides how it takes exceptions.
+fn register_summary(fd: &VcpuFd) -> String {
+    match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "rip={:#x} rsp={:#x} rax={:#x} rflags={:#x} cs={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} idt={:#x}/{:#x}",
+            r.rip, r.rsp, r.rax, r.rflags, s.cs.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.idt.base, s.idt.limit
+        ),
+        _ => "registers unavailable".into(),
     }
 }
