@@ -108,6 +108,20 @@ no_init() {
     fail "$_why" "$_con" "$@"
 }
 
+# threads_cpu PID [SECONDS]: prints, per thread of PID, its name and the CPU time (in
+# clock ticks) it used over SECONDS (default 1): tells a spinning vCPU or worker from
+# an idle one when a guest looks stuck.
+threads_cpu() {
+    _snap() { for _t in /proc/$1/task/*; do
+        [ -r "$_t/stat" ] && echo "$(cat "$_t/comm" 2>/dev/null) $(awk '{ print $14 + $15 }' "$_t/stat")"
+    done; }
+    _snap "$1" >"$WORK/.cpu0"
+    sleep "${2:-1}"
+    _snap "$1" >"$WORK/.cpu1"
+    awk 'NR == FNR { t[FNR] = $2; next } { printf "%s%s=%d", (FNR > 1 ? " " : ""), $1, $2 - t[FNR] } END { print "" }' \
+        "$WORK/.cpu0" "$WORK/.cpu1"
+}
+
 # net_guest_ended REASON CONSOLE TERN_LOG: a tern guest under network load ended before
 # its netperf figures. When tern reports a triple fault (KVM_EXIT_SHUTDOWN) and the
 # guest's console shows no crash message at all, the CPU reset the guest silently:

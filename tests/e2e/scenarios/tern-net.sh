@@ -27,7 +27,13 @@ until ping -c 1 -W 1 $ip >"$WORK/ping.out" 2>&1; do
     [ $i -lt 20 ] || fail "L1 cannot ping the guest at $ip" "$con" "$WORK/ping.out"
 done
 step "link up with $mac, L1 pings the guest"
-wait_exit "$pid" 200 || fail "guest did not finish netperf and power off" "$con" "$WORK/tern.out"
+if ! wait_exit "$pid" 200; then
+    # Evidence for next time: does the guest still answer, and which of tern's
+    # threads still run (a spinning vCPU, an idle one, a busy worker)?
+    answers=no; ping -c 2 -W 1 $ip >/dev/null 2>&1 && answers=yes
+    fail "guest did not finish netperf and power off (answers ping: $answers; tern threads' CPU ticks over 1 s: $(threads_cpu "$pid"))" \
+        "$con" "$WORK/tern.out"
+fi
 [ "$EXIT_RC" = 0 ] || fail "tern exited with $EXIT_RC" "$con" "$WORK/tern.out"
 grep -q '^TERN-JOB error' "$con" && fail "guest job error: $(grep '^TERN-JOB error' "$con")" "$con" "$WORK/tern.out"
 grep -q '^TERN-NETPERF .*result=error' "$con" && fail "netperf error" "$con" "$WORK/tern.out"
