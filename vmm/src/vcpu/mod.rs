@@ -137,7 +137,7 @@ fn run_loop(ctx: VcpuContext) {
             Outcome::Continue => continue,
             Outcome::End(event) => with_registers(event, &fd),
             Outcome::TripleFault => VmEvent::Reset {
-                reason: format!("vCPU {} triple fault (KVM_EXIT_SHUTDOWN) [{}]", ctx.index, register_summary(&fd)),
+                reason: format!("vCPU {} triple fault (KVM_EXIT_SHUTDOWN) [{}]", ctx.index, shutdown_registers(&fd)),
             },
         };
         let _ = ctx.events.send(event);
@@ -203,6 +203,18 @@ fn with_registers(event: VmEvent, fd: &VcpuFd) -> VmEvent {
             VmEvent::VcpuFailed { vcpu, reason: format!("{reason} [{}]", register_summary(fd)) }
         }
         other => other,
+    }
+}
+
+/// The registers after a triple fault. AMD's KVM re-initialises the vCPU when it
+/// reports a shutdown (the VMCB is undefined then), so there they only show the reset
+/// state; say so rather than print them as if they were the guest's.
+fn shutdown_registers(fd: &VcpuFd) -> String {
+    match fd.get_sregs() {
+        Ok(s) if s.cs.selector == 0xf000 && fd.get_regs().is_ok_and(|r| r.rip == 0xfff0) => {
+            "registers lost: KVM re-initialised the vCPU at the shutdown".into()
+        }
+        _ => register_summary(fd),
     }
 }
 
