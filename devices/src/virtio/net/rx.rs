@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use std::io;
 
 use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::Bytes;
 
 use super::backend::{classify, Failure, NetBackend};
 use super::guest_iovecs::{GuestIovecs, IOV_MAX};
@@ -139,17 +138,7 @@ pub(crate) fn process_rx(
 fn delivers_pure_ack(mem: &GuestMemoryMmap, first: &RxChain, frame_len: usize) -> bool {
     let mut bytes = [0u8; HEADER_LEN + PEEK_LEN];
     let want = frame_len.min(bytes.len());
-    let mut got = 0;
-    for &(addr, len) in &first.buffers {
-        if got >= want {
-            break;
-        }
-        let n = (len as usize).min(want - got);
-        if mem.read_slice(&mut bytes[got..got + n], addr).is_err() {
-            return false;
-        }
-        got += n;
-    }
+    let Some(got) = first.read_front(mem, &mut bytes[..want]) else { return false };
     got > HEADER_LEN && is_pure_tcp_ack(&bytes[HEADER_LEN..got])
 }
 

@@ -64,6 +64,21 @@ impl RxChain {
         Ok(())
     }
 
+    /// Copies the first bytes the chain's buffers hold into `out`, at most
+    /// `out.len()`; returns how many it copied, or `None` if a buffer is unreadable.
+    pub(crate) fn read_front(&self, mem: &GuestMemoryMmap, out: &mut [u8]) -> Option<usize> {
+        let mut got = 0;
+        for &(addr, len) in &self.buffers {
+            if got >= out.len() {
+                break;
+            }
+            let n = (len as usize).min(out.len() - got);
+            mem.read_slice(&mut out[got..got + n], addr).ok()?;
+            got += n;
+        }
+        Some(got)
+    }
+
     /// The guest address of byte `offset` of the chain's buffers.
     fn address_of(&self, offset: usize) -> Option<GuestAddress> {
         let mut skipped = 0usize;
