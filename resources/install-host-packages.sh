@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Installs the host packages tern's tests and rig need, from Debian's registries only.
+# Installs the host packages tern's tests and rig need (openssl: the migration TLS tests'
+# certificates), from Debian's registries only.
 # Adds Debian's non-free component (netperf) and bookworm-backports (the newest QEMU
 # Debian ships, the comparison anchor) as apt sources when missing. Idempotent.
 set -euo pipefail
 
 want_qemu_major=10
-packages=(busybox-static cpio lz4 e2fsprogs netperf python3)
+packages=(busybox-static cpio lz4 e2fsprogs netperf python3 openssl)
 
 have_all() {
     command -v qemu-system-x86_64 >/dev/null &&
         qemu-system-x86_64 --version | grep -q "version ${want_qemu_major}\." &&
         [ -x /bin/busybox ] && command -v cpio >/dev/null && command -v lz4 >/dev/null &&
         command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null &&
-        command -v netperf >/dev/null && command -v python3 >/dev/null
+        command -v netperf >/dev/null && command -v python3 >/dev/null &&
+        command -v openssl >/dev/null
 }
 
 if have_all; then

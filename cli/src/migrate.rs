@@ -29,6 +29,11 @@ pub struct MigrateArgs {
     /// Print the final report as one JSON object (and no progress lines).
     #[arg(long)]
     pub json: bool,
+    /// Mutual TLS 1.3: DIR holds ca.pem, cert.pem and key.pem of this host (read by the
+    /// running source tern). The destination's certificate must be signed by the CA and
+    /// name the host in --to (DNS name or IP address).
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// Runs `tern migrate`.
@@ -36,6 +41,12 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
     if args.max_downtime == 0 {
         bail!("--max-downtime must be at least 1 ms");
     }
+    // The source tern reads the directory: give it a path that does not depend on
+    // this command's working directory.
+    let tls_dir = match &args.tls_dir {
+        Some(dir) => Some(std::fs::canonicalize(dir).with_context(|| format!("--tls-dir {}", dir.display()))?),
+        None => None,
+    };
     let conn = UnixStream::connect(&args.api_socket)
         .with_context(|| format!("cannot reach the source's control socket {}", args.api_socket.display()))?;
     let request = serde_json::json!({
@@ -43,6 +54,7 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         "to": args.to,
         "max_downtime_ms": args.max_downtime,
         "max_bandwidth_mib_s": args.max_bandwidth,
+        "tls_dir": tls_dir,
     });
     (&conn).write_all(format!("{request}\n").as_bytes()).context("sending the migrate request")?;
     let tty = std::io::stderr().is_terminal();

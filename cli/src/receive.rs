@@ -1,15 +1,17 @@
 //! `tern receive`: wait for one incoming live migration, then run the guest here.
 
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use devices::virtio::block::BlockConfig;
 use devices::virtio::net::NetConfig;
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
-use vmm::migrate::destination::{self, Expectations};
+use vmm::migrate::destination::{self, Expectations, ReceiveOptions};
+use vmm::migrate::tls::TlsIdentity;
 use vmm::{Boot, Machine, MachineConfig};
 
 use crate::guest_devices::{self, Locking};
@@ -19,9 +21,25 @@ use crate::size::parse_size;
 /// Flags of `tern receive`.
 #[derive(Args, Debug)]
 pub struct ReceiveArgs {
-    /// Address to listen on for the source, e.g. 0.0.0.0:7000 (port 0 picks one).
+    /// Address to listen on for the source, e.g. 0.0.0.0:7000 (port 0 picks one). One
+    /// source is accepted; the socket closes once it connected.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: String,
+    /// Mutual TLS 1.3: DIR holds ca.pem (the CA both hosts trust), cert.pem (this host's
+    /// certificate chain) and key.pem (its key). Only a source whose client certificate
+    /// is signed by the CA is accepted. Required on a non-loopback address unless
+    /// --no-tls is given.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_tls")]
+    pub tls_dir: Option<PathBuf>,
+    /// Accept a plaintext, unauthenticated migration on a non-loopback address (anyone
+    /// who can reach the port can send a guest). Loopback addresses never need it.
+    #[arg(long)]
+    pub no_tls: bool,
+    /// Seconds the source may stay silent (the TLS handshake and every read) before the
+    /// migration is abandoned as stalled.
+    #[arg(long, value_name = "SECS", default_value_t = destination::DEFAULT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
     /// The same disk images as the source (shared storage), in the same order:
     /// path=FILE[,readonly=on][,serial=ID]. Locked when the source hands them over.
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]")]
@@ -33,10 +51,11 @@ pub struct ReceiveArgs {
     /// Serial console here: stdio, null, or file=PATH.
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
-    /// Refuse a source whose guest memory size differs.
+    /// Refuse a source whose guest has more memory than SIZE (always refused: more than
+    /// this host's RAM).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory: Option<u64>,
-    /// Refuse a source with a different vCPU count.
+    /// Refuse a source with more vCPUs than N (always refused: more than KVM's limit).
     #[arg(long, value_name = "N")]
     pub cpus: Option<u8>,
     /// Serve the control API once the guest runs here.
@@ -54,13 +73,20 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
+    let tls = tls_config(&args)?;
     let kvm = session::open_kvm()?;
     let serial_output = session::serial_output(&args.serial)?;
     let listener = destination::listen(&args.listen)?;
     let local = listener.local_addr().context("listening socket")?;
-    eprintln!("tern: waiting for an incoming migration on {local}");
-    let expect = Expectations { memory: args.memory, cpus: args.cpus };
-    let machine = destination::receive(&listener, &expect, |desc| {
+    let how = if tls.is_some() { "mutual TLS" } else { "plaintext" };
+    eprintln!("tern: waiting for an incoming migration ({how}) on {local}");
+    let options = ReceiveOptions {
+        expect: Expectations { memory: args.memory, cpus: args.cpus },
+        local_devices: virtio_devices.iter().map(|d| d.describe()).collect(),
+        tls,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let machine = destination::receive(listener, &options, |desc| {
         let config = MachineConfig {
             cpus: desc.cpus,
             memory: desc.memory_bytes,
@@ -75,4 +101,25 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     .context("incoming migration failed")?;
     eprintln!("tern: guest received and running after {} ms", started.elapsed().as_millis());
     session::serve(machine, &args.serial, args.api_socket.as_deref(), started, true)
+}
+
+/// The TLS server configuration, or why plaintext is (or is not) acceptable here.
+fn tls_config(args: &ReceiveArgs) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    if let Some(dir) = &args.tls_dir {
+        let config = TlsIdentity::load(dir).and_then(|id| id.server_config())?;
+        return Ok(Some(config));
+    }
+    let addrs: Vec<_> = args.listen.to_socket_addrs().with_context(|| format!("--listen {}", args.listen))?.collect();
+    let loopback = !addrs.is_empty() && addrs.iter().all(destination::is_loopback);
+    if !loopback {
+        if !args.no_tls {
+            bail!(
+                "--listen {} is reachable from other hosts: give --tls-dir DIR (mutual TLS) or, to accept an \
+                 unauthenticated plaintext migration from anyone who can reach it, --no-tls",
+                args.listen
+            );
+        }
+        eprintln!("tern: warning: --no-tls: accepting a plaintext, unauthenticated migration on {}", args.listen);
+    }
+    Ok(None)
 }

@@ -95,5 +95,5 @@ fn replayed_hello_is_refused() {
     let mut stream = frame(&Message::Hello(Hello::current()));
     stream.extend(frame(&Message::Hello(Hello::current())));
     let (code, err) = feed(&stream);
-    assert_clean_failure(code, &err, "expected config, got hello");
+    assert_clean_failure(code, &err, "out-of-order message: got hello while expecting config");
 }

@@ -46,6 +46,8 @@ pub enum FrameError {
     Closed,
     #[error("unknown message kind {0} (corrupt stream or different protocol)")]
     UnknownKind(u8),
+    #[error("the peer speaks TLS to a plaintext receiver (give both sides --tls-dir)")]
+    TlsPeer,
     #[error("message of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit (corrupt stream)")]
     TooLarge(u32),
 }
@@ -75,6 +77,10 @@ pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Kind, FrameErr
     let mut header = [0u8; 5];
     if let Err(e) = r.read_exact(&mut header) {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Closed } else { FrameError::Io(e) });
+    }
+    // A TLS record starts with content type 22 (handshake) and version 3.x.
+    if header[0] == 0x16 && header[1] == 3 {
+        return Err(FrameError::TlsPeer);
     }
     let kind = Kind::from_u8(header[0]).ok_or(FrameError::UnknownKind(header[0]))?;
     let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
@@ -109,6 +115,8 @@ mod tests {
     fn corrupt_headers_are_refused() {
         let mut buf = Vec::new();
         assert!(matches!(read_frame(&mut &[99u8, 0, 0, 0, 0][..], &mut buf), Err(FrameError::UnknownKind(99))));
+        // A TLS ClientHello sent to a plaintext receiver.
+        assert!(matches!(read_frame(&mut &[0x16u8, 3, 1, 0, 200][..], &mut buf), Err(FrameError::TlsPeer)));
         assert!(matches!(read_frame(&mut &[1u8, 0xff, 0xff, 0xff, 0xff][..], &mut buf), Err(FrameError::TooLarge(_))));
         // Truncated payload.
         assert!(matches!(read_frame(&mut &[1u8, 10, 0, 0, 0, 1, 2][..], &mut buf), Err(FrameError::Closed)));

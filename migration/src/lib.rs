@@ -9,6 +9,7 @@ pub mod convergence;
 pub mod frame;
 pub mod messages;
 pub mod pages;
+pub mod receiver;
 pub mod report;
 
 /// Protocol version spoken by this build. A peer with another version is refused.

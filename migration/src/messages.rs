@@ -121,6 +121,8 @@ pub enum ProtocolError {
     Unexpected { expected: &'static str, got: &'static str },
     #[error("the peer reported: {0}")]
     Peer(String),
+    #[error(transparent)]
+    OutOfOrder(#[from] crate::receiver::OutOfOrder),
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

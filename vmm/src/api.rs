@@ -37,6 +37,9 @@ pub enum ApiCommand {
         /// Bandwidth cap in MiB/s (absent or 0: unlimited).
         #[serde(default)]
         max_bandwidth_mib_s: u64,
+        /// Mutual TLS with the certificates in this directory (absent: plaintext).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_dir: Option<std::path::PathBuf>,
     },
 }
 

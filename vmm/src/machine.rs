@@ -374,7 +374,7 @@ impl Machine {
                 (ApiReply::ok(), None)
             }
             ApiCommand::Shutdown => (ApiReply::ok(), Some(MachineExit::UserQuit)),
-            ApiCommand::Migrate { to, max_downtime_ms, max_bandwidth_mib_s } => {
+            ApiCommand::Migrate { to, max_downtime_ms, max_bandwidth_mib_s, tls_dir } => {
                 if self.migrating {
                     (busy(), None)
                 } else if self.is_paused() {
@@ -385,6 +385,7 @@ impl Machine {
                         to,
                         max_downtime: Duration::from_millis(max_downtime_ms),
                         max_bandwidth: (max_bandwidth_mib_s > 0).then_some(max_bandwidth_mib_s << 20),
+                        tls_dir,
                     };
                     // The migration thread answers on the request's channel itself.
                     migrate::source::spawn(self.parts.clone(), options, request.reply, self.events_tx.clone());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
 use vm_memory::{Bytes, GuestAddress};
-use vmm::migrate::destination::{self, Expectations};
+use vmm::migrate::destination::{self, Expectations, ReceiveOptions};
 use vmm::{Boot, Machine, MachineConfig, MachineExit};
 
 const LOAD_ADDR: u64 = 0x10_0000;
@@ -44,6 +44,15 @@ fn stamping_guest_over(start: u32, end: u32) -> Vec<u8> {
     c
 }
 
+/// The guests of these tests compete for the host's CPUs: the throttling test needs
+/// its guest to outrun the link, which it cannot while other guests run beside it.
+/// Every test holds this lock for its whole run.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn kvm() -> Kvm {
     Kvm::new().unwrap_or_else(|e| panic!("host-KVM tests need /dev/kvm, which cannot be opened here: {e}"))
 }
@@ -70,6 +79,7 @@ fn generation(mem: &vmm::memory::GuestMemoryMmap) -> u32 {
 
 #[test]
 fn running_guest_migrates_and_no_page_goes_backwards() {
+    let _serial = one_at_a_time();
     // Source: running guest with a control socket.
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
@@ -89,7 +99,7 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
     let listener = destination::listen("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let dest = std::thread::spawn(move || {
-        destination::receive(&listener, &Expectations { memory: Some(MEMORY), cpus: Some(1) }, |desc| {
+        destination::receive(listener, &ReceiveOptions { expect: Expectations { memory: Some(MEMORY), cpus: Some(1) }, ..Default::default() }, |desc| {
             Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
                 .map_err(|e| e.to_string())
         })
@@ -154,6 +164,7 @@ fn migrate_with(api: &std::path::Path, request: &str) -> String {
 
 #[test]
 fn refused_migrations_never_pause_the_guest() {
+    let _serial = one_at_a_time();
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
     let dir = std::env::temp_dir().join(format!("tern-migration-refusal-{}", std::process::id()));
@@ -174,15 +185,15 @@ fn refused_migrations_never_pause_the_guest() {
     let listener = destination::listen("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let dest = std::thread::spawn(move || {
-        destination::receive(&listener, &Expectations { memory: Some(MEMORY * 2), cpus: None }, |desc| {
+        destination::receive(listener, &ReceiveOptions { expect: Expectations { memory: Some(MEMORY / 2), cpus: None }, ..Default::default() }, |desc| {
             Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
                 .map_err(|e| e.to_string())
         })
     });
     let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
-    assert!(reply.contains("\"ok\":false") && reply.contains("memory size differs"), "{reply}");
+    assert!(reply.contains("\"ok\":false") && reply.contains("more than --memory"), "{reply}");
     let dest_err = dest.join().unwrap().err().expect("destination refused");
-    assert!(dest_err.to_string().contains("memory size differs"), "{dest_err}");
+    assert!(dest_err.to_string().contains("more than --memory"), "{dest_err}");
 
     // The guest was never paused: it keeps stamping.
     let before = generation(&source_mem);
@@ -203,6 +214,7 @@ fn refused_migrations_never_pause_the_guest() {
 
 #[test]
 fn guest_outrunning_the_link_is_throttled_and_still_completes() {
+    let _serial = one_at_a_time();
     // 12 MiB rewritten continuously against a 32 MiB/s link (each round ~375 ms, over
     // the 300 ms limit): every round finds the whole working set dirty again, so only
     // throttling (and in the end the round limit) brings the migration to an end.
@@ -218,7 +230,7 @@ fn guest_outrunning_the_link_is_throttled_and_still_completes() {
     let listener = destination::listen("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let dest = std::thread::spawn(move || {
-        destination::receive(&listener, &Expectations::default(), |desc| {
+        destination::receive(listener, &ReceiveOptions::default(), |desc| {
             Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
                 .map_err(|e| e.to_string())
         })
@@ -238,4 +250,81 @@ fn guest_outrunning_the_link_is_throttled_and_still_completes() {
     }
     dest.stop_vcpus();
     eprintln!("throttled migration report: {reply}");
+}
+
+/// Test certificates from tests/tls/make-test-certs.sh (README's openssl recipe).
+fn test_certs() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-migration-certs-{}", std::process::id()));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tls/make-test-certs.sh");
+    let out = std::process::Command::new("sh").arg(&script).arg(&dir).output().expect("run make-test-certs.sh");
+    assert!(out.status.success(), "make-test-certs.sh failed (is openssl installed?): {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn tls_receiver(certs: &std::path::Path) -> (u16, std::thread::JoinHandle<Result<Machine, vmm::migrate::MigrateError>>) {
+    let server = vmm::migrate::tls::TlsIdentity::load(&certs.join("dest")).unwrap().server_config().unwrap();
+    let listener = destination::listen("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dest = std::thread::spawn(move || {
+        destination::receive(listener, &ReceiveOptions { tls: Some(server), ..Default::default() }, |desc| {
+            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
+                .map_err(|e| e.to_string())
+        })
+    });
+    (port, dest)
+}
+
+#[test]
+fn migrates_over_mutual_tls_and_a_source_of_another_ca_is_refused() {
+    let _serial = one_at_a_time();
+    let certs = test_certs();
+    let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let source_mem = source.guest_memory().clone();
+    let dir = std::env::temp_dir().join(format!("tern-migration-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    source.start().unwrap();
+    let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
+    let request = |port: u16, identity: &str| {
+        format!(
+            "{{\"command\":\"migrate\",\"to\":\"127.0.0.1:{port}\",\"tls_dir\":\"{}\"}}",
+            certs.join(identity).display()
+        )
+    };
+
+    // 1. A source whose certificate comes from another CA: refused, the guest keeps running.
+    let (port, dest) = tls_receiver(&certs);
+    let reply = migrate_with(&api, &request(port, "rogue"));
+    assert!(reply.contains("\"ok\":false") && reply.contains("keeps running here") && reply.contains("TLS"), "{reply}");
+    let dest_err = dest.join().unwrap().err().expect("the destination refused the rogue source");
+    assert!(dest_err.to_string().contains("TLS handshake"), "{dest_err}");
+    let before = generation(&source_mem);
+    let t = Instant::now();
+    while generation(&source_mem) <= before + 1 {
+        assert!(t.elapsed() < Duration::from_secs(30), "source guest stopped after a refused TLS migration");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // 2. A plaintext source to a TLS destination: refused too.
+    let (port, dest) = tls_receiver(&certs);
+    let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
+    assert!(reply.contains("\"ok\":false"), "{reply}");
+    assert!(dest.join().unwrap().err().expect("refused").to_string().contains("does not speak TLS"));
+
+    // 3. The real migration, over mutual TLS.
+    let (port, dest) = tls_receiver(&certs);
+    let reply = migrate_with(&api, &request(port, "source"));
+    assert!(reply.contains("\"ok\":true") && reply.contains("\"report\""), "{reply}");
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::MigratedAway));
+    let last_gen = generation(&source_mem);
+    let mut dest = dest.join().unwrap().expect("destination received the guest over TLS");
+    let dest_mem = dest.guest_memory().clone();
+    let t = Instant::now();
+    while generation(&dest_mem) < last_gen + 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep counting on the destination");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dest.stop_vcpus();
+    eprintln!("TLS migration report: {reply}");
 }

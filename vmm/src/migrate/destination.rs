@@ -1,26 +1,49 @@
-//! The destination side: accept one source, check what it describes against this
-//! machine, receive memory and state, take the disks at the hand-over, resume the
-//! guest and tell the source it may exit. Anything wrong: tell the source why, stop.
+//! The destination side: accept one source (mutual TLS when configured), check what it
+//! describes against this side's flags, devices and host before allocating anything,
+//! receive memory and state in the protocol's order, take the disks at the hand-over,
+//! resume the guest and tell the source it may exit. Anything wrong: tell the source
+//! why, stop.
 
-use std::io::{BufReader, BufWriter, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
 
 use devices::sync::lock;
 use kvm_ioctls::Kvm;
-use migration::frame::{read_frame, Kind};
+use migration::frame::{read_frame, FrameError, Kind};
 use migration::messages::{self, AckStage, Message, ProtocolError, VmDescription};
 use migration::pages::PageBatchView;
+use migration::receiver::ReceiverProtocol;
 
-use super::{cpuid_to_wire, guest_pages, MigrateError};
-use crate::cpuid::incompatible_features;
+pub use super::admission::Expectations;
+use super::admission;
+use super::guest_pages;
+use super::transport::Conn;
+use super::MigrateError;
 use crate::machine::Machine;
 use crate::state::{self, MachineState};
 
-/// What the destination was told to expect (flags of `tern receive`).
-#[derive(Clone, Debug, Default)]
-pub struct Expectations {
-    pub memory: Option<u64>,
-    pub cpus: Option<u8>,
+/// How long a source may stay silent before it is called stalled (`--timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How `tern receive` accepts a migration.
+#[derive(Clone)]
+pub struct ReceiveOptions {
+    /// Limits from the flags.
+    pub expect: Expectations,
+    /// This side's device descriptions, in slot order (the source's must match).
+    pub local_devices: Vec<String>,
+    /// Mutual TLS; `None`: plaintext (loopback or `--no-tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Longest silence from the source (every read, the handshake included).
+    pub timeout: Duration,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        Self { expect: Expectations::default(), local_devices: Vec::new(), tls: None, timeout: DEFAULT_TIMEOUT }
+    }
 }
 
 /// Binds the listening socket (so the caller can report the address before waiting).
@@ -28,84 +51,94 @@ pub fn listen(addr: &str) -> Result<TcpListener, MigrateError> {
     TcpListener::bind(addr).map_err(|source| MigrateError::Listen { addr: addr.to_string(), source })
 }
 
-/// Checks a source's description against expectations, local devices and this host's
-/// CPU features. Returns the reason for refusing.
-pub fn check(desc: &VmDescription, expect: &Expectations, local_devices: &[String], kvm: &Kvm) -> Result<(), String> {
-    if let Some(m) = expect.memory {
-        if m != desc.memory_bytes {
-            return Err(format!("memory size differs: source {} MiB, destination {} MiB", desc.memory_bytes >> 20, m >> 20));
-        }
-    }
-    if let Some(c) = expect.cpus {
-        if c != desc.cpus {
-            return Err(format!("vCPU count differs: source {}, destination {c}", desc.cpus));
-        }
-    }
-    if desc.devices != local_devices {
-        return Err(format!("devices differ: source {:?}, destination {:?}", desc.devices, local_devices));
-    }
-    let supported = crate::cpuid::supported_cpuid(kvm).map_err(|e| e.to_string())?;
-    let missing = incompatible_features(&desc.cpuid, &cpuid_to_wire(supported.as_slice()));
-    if !missing.is_empty() {
-        return Err(format!("this host lacks CPU features the guest uses: {}", missing.join(", ")));
-    }
-    Ok(())
+/// Whether `addr` is a loopback address (plaintext stays on this host there).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
 }
 
-/// Accepts one migration on `listener`. `build` makes the machine for the source's
-/// description (with this side's devices and serial); it is called once, after the
-/// hello. Returns the running machine, or why the migration failed (the source has
-/// been told).
+/// Accepts one migration on `listener`, which is closed once the source connected
+/// (one source per receive). `build` makes the machine for the source's description
+/// (with this side's devices and serial); it is called once, after the description
+/// passed every check. Returns the running machine, or why the migration failed (the
+/// source has been told when it can still hear).
 pub fn receive(
-    listener: &TcpListener,
-    expect: &Expectations,
+    listener: TcpListener,
+    options: &ReceiveOptions,
     build: impl FnOnce(&VmDescription) -> Result<Machine, String>,
 ) -> Result<Machine, MigrateError> {
     let (stream, peer) = listener.accept()?;
-    tracing::info!(%peer, "incoming migration");
+    drop(listener);
+    tracing::info!(%peer, tls = options.tls.is_some(), "incoming migration");
     stream.set_nodelay(true)?;
-    let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone()?);
-    let mut writer = BufWriter::new(stream);
-    let result = serve(&mut reader, &mut writer, expect, build);
+    stream.set_read_timeout(Some(options.timeout))?;
+    let conn = match &options.tls {
+        Some(config) => Conn::server(stream, &peer.to_string(), config.clone()).map_err(|e| MigrateError::Tls(e.to_string()))?,
+        None => Conn::Plain(stream),
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, conn);
+    let result = serve(&mut reader, options, build);
     if let Err(e) = &result {
         // Best effort: the source may already be gone.
-        let _ = messages::error(e.to_string()).send(&mut writer);
-        let _ = writer.flush();
+        let w = reader.get_mut();
+        let _ = messages::error(e.to_string()).send(w);
+        let _ = w.flush();
     }
     result
 }
 
-fn send(w: &mut BufWriter<TcpStream>, m: Message) -> Result<(), MigrateError> {
+fn send(r: &mut BufReader<Conn>, m: Message) -> Result<(), MigrateError> {
+    let w = r.get_mut();
     m.send(w)?;
     w.flush()?;
     Ok(())
 }
 
+/// Reads the next frame, checks its place in the protocol, and names a stalled source.
+fn next_frame(r: &mut BufReader<Conn>, buf: &mut Vec<u8>, protocol: &mut ReceiverProtocol, timeout: Duration) -> Result<Kind, MigrateError> {
+    let kind = read_frame(r, buf).map_err(|e| match e {
+        FrameError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            MigrateError::Stalled(timeout.as_secs())
+        }
+        FrameError::Io(io) if r.get_ref().is_tls() => MigrateError::Tls(format!("TLS: {}", super::transport::explain(&io))),
+        other => MigrateError::Protocol(ProtocolError::from(other)),
+    })?;
+    protocol.accept(kind).map_err(|e| MigrateError::Protocol(ProtocolError::OutOfOrder(e)))?;
+    Ok(kind)
+}
+
 fn serve(
-    r: &mut BufReader<TcpStream>,
-    w: &mut BufWriter<TcpStream>,
-    expect: &Expectations,
+    r: &mut BufReader<Conn>,
+    options: &ReceiveOptions,
     build: impl FnOnce(&VmDescription) -> Result<Machine, String>,
 ) -> Result<Machine, MigrateError> {
     let mut buf = Vec::new();
-    match Message::receive(r, &mut buf)? {
-        Message::Hello(_) => send(w, messages::ack(AckStage::Hello))?,
-        other => return Err(unexpected("hello", &other)),
-    }
-    let desc = match Message::receive(r, &mut buf)? {
-        Message::Config(d) => d,
-        other => return Err(unexpected("config", &other)),
+    let mut protocol = ReceiverProtocol::new();
+    let timeout = options.timeout;
+    let decode = |kind, buf: &[u8]| -> Result<Message, MigrateError> {
+        match Message::decode(kind, buf)? {
+            Message::Error(e) => Err(MigrateError::Refused(format!("the source gave up: {}", e.reason))),
+            m => Ok(m),
+        }
     };
-    let mut machine = build(&desc).map_err(MigrateError::Refused)?;
+
+    let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
+    decode(kind, &buf)?;
+    send(r, messages::ack(AckStage::Hello))?;
+
+    let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
+    let Message::Config(desc) = decode(kind, &buf)? else {
+        return Err(MigrateError::Protocol(ProtocolError::Unexpected { expected: "config", got: "another message" }));
+    };
+    // Everything about the description is checked before anything is allocated.
     let kvm = Kvm::new().map_err(|e| MigrateError::Refused(format!("cannot open /dev/kvm: {e}")))?;
-    let local: Vec<String> = machine.parts().virtio.iter().map(|d| lock(d).device_mut().describe()).collect();
-    check(&desc, expect, &local, &kvm).map_err(MigrateError::Refused)?;
-    send(w, messages::ack(AckStage::Config))?;
+    admission::check(&desc, &options.expect, &options.local_devices, &kvm).map_err(MigrateError::Refused)?;
+    let mut machine = build(&desc).map_err(MigrateError::Refused)?;
+    send(r, messages::ack(AckStage::Config))?;
 
     let mem = machine.guest_memory().clone();
     let zero = vec![0u8; migration::PAGE_SIZE];
     loop {
-        let kind = read_frame(r, &mut buf).map_err(ProtocolError::from)?;
+        let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
         if kind == Kind::Pages {
             // Pages go from the network buffer straight into guest memory.
             let batch = PageBatchView::parse(&buf).map_err(ProtocolError::from)?;
@@ -121,13 +154,12 @@ fn serve(
             }
             continue;
         }
-        match Message::decode(kind, &buf)? {
-            Message::Pages(_) => return Err(MigrateError::Memory("page batch decoded twice".into())),
+        match decode(kind, &buf)? {
             Message::RoundDone(done) => tracing::debug!(round = done.round, pages = done.pages, "round received"),
             Message::State(bytes) => {
                 let machine_state = MachineState::decode(&bytes)?;
                 state::restore(machine.parts(), &machine_state)?;
-                send(w, messages::ack(AckStage::Restored))?;
+                send(r, messages::ack(AckStage::Restored))?;
             }
             Message::HandOver(_) => {
                 for device in &machine.parts().virtio {
@@ -137,18 +169,11 @@ fn serve(
                 for device in &machine.parts().virtio {
                     lock(device).device_mut().after_migration();
                 }
-                send(w, messages::ack(AckStage::Resumed))?;
+                send(r, messages::ack(AckStage::Resumed))?;
                 return Ok(machine);
             }
-            Message::Error(e) => return Err(MigrateError::Refused(format!("the source gave up: {}", e.reason))),
-            other => return Err(unexpected("pages, state or hand-over", &other)),
+            // The protocol state machine admits nothing else here.
+            other => return Err(MigrateError::Protocol(ProtocolError::Unexpected { expected: "pages, state or hand-over", got: other.name() })),
         }
-    }
-}
-
-fn unexpected(expected: &'static str, got: &Message) -> MigrateError {
-    match got {
-        Message::Error(e) => MigrateError::Refused(format!("the source reported: {}", e.reason)),
-        _ => MigrateError::Protocol(migration::messages::ProtocolError::Unexpected { expected, got: got.name() }),
     }
 }

@@ -2,11 +2,14 @@
 //! destination side (`destination`), and what both need (dirty tracking, throttling,
 //! the description the destination checks).
 
+pub mod admission;
 pub mod destination;
 pub mod dirty;
 pub mod guest_pages;
 pub mod source;
 pub mod throttle;
+pub mod tls;
+pub mod transport;
 
 use migration::messages::{CpuidEntry, ProtocolError};
 
@@ -32,6 +35,11 @@ pub enum MigrateError {
     Refused(String),
     #[error("{0}")]
     Device(String),
+    /// A TLS set-up or handshake failure (the message says so itself).
+    #[error("{0}")]
+    Tls(String),
+    #[error("the peer sent nothing for {0} s (stalled or gone); giving up")]
+    Stalled(u64),
     #[error("guest memory: {0}")]
     Memory(String),
 }

@@ -5,6 +5,7 @@
 
 use std::io::{BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use migration::PROTOCOL_VERSION;
 use super::dirty::DirtyTracker;
 use super::guest_pages;
 use super::throttle::Throttle;
+use super::tls::TlsIdentity;
+use super::transport::{self, Conn};
 use super::{cpuid_to_wire, MigrateError};
 use crate::api::ApiReply;
 use crate::machine::MachineParts;
@@ -33,6 +36,8 @@ pub struct Options {
     pub max_downtime: Duration,
     /// Cap on bytes per second sent while the guest runs (None: as fast as possible).
     pub max_bandwidth: Option<u64>,
+    /// Mutual TLS from this directory (ca.pem, cert.pem, key.pem); `None`: plaintext.
+    pub tls_dir: Option<PathBuf>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,7 +110,7 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
-type Writer = CountingWriter<BufWriter<TcpStream>>;
+type Writer = CountingWriter<BufWriter<Conn>>;
 
 fn connect(to: &str) -> Result<TcpStream, MigrateError> {
     let err = |source| MigrateError::Connect { to: to.to_string(), source };
@@ -157,22 +162,50 @@ fn mib(bytes_per_s: f64) -> f64 {
     bytes_per_s / (1 << 20) as f64
 }
 
-fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> Result<Report, MigrateError> {
-    let started = Instant::now();
+/// Connects to the destination, over mutual TLS when a TLS directory is given.
+fn open_connection(options: &Options) -> Result<Conn, MigrateError> {
+    // The certificates are read before connecting: a bad TLS directory is the
+    // operator's error and says so without touching the destination.
+    let tls = match &options.tls_dir {
+        Some(dir) => Some(TlsIdentity::load(dir).and_then(|id| id.client_config()).map_err(|e| MigrateError::Tls(e.to_string()))?),
+        None => None,
+    };
     let stream = connect(&options.to)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(ACK_TIMEOUT))?;
-    let mut reader = stream.try_clone()?;
-    let mut w: Writer = CountingWriter { inner: BufWriter::with_capacity(1 << 20, stream), bytes: 0, pace: None };
+    match tls {
+        Some(config) => Conn::client(stream, &options.to, config).map_err(|e| MigrateError::Tls(e.to_string())),
+        None => Ok(Conn::Plain(stream)),
+    }
+}
+
+/// Waits for the destination's acknowledgement of `stage`.
+fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<(), MigrateError> {
+    let conn = w.inner.get_mut();
+    let tls = conn.is_tls();
+    messages::expect_ack(conn, buf, stage).map_err(|e| match e {
+        // A TLS destination that refused this host's certificate says so in an alert,
+        // which arrives on the first read after the handshake.
+        migration::messages::ProtocolError::Frame(migration::frame::FrameError::Io(io)) if tls => {
+            MigrateError::Tls(format!("TLS: {}", transport::explain(&io)))
+        }
+        other => refusal(other),
+    })
+}
+
+fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> Result<Report, MigrateError> {
+    let started = Instant::now();
+    let conn = open_connection(options)?;
+    let mut w: Writer = CountingWriter { inner: BufWriter::with_capacity(1 << 20, conn), bytes: 0, pace: None };
     let mut buf = Vec::new();
 
     // Hello and config: the destination refuses here, before anything is paused.
     Message::Hello(Hello::current()).send(&mut w)?;
     w.flush()?;
-    messages::expect_ack(&mut reader, &mut buf, AckStage::Hello).map_err(refusal)?;
+    expect_ack(&mut w, &mut buf, AckStage::Hello)?;
     Message::Config(describe(parts)).send(&mut w)?;
     w.flush()?;
-    messages::expect_ack(&mut reader, &mut buf, AckStage::Config).map_err(refusal)?;
+    expect_ack(&mut w, &mut buf, AckStage::Config)?;
 
     w.pace = options.max_bandwidth.map(|bytes_per_s| Pace { bytes_per_s, start: Instant::now(), start_bytes: w.bytes });
     let tracker = DirtyTracker::start(&parts.vm, &parts.mem)?;
@@ -225,7 +258,7 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     let paused_at = Instant::now();
     parts.vcpus.pause();
     let mut handed_over = false;
-    let result = stop_and_copy(parts, &tracker, pages, &mut w, &mut reader, &mut buf, &mut batch, &mut report, &mut handed_over);
+    let result = stop_and_copy(parts, &tracker, pages, &mut w, &mut buf, &mut batch, &mut report, &mut handed_over);
     match result {
         Ok(()) => {
             report.downtime_ms = paused_at.elapsed().as_secs_f64() * 1000.0;
@@ -259,7 +292,6 @@ fn stop_and_copy(
     tracker: &DirtyTracker,
     mut pages: Vec<u64>,
     w: &mut Writer,
-    reader: &mut TcpStream,
     buf: &mut Vec<u8>,
     batch: &mut PageBatch,
     report: &mut Report,
@@ -282,14 +314,14 @@ fn stop_and_copy(
     for device in &parts.virtio {
         lock(device).device_mut().flush().map_err(|e| MigrateError::Device(e.to_string()))?;
     }
-    messages::expect_ack(reader, buf, AckStage::Restored).map_err(refusal)?;
+    expect_ack(w, buf, AckStage::Restored)?;
     *handed_over = true;
     for device in &parts.virtio {
         lock(device).device_mut().release_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
     }
     Message::HandOver(HandOver { version: PROTOCOL_VERSION }).send(w)?;
     w.flush()?;
-    messages::expect_ack(reader, buf, AckStage::Resumed).map_err(refusal)?;
+    expect_ack(w, buf, AckStage::Resumed)?;
     Ok(())
 }
 
