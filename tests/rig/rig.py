@@ -61,8 +61,9 @@ QEMU_FIRMWARE = [
     "/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/efi-e1000e.rom", "/usr/lib/ipxe/qemu/efi-virtio.rom",
 ]
 HOST_TOOLS = ["qemu-system-x86_64", "cpio", "gzip", "lz4", "mkfs.ext4", "debugfs", "e2fsck", "busybox", "netperf", "netserver", "ldd"]
-# L1 kernel messages that mean the rig itself is in trouble. Matched only on lines that
-# start with a printk timestamp: guest logs shown by scenarios are prefixed ("  | ").
+# L1 kernel messages that mean the rig itself is in trouble (what they change: classify).
+# Matched only on lines that start with a printk timestamp: guest logs shown by scenarios
+# are prefixed ("  | ").
 KERNEL_FAULT = re.compile(
     r"^\[\s*\d+\.\d+\] .*(soft lockup|hard LOCKUP|rcu: INFO|rcu_\w+ (self-)?detected stall|"
     r"detected stalls on CPUs|watchdog: BUG|Kernel panic|BUG: |Oops|general protection fault|"
