@@ -96,7 +96,9 @@ no_init() {
     _why=$1 _con=$2
     shift 2
     if ! grep -a -q '^TERN-GUEST-INIT' "$_con" 2>/dev/null; then
-        _crash=$(cat "$_con" "$@" 2>/dev/null | grep -a -m 1 -E "$CRASH_SIGNATURES" | tr -d '\r')
+        # Each file on its own: a console that stopped mid-line must not glue its last
+        # bytes to the first line of the next log.
+        _crash=$(grep -a -h -m 1 -E "$CRASH_SIGNATURES" "$_con" "$@" 2>/dev/null | head -n 1 | tr -d '\r')
         if [ -n "$_crash" ]; then
             rig_fault "$_why (L2 guest crashed in early boot: $_crash)" "$_con" "$@"
         fi

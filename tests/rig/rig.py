@@ -10,9 +10,13 @@ can boot Linux): the same scenario scripts run directly on the host.
   tests/rig/rig.py --scenario qemu-smoke --repeat 20    one scenario, 20 fresh L1 boots
   tests/rig/rig.py --scenario qemu-smoke --repeat 20 --retries 0   raw rig fault rate
 
-Rig faults (L1 silent past the watchdog, L1 kernel lockup/stall/panic messages, L1 never
-up, L1 gone mid-run) are retried on a fresh L1, at most --retries times, each retry
-printed with its reason. Scenario failures are never retried. See tests/rig/README.md.
+Rig faults (L1 silent past the watchdog, L1 never up, L1 gone or panicked mid-scenario,
+L1 kernel lockup/stall messages during a scenario that timed out or printed no result,
+or a scenario's own result=rig-fault) are retried on a fresh L1, at most --retries
+times, each retry printed with its reason. Scenario failures (an explicit result=fail
+in a live L1 included, whatever L1's kernel printed) are never retried. A pass that
+needed retries passes the run but is counted and shown apart (pass-after-retry). The
+rules: classify() below and tests/rig/README.md.
 Python 3 standard library only.
 """
 import argparse
@@ -57,8 +61,9 @@ QEMU_FIRMWARE = [
     "/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/efi-e1000e.rom", "/usr/lib/ipxe/qemu/efi-virtio.rom",
 ]
 HOST_TOOLS = ["qemu-system-x86_64", "cpio", "gzip", "lz4", "mkfs.ext4", "debugfs", "e2fsck", "busybox", "netperf", "netserver", "ldd"]
-# L1 kernel messages that mean the rig itself is in trouble. Matched only on lines that
-# start with a printk timestamp: guest logs shown by scenarios are prefixed ("  | ").
+# L1 kernel messages that mean the rig itself is in trouble (what they change: classify).
+# Matched only on lines that start with a printk timestamp: guest logs shown by scenarios
+# are prefixed ("  | ").
 KERNEL_FAULT = re.compile(
     r"^\[\s*\d+\.\d+\] .*(soft lockup|hard LOCKUP|rcu: INFO|rcu_\w+ (self-)?detected stall|"
     r"detected stalls on CPUs|watchdog: BUG|Kernel panic|BUG: |Oops|general protection fault|"
@@ -345,6 +350,7 @@ class Outcome:
         self.timeout = scenario_meta(name)["timeout"]
         self.rc = None
         self.start = self.end = None
+        self.retried = []       # reasons of earlier attempts that rig-faulted it (run_group)
 
     def figures(self):
         """{name: float} from the TERN-BENCH lines. Non-numeric fields of a line (vmm=qemu,
@@ -366,26 +372,83 @@ class Outcome:
     def seconds(self):
         return None if self.start is None or self.end is None else self.end - self.start
 
-    def finish(self):
-        passes = [r for r in self.results if r[0] == "pass"]
-        fails = [r for r in self.results if r[0] == "fail"]
-        # A scenario may declare a rig fault itself: the QEMU anchors do when QEMU's own
-        # L2 guest never boots, which says nothing about tern (see tests/rig/README.md).
-        rig = [r for r in self.results if r[0] == "rig-fault"]
-        if len(self.results) == 1 and rig:
-            self.kind, self.reason = "rig-fault", "scenario: " + (rig[0][1] or "rig fault")
-        elif len(self.results) > 1:
-            self.kind, self.reason = "fail", f"{len(self.results)} result markers (the contract is exactly one)"
-        elif passes and not self.timed_out:
-            self.kind = "pass"
-        elif self.faults:
-            self.kind, self.reason = "rig-fault", "L1 kernel: " + self.faults[0]
-        elif self.timed_out:
-            self.kind, self.reason = "fail", f"timeout ({self.timeout} s) inside a live L1"
-        elif fails:
-            self.kind, self.reason = "fail", fails[0][1] or "(no reason given)"
-        else:
-            self.kind, self.reason = "fail", f"no TERN-SCENARIO result marker (exit code {self.rc})"
+    def finish(self, ended=True, l1_fault=None):
+        """Sets kind and reason from what was seen (see classify). ended: L1 printed this
+        scenario's TERN-RIG-SCENARIO-END (always true in host mode); l1_fault: the boot's
+        own rig fault, if any."""
+        self.kind, self.reason = classify(self.results, started=self.start is not None or ended, ended=ended,
+                                          timed_out=self.timed_out, timeout=self.timeout, faults=self.faults,
+                                          rc=self.rc, l1_fault=l1_fault)
+
+
+# An L1 kernel fault line that means L1 itself is dead (panic=-1: L1 resets at once).
+L1_DEATH = re.compile(r"Kernel panic")
+
+
+def fault_note(faults):
+    """The L1 kernel fault lines of a scenario, shortened for a reason."""
+    more = f" (+{len(faults) - 1} more)" if len(faults) > 1 else ""
+    return f"L1 kernel: {faults[0]}{more}"
+
+
+def classify(results, *, started=True, ended=True, timed_out=False, timeout=DEFAULT_TIMEOUT, faults=(),
+             rc=None, l1_fault=None):
+    """One scenario run's outcome: (kind, reason), kind pass | fail | rig-fault | not-run.
+
+    results: the (result, reason) pairs of its TERN-SCENARIO markers; started / ended: L1
+    printed its TERN-RIG-SCENARIO-BEGIN / -END (both always true in host mode);
+    timed_out: L1's timer for it fired; faults: L1 kernel fault lines (KERNEL_FAULT)
+    printed while it ran; rc: its exit code; l1_fault: the boot's own rig fault, if any.
+
+    The first rule that matches decides:
+    1. not started: not-run (L1 ended, or had no /dev/kvm, before it began).
+    2. exactly one marker, result=rig-fault: rig-fault (the scenario says the rig broke
+       its L2 guest: lib.sh's rig_fault, no_init, net_guest_ended).
+    3. more than one marker: fail (the contract is exactly one).
+    4. exactly one marker, result=pass, L1's timer did not fire: pass, even if L1 printed
+       kernel faults meanwhile or died right after it.
+    5. L1 died while it ran: L1 never printed its end (L1 silent past the watchdog,
+       L1's own timer never ending it, L1 reset, powered off or crashed: l1_fault says
+       which), or an L1 "Kernel panic" line appeared: rig-fault, whatever the scenario
+       printed; a failure it reported is kept in the reason.
+    6. L1's timer fired: rig-fault if L1 printed kernel faults meanwhile (a stalled L1
+       slows everything), else fail (timeout). The scenario's own "interrupted (signal)"
+       failure, printed when the timer ends it, does not count as an explicit failure.
+    7. result=fail: fail with its reason. L1 lived on, so L1 kernel fault lines (a Call
+       Trace, a lockup warning) do not make it a rig fault; they are added to the reason.
+    8. no marker: rig-fault if L1 printed kernel faults meanwhile, else fail.
+    """
+    passes = [r for r in results if r[0] == "pass"]
+    fails = [r for r in results if r[0] == "fail"]
+    rig = [r for r in results if r[0] == "rig-fault"]
+    if not started:
+        return "not-run", l1_fault or "L1 ended early"
+    if len(results) == 1 and rig:
+        return "rig-fault", "scenario: " + (rig[0][1] or "rig fault")
+    if len(results) > 1:
+        return "fail", f"{len(results)} result markers (the contract is exactly one)"
+    if passes and not timed_out:
+        return "pass", ""
+    said = f" (the scenario had reported a failure: {fails[0][1] or '(no reason given)'})" if fails else ""
+    panics = [f for f in faults if L1_DEATH.search(f)]
+    if not ended:
+        return "rig-fault", (l1_fault or (fault_note(panics) if panics else "L1 ended mid-scenario")) + said
+    if panics:
+        return "rig-fault", fault_note(panics) + said
+    if timed_out:
+        if faults:
+            return "rig-fault", fault_note(faults) + f" (and the scenario's {timeout} s timeout fired)"
+        return "fail", f"timeout ({timeout} s) inside a live L1"
+    if fails:
+        return "fail", (fails[0][1] or "(no reason given)") + (f" [{fault_note(faults)}]" if faults else "")
+    if faults:
+        return "rig-fault", fault_note(faults) + f" (and no TERN-SCENARIO result marker, exit code {rc})"
+    return "fail", f"no TERN-SCENARIO result marker (exit code {rc})"
+
+
+def tally_kind(oc):
+    """pass-after-retry for a pass that needed a retry (oc.retried), else oc.kind."""
+    return "pass-after-retry" if oc.kind == "pass" and oc.retried else oc.kind
 
 
 class Options:
@@ -504,7 +567,15 @@ class L1Boot:
                 log.write(f"[{t - t0:8.3f}] {line}\n")
                 self.last.append(line)
         self.wall = time.monotonic() - t0
-        if done_at is None and self.fault is None:
+        self.settle(rc, done_at is not None)
+        log.write(f"# rig: fault={self.fault} wall={self.wall:.1f}s qemu_rc={rc}\n")
+        log.close()
+        return self
+
+    def settle(self, rc, done):
+        """After L1 stopped (QEMU exit code rc; done: L1 printed TERN-RIG-DONE): the boot's
+        own fault, if any, and every scenario's outcome (classify)."""
+        if not done and self.fault is None:
             self.fault = (f"L1 ended (QEMU exit code {rc}) before finishing its scenarios"
                           + (": L1 reset or powered off (a triple fault ends QEMU under -no-reboot)" if rc == 0 else ""))
             panics = [ln for ln in self.last if "Kernel panic" in ln]
@@ -512,21 +583,11 @@ class L1Boot:
                 self.fault += ": " + panics[-1].strip()
         if self.fault and self.kernel_faults and "L1 kernel" not in self.fault:
             self.fault += f" (L1 kernel said first: {self.kernel_faults[0]})"
-        log.write(f"# rig: fault={self.fault} wall={self.wall:.1f}s qemu_rc={rc}\n")
-        log.close()
-        # scenario outcomes
         for n in self.names:
             oc = self.outcomes[n]
-            if oc.end is not None:
-                oc.finish()
-            elif oc.results and all(r[0] == "pass" for r in oc.results) and len(oc.results) == 1:
-                oc.kind = "pass"
+            oc.finish(ended=oc.end is not None, l1_fault=self.fault)
+            if oc.kind == "pass" and oc.end is None:
                 self.warnings.append(f"{n}: passed, but L1 failed before the scenario ended ({self.fault})")
-            elif oc.start is not None:
-                oc.kind, oc.reason = "rig-fault", self.fault or "L1 ended mid-scenario"
-            else:
-                oc.kind, oc.reason = "not-run", self.fault or "L1 ended early"
-        return self
 
     def on_line(self, line, t, cur):
         if cur is not None:
@@ -681,11 +742,15 @@ def fmt_s(x):
     return "-" if x is None else f"{x:.1f}s"
 
 
-def run_group(opts, names, say, tag):
-    """Runs one group (one L1 boot, plus retries on rig faults). Returns (outcomes, boots)."""
+def run_group(opts, names, say, tag, runner=None):
+    """Runs one group (one L1 boot, plus retries on rig faults). Returns (outcomes, boots).
+    Each final outcome's `retried` lists the earlier attempts that rig-faulted that
+    scenario ("boot N: reason"); a scenario that only did not run in a faulted boot was
+    not retried. runner: the boot class (default L1Boot, or HostRun in host mode)."""
     final = {}
     pending = list(names)
     boots = []
+    retried = {n: [] for n in names}
     for n in list(pending):
         meta = scenario_meta(n)
         if not meta["exists"]:
@@ -698,19 +763,22 @@ def run_group(opts, names, say, tag):
             oc.kind, oc.reason = "fail", opts.no_tern_reason
             final[n] = oc
             pending.remove(n)
+    runner = runner or (HostRun if opts.mode == "host" else L1Boot)
     attempt = 0
     while pending:
         log_path = os.path.join(LOGS, f"{opts.stamp}-{tag}-boot{attempt}.log")
-        runner = HostRun if opts.mode == "host" else L1Boot
         b = runner(opts, pending, log_path).run()
         boots.append(b)
         for w in b.warnings:
             say(f"  warning: {w}")
         for n in list(pending):
             oc = b.outcomes[n]
+            oc.retried = list(retried[n])
             if oc.kind in ("pass", "fail"):
                 final[n] = oc
                 pending.remove(n)
+            elif oc.kind == "rig-fault":
+                retried[n].append(f"boot {attempt + 1}: {oc.reason}")
         if not pending:
             break
         reasons = sorted({b.outcomes[n].reason for n in pending if b.outcomes[n].kind == "rig-fault"} |
@@ -732,16 +800,48 @@ def run_group(opts, names, say, tag):
     return [final[n] for n in names], boots
 
 
+def retries_text(n):
+    return f"{n} {'retry' if n == 1 else 'retries'}"
+
+
+def verdict(oc):
+    """The outcome of a per-scenario line: pass, pass after N retries, FAIL, RIG-FAULT, NOT-RUN."""
+    if oc.kind == "pass":
+        return f"pass after {retries_text(len(oc.retried))}" if oc.retried else "pass"
+    return oc.kind.upper()
+
+
 def describe(oc, boots):
     bench = " ; ".join(" ".join(f"{k}={v}" for k, v in line) for line in oc.bench_lines)
     l1 = boots[-1].l1_up if boots else None
-    s = f"{oc.name}: {oc.kind.upper() if oc.kind != 'pass' else 'pass'}"
+    s = f"{oc.name}: {verdict(oc)}"
     s += f" | L1-up {fmt_s(l1)} | scenario {fmt_s(oc.seconds)} | boots {len(boots)}"
     if bench:
         s += f" | {bench}"
     if oc.kind != "pass":
         s += f" | reason: {oc.reason}"
+    if oc.retried:
+        s += " | retried after: " + " ; ".join(oc.retried)
     return s
+
+
+# The kinds a scenario run is counted as, in the tally and the final line.
+TALLY_KINDS = ("pass", "pass-after-retry", "fail", "rig-fault", "not-run")
+
+
+def final_verdict(outcomes):
+    """(last line of the run, exit status). Only passes, clean or after retries, make the
+    run pass (exit 0); the line counts every kind and names the scenarios that passed
+    only after retries, so that a retry never hides."""
+    kinds = collections.Counter(tally_kind(oc) for oc in outcomes)
+    ok = bool(outcomes) and all(k in ("pass", "pass-after-retry") for k in kinds)
+    line = (f"RESULT: {'PASS' if ok else 'FAIL'} ({len(outcomes)} scenario runs: "
+            + " ".join(f"{k}={kinds[k]}" for k in TALLY_KINDS) + ")")
+    after = [f"{oc.name} after {retries_text(len(oc.retried))}" for oc in outcomes
+             if tally_kind(oc) == "pass-after-retry"]
+    if after:
+        line += "; passed only after rig-fault retries: " + ", ".join(after)
+    return line, 0 if ok else 1
 
 
 def main():
@@ -824,7 +924,7 @@ def main():
             subprocess.run(["ip", "link", "del", dev], capture_output=True)
 
     # tally
-    kinds = collections.Counter(oc.kind for _r, _g, oc, _b in all_results)
+    kinds = collections.Counter(tally_kind(oc) for _r, _g, oc, _b in all_results)
     seen_boots = {}
     for _r, _g, _oc, boots in all_results:
         for b in boots:
@@ -833,8 +933,9 @@ def main():
     retries = [b.fault or "; ".join(sorted({oc.reason for oc in b.outcomes.values() if oc.kind == "rig-fault"}))
                for b in boots if b.fault or any(oc.kind == "rig-fault" for oc in b.outcomes.values())]
     say("", "=" * 78,
-        f"TALLY scenarios={len(all_results)} pass={kinds['pass']} scenario-fail={kinds['fail']} "
-        f"rig-fault={kinds['rig-fault']} | L1 boots={len(boots)} rig-faulted boots={len(retries)} "
+        f"TALLY scenarios={len(all_results)} pass={kinds['pass']} pass-after-retry={kinds['pass-after-retry']} "
+        f"scenario-fail={kinds['fail']} rig-fault={kinds['rig-fault']} not-run={kinds['not-run']} "
+        f"| L1 boots={len(boots)} rig-faulted boots={len(retries)} "
         f"| wall {time.monotonic() - t_all:.0f}s")
     for i, why in enumerate(retries):
         say(f"  rig fault {i + 1}: {why}")
@@ -847,6 +948,9 @@ def main():
     for n, ocs in by_name.items():
         secs = [oc.seconds for oc in ocs if oc.seconds is not None and oc.kind == "pass"]
         line = f"  {n}: pass {sum(oc.kind == 'pass' for oc in ocs)}/{len(ocs)}"
+        after = sum(tally_kind(oc) == "pass-after-retry" for oc in ocs)
+        if after:
+            line += f" ({after} only after retries)"
         if secs:
             line += f"; scenario time min {min(secs):.1f}s median {statistics.median(secs):.1f}s max {max(secs):.1f}s"
         figs = [oc.figures() for oc in ocs]
@@ -857,8 +961,12 @@ def main():
         for oc in ocs:
             if oc.kind != "pass":
                 say(f"    {oc.kind}: {oc.reason}")
+            elif oc.retried:
+                say("    pass-after-retry: retried after " + " ; ".join(oc.retried))
     say(f"summary: {say.path}")
-    sys.exit(0 if kinds["fail"] == 0 and kinds["rig-fault"] == 0 and kinds["not-run"] == 0 else 1)
+    line, status = final_verdict([oc for _r, _g, oc, _b in all_results])
+    say(line)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
