@@ -2,7 +2,8 @@
 # tests/run-all.sh: every test of tern, the single command for a fresh machine.
 #   1. host packages (resources/install-host-packages.sh: QEMU 10 from bookworm-backports,
 #      busybox-static, cpio, lz4, e2fsprogs, netperf)
-#   2. cargo test --workspace --release   (unit tests and host-KVM tests)
+#   2. rig classifier tests (tests/rig/test_*.py), then
+#      cargo test --workspace --release   (unit tests and host-KVM tests)
 #   3. cargo build --release              (target/release/tern, used by the e2e scenarios)
 #   4. resources/guest/build.sh           (guest kernel, initramfs, rootfs; cached)
 #   5. tests/rig/rig.py --suite tests/e2e/suite.txt   (e2e scenarios: nested rig, or
@@ -64,6 +65,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     failed=1
     finish
 fi
+
+run_step "rig classifier tests" env PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tests/rig -p 'test_*.py'
 
 no_tern=()
 if [ $do_cargo -eq 1 ]; then

@@ -121,6 +121,14 @@ def migrate_section(rows, out):
         t, q = median(col("tern-migrate", key)), median(col("qemu-migrate", key))
         out.append(f"| {label} | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
     out.append(f"\nruns: tern {len(col('tern-migrate', 'total_ms'))}, QEMU {len(col('qemu-migrate', 'total_ms'))}\n")
+    out.append("### tern: mutual TLS (tern-migrate) vs plaintext (tern-migrate-plain), same L1s (medians)\n")
+    out.append("| figure | TLS | plaintext | TLS/plaintext |")
+    out.append("|---|---|---|---|")
+    for key, label in (("total_ms", "total time (ms)"), ("downtime_ms", "downtime (ms)"),
+                       ("ping_max_gap_ms", "largest ping gap (ms)")):
+        t, p = median(col("tern-migrate", key)), median(col("tern-migrate-plain", key))
+        out.append(f"| {label} | {fmt(t,0)} | {fmt(p,0)} | {fmt(ratio(t,p),2)} |")
+    out.append(f"\nruns: TLS {len(col('tern-migrate', 'total_ms'))}, plaintext {len(col('tern-migrate-plain', 'total_ms'))}\n")
 
 
 def plot(data, path):

@@ -166,6 +166,14 @@ need_kvm() { [ -c /dev/kvm ] || fail "no /dev/kvm here"; }
 need_tern() {
     [ -n "$TERN" ] && [ -x "$TERN" ] || fail "tern binary missing ($TERN): build it with cargo build --release"
 }
+# Migration TLS certificates (tests/tls/make-test-certs.sh, made by rig.py): dest/,
+# source/ (same CA) and rogue/ (another CA), each with ca.pem, cert.pem, key.pem.
+TLS_CERTS=${TLS_CERTS:-$(dirname "${GUEST:-.}")/tls}
+need_tls() {
+    for _d in dest source rogue; do
+        [ -f "$TLS_CERTS/$_d/key.pem" ] || fail "TLS test certificates missing ($TLS_CERTS/$_d): rig.py makes them with tests/tls/make-test-certs.sh"
+    done
+}
 
 alive() {
     [ -e "/proc/$1/stat" ] || return 1

@@ -41,6 +41,9 @@ TARGET = os.path.join(ROOT, "target")
 CACHE = os.path.join(TARGET, "rig-cache")
 LOGS = os.path.join(TARGET, "rig-logs")
 GUEST = os.path.join(TARGET, "guest")
+# Migration TLS test certificates (tests/tls/make-test-certs.sh); scenarios find them
+# beside the guest artifacts: $GUEST/../tls (target/tls here, /payload/tls in L1).
+TLS_CERTS = os.path.join(TARGET, "tls")
 E2E = os.path.join(ROOT, "tests", "e2e")
 RIG = os.path.join(ROOT, "tests", "rig")
 GUEST_SRC = os.path.join(ROOT, "resources", "guest")
@@ -257,15 +260,25 @@ def build_l1_initrd(kenv, compress):
     return out
 
 
+def make_test_certs():
+    r = subprocess.run(["sh", os.path.join(ROOT, "tests", "tls", "make-test-certs.sh"), TLS_CERTS])
+    if r.returncode != 0:
+        die("tests/tls/make-test-certs.sh failed")
+
+
 def build_payload(with_tern, base_libs):
-    """ext4 image for L1's /payload: guest artifacts, tern (+ libraries L1 lacks), tests/e2e."""
+    """ext4 image for L1's /payload: guest artifacts, tern (+ libraries L1 lacks), tests/e2e,
+    the TLS test certificates."""
     e2e_files = []
     for dp, _dn, fn in os.walk(E2E):
         e2e_files += [os.path.join(dp, f) for f in sorted(fn)]
+    tls_files = []
+    for dp, _dn, fn in os.walk(TLS_CERTS):
+        tls_files += [os.path.join(dp, f) for f in sorted(fn)]
     guest_files = [os.path.join(GUEST, f) for f in sorted(os.listdir(GUEST)) if not f.startswith(".")]
     tern = TERN_BIN if with_tern and os.path.exists(TERN_BIN) else None
     tern_libs = [lib for lib in ldd([tern]) if os.path.basename(lib) not in base_libs] if tern else []
-    h = file_key(sorted(e2e_files) + guest_files + ([tern] if tern else []) + tern_libs)
+    h = file_key(sorted(e2e_files) + sorted(tls_files) + guest_files + ([tern] if tern else []) + tern_libs)
     key = h.hexdigest()[:16]
     out = os.path.join(CACHE, f"payload-{key}.ext4")
     if os.path.exists(out):
@@ -285,6 +298,8 @@ def build_payload(with_tern, base_libs):
         link(f, os.path.join(stage, "guest", os.path.basename(f)))
     for f in e2e_files:
         link(f, os.path.join(stage, "e2e", os.path.relpath(f, E2E)))
+    for f in tls_files:
+        link(f, os.path.join(stage, "tls", os.path.relpath(f, TLS_CERTS)))
     if tern:
         link(tern, os.path.join(stage, "tern"))
         for lib in tern_libs:
@@ -886,6 +901,7 @@ def main():
     o.qemu = shutil.which("qemu-system-x86_64")
     t_prep = time.monotonic()
     kenv = build_guest()
+    make_test_certs()
     o.with_tern = a.no_tern is None and os.path.exists(TERN_BIN)
     o.no_tern_reason = (f"tern binary unavailable: {a.no_tern}" if a.no_tern else
                         f"tern binary missing: {os.path.relpath(TERN_BIN, ROOT)} (run cargo build --release)")

@@ -4,10 +4,11 @@
 #   1. boot the default guest (2 vCPUs, virtio-net on tap0) and run netperf inside it
 #      against netserver on the host side of the TAP;
 #   2. boot it again with the dirty workload and a disk, and live-migrate it to a second
-#      tern (tap1) with `tern migrate`, printing the migration report.
+#      tern (tap1) with `tern migrate` over mutual TLS, printing the migration report.
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
+need_tls
 set -- $TAPS
 tap_src=$1 tap_dst=$2
 ip=10.0.2.15
@@ -24,7 +25,7 @@ grep -a -q '^TERN-GUEST-INIT' "$con" || no_init "netperf guest did not reach ini
 grep '^TERN-GUEST-INIT\|^TERN-GUEST-NET\|^TERN-NETPERF' "$con" | sed 's/^/    /'
 grep -q '^TERN-NETPERF test=TCP_RR .*result=[0-9]' "$con" || fail "netperf did not complete" "$con"
 
-step "2. tern run + tern receive + tern migrate"
+step "2. tern run + tern receive + tern migrate (mutual TLS)"
 truncate -s 64M "$WORK/data.img"
 mkfifo "$WORK/dst.in"
 start_vmm src "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --cpus 2 --memory 512M \
@@ -32,13 +33,13 @@ start_vmm src "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.c
     --disk "path=$WORK/data.img" --net "tap=$tap_src" --serial "file=$WORK/src.log" --api-socket "$WORK/src.sock"
 src=$VMM_PID
 wait_for_marker "$WORK/src.log" '^TERN-DIRTY counter=' 180 || no_init "source guest not running its workload" "$WORK/src.log" "$WORK/src.out"
-"$TERN" receive --listen 127.0.0.1:4444 --disk "path=$WORK/data.img" --net "tap=$tap_dst" --serial stdio \
+"$TERN" receive --listen 127.0.0.1:4444 --tls-dir "$TLS_CERTS/dest" --disk "path=$WORK/data.img" --net "tap=$tap_dst" --serial stdio \
     <"$WORK/dst.in" >"$WORK/dst.log" 2>"$WORK/dst.out" &
 dst=$!
 _lib_pids="$_lib_pids $dst"
 exec 6>"$WORK/dst.in"
 sleep 1
-"$TERN" migrate --api-socket "$WORK/src.sock" --to 127.0.0.1:4444 >"$WORK/migrate.out" 2>&1 ||
+"$TERN" migrate --api-socket "$WORK/src.sock" --to 127.0.0.1:4444 --tls-dir "$TLS_CERTS/source" >"$WORK/migrate.out" 2>&1 ||
     fail "tern migrate failed" "$WORK/migrate.out" "$WORK/src.out" "$WORK/dst.out"
 sed 's/^/    /' "$WORK/migrate.out"
 wait_exit "$src" 20 || fail "source still running" "$WORK/src.out"

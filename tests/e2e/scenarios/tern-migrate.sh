@@ -1,9 +1,9 @@
 #!/bin/sh
 # rig: timeout=600 needs=tern
 # tern-migrate: live migration of a Linux guest between two tern processes in L1 over
-# loopback TCP. The guest runs the dirty job (64 MiB working set rewritten all the
-# time, a counter, netserver) with virtio-net (source on tap0, destination on tap1,
-# both in br0) and a virtio-blk data disk (shared image); consoles are on FIFOs so
+# loopback TCP with mutual TLS (tests/tls/make-test-certs.sh's certificates). The guest
+# runs the dirty job (64 MiB working set rewritten all the time, a counter, netserver)
+# with virtio-net (source on tap0, destination on tap1, both in br0) and a virtio-blk data disk (shared image); consoles are on FIFOs so
 # commands can be typed into the guest. Before migrating, the guest writes 8 MiB of
 # known data to its disk. First, a migration whose destination is killed mid-way must
 # fail and leave the guest running (and counting) on the source. Then, while L1 pings
@@ -16,6 +16,14 @@
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
+# MIGRATE_TLS=off (tern-migrate-plain, a benchmark) migrates in plaintext instead.
+tls=${MIGRATE_TLS:-on}
+if [ "$tls" = on ]; then
+    need_tls
+    tls_dest="--tls-dir $TLS_CERTS/dest" tls_source="--tls-dir $TLS_CERTS/source"
+else
+    tls_dest="" tls_source=""
+fi
 mem=${MIGRATE_MEM_MB:-512}
 ip=10.0.2.15
 set -- $TAPS
@@ -46,13 +54,13 @@ until ping -c 1 -W 1 $ip >/dev/null 2>&1; do
 done
 
 # 1. A destination that is killed mid-way: the source must keep the guest.
-"$TERN" receive --listen 127.0.0.1:4445 --memory "${mem}M" --serial stdio \
+"$TERN" receive --listen 127.0.0.1:4445 --memory "${mem}M" --serial stdio $tls_dest \
     --disk "path=$WORK/data.img" --net "tap=$tap_dst" <"$WORK/dst2.in" >"$WORK/dst2.log" 2>"$WORK/dst2.out" &
 dst2=$!
 _lib_pids="$_lib_pids $dst2"
 exec 7>"$WORK/dst2.in"
 sleep 1
-"$TERN" migrate --api-socket "$WORK/src.sock" --to 127.0.0.1:4445 >"$WORK/migrate-fail.out" 2>&1 &
+"$TERN" migrate --api-socket "$WORK/src.sock" --to 127.0.0.1:4445 $tls_source >"$WORK/migrate-fail.out" 2>&1 &
 mig=$!
 # Kill the destination once memory is flowing: when it holds 40 MiB of guest pages
 # (resident set), well inside the first round (the guest has ~130 MiB in use).
@@ -84,7 +92,7 @@ done
 step "killed destination: migration failed cleanly ($(tail -n 1 "$WORK/migrate-fail.out")), source guest still counting ($c0 -> $c_after)"
 
 # 2. The real migration.
-"$TERN" receive --listen 127.0.0.1:4444 --memory "${mem}M" --serial stdio \
+"$TERN" receive --listen 127.0.0.1:4444 --memory "${mem}M" --serial stdio $tls_dest \
     --disk "path=$WORK/data.img" --net "tap=$tap_dst" <"$WORK/dst.in" >"$WORK/dst.log" 2>"$WORK/dst.out" &
 dst=$!
 _lib_pids="$_lib_pids $dst"
@@ -95,7 +103,7 @@ ping_pid=$!
 _lib_pids="$_lib_pids $ping_pid"
 sleep 1
 t0=$(now_ms)
-"$TERN" migrate --api-socket "$WORK/src.sock" --to 127.0.0.1:4444 --json >"$WORK/report.json" 2>"$WORK/migrate.err" ||
+"$TERN" migrate --api-socket "$WORK/src.sock" --to 127.0.0.1:4444 $tls_source --json >"$WORK/report.json" 2>"$WORK/migrate.err" ||
     fail "tern migrate failed" "$WORK/migrate.err" "$WORK/src.out" "$WORK/dst.out"
 wall=$(since_ms "$t0")
 wait_exit "$src" 20 || fail "source still running after the migration" "$WORK/src.out"
@@ -123,5 +131,5 @@ wait_exit "$dst" 60 || fail "destination guest did not power off" "$WORK/dst.log
 [ "$EXIT_RC" = 0 ] || fail "destination exited with $EXIT_RC" "$WORK/dst.out"
 num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" "$WORK/report.json"; }
 step "migrated: working set and disk verified on the destination, counter $c_after -> $c1"
-bench vmm=tern mem_mb=$mem total_ms=$(num total_ms) downtime_ms=$(num downtime_ms) ping_max_gap_ms=$gap rounds=$(num rounds) bytes_sent=$(num bytes_sent) zero_pages=$(num zero_pages) max_throttle=$(num max_throttle_percent) wall_ms=$wall
+bench vmm=tern tls=$tls mem_mb=$mem total_ms=$(num total_ms) downtime_ms=$(num downtime_ms) ping_max_gap_ms=$gap rounds=$(num rounds) bytes_sent=$(num bytes_sent) zero_pages=$(num zero_pages) max_throttle=$(num max_throttle_percent) wall_ms=$wall
 pass
