@@ -187,7 +187,7 @@ fn a_tls_source_to_a_plaintext_receiver_is_told_why() {
     let e = tls_client(r.port, "source").err().expect("no TLS handshake with a plaintext receiver");
     assert!(e.contains("TLS handshake"), "{e}");
     let (code, err) = r.finish();
-    assert_clean_failure(code, &err, "speaks TLS to a plaintext receiver");
+    assert_clean_failure(code, &err, "the peer speaks TLS and this side does not");
 }
 
 #[test]

@@ -46,7 +46,7 @@ pub enum FrameError {
     Closed,
     #[error("unknown message kind {0} (corrupt stream or different protocol)")]
     UnknownKind(u8),
-    #[error("the peer speaks TLS to a plaintext receiver (give both sides --tls-dir)")]
+    #[error("the peer speaks TLS and this side does not (give both sides --tls-dir)")]
     TlsPeer,
     #[error("message of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit (corrupt stream)")]
     TooLarge(u32),
@@ -78,8 +78,8 @@ pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Kind, FrameErr
     if let Err(e) = r.read_exact(&mut header) {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Closed } else { FrameError::Io(e) });
     }
-    // A TLS record starts with content type 22 (handshake) and version 3.x.
-    if header[0] == 0x16 && header[1] == 3 {
+    // A TLS record starts with its content type (21 alert, 22 handshake) and version 3.x.
+    if matches!(header[0], 0x15 | 0x16) && header[1] == 3 {
         return Err(FrameError::TlsPeer);
     }
     let kind = Kind::from_u8(header[0]).ok_or(FrameError::UnknownKind(header[0]))?;
@@ -87,9 +87,13 @@ pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Kind, FrameErr
     if len > MAX_PAYLOAD {
         return Err(FrameError::TooLarge(len));
     }
+    // The buffer grows as bytes arrive: a header alone cannot make this side allocate
+    // the length it claims.
     buf.clear();
-    buf.resize(len as usize, 0);
-    r.read_exact(buf).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Closed } else { FrameError::Io(e) })?;
+    let got = r.take(u64::from(len)).read_to_end(buf).map_err(FrameError::Io)?;
+    if got != len as usize {
+        return Err(FrameError::Closed);
+    }
     Ok(kind)
 }
 
@@ -120,6 +124,12 @@ mod tests {
         assert!(matches!(read_frame(&mut &[1u8, 0xff, 0xff, 0xff, 0xff][..], &mut buf), Err(FrameError::TooLarge(_))));
         // Truncated payload.
         assert!(matches!(read_frame(&mut &[1u8, 10, 0, 0, 0, 1, 2][..], &mut buf), Err(FrameError::Closed)));
+        // A header claiming the maximum, then nothing: no 64 MiB buffer for it.
+        let mut small = Vec::new();
+        let mut claim = vec![3u8];
+        claim.extend_from_slice(&MAX_PAYLOAD.to_le_bytes());
+        assert!(matches!(read_frame(&mut &claim[..], &mut small), Err(FrameError::Closed)));
+        assert!(small.capacity() < 1 << 20, "allocated {} bytes for an empty frame", small.capacity());
         // Truncated header.
         assert!(matches!(read_frame(&mut &[1u8, 10][..], &mut buf), Err(FrameError::Closed)));
     }

@@ -80,7 +80,12 @@ pub fn receive(
     if let Err(e) = &result {
         // Best effort: the source may already be gone.
         let w = reader.get_mut();
-        let _ = messages::error(e.to_string()).send(w);
+        // The source prefixes a refusal with "destination refused" itself.
+        let reason = match e {
+            MigrateError::Refused(reason) => reason.clone(),
+            other => other.to_string(),
+        };
+        let _ = messages::error(reason).send(w);
         let _ = w.flush();
     }
     result
