@@ -13,7 +13,7 @@ use devices::virtio::VirtioInterrupt;
 
 use crate::guarded_memory::{GuardedMemory, GuestMemoryMmap};
 use crate::inputs::{NetInput, NetOp, ERRNOS};
-use crate::virtqueue::{check_used, QueueImage, Rings};
+use crate::virtqueue::{check_returned, used_entries, QueueImage, Rings};
 
 /// Where each queue's rings are.
 pub const RX_RINGS: Rings = Rings { base: 0 };
@@ -73,7 +73,8 @@ pub struct Outcome {
     pub received: Vec<Vec<u8>>,
     /// The network end was closed (frames in flight were lost).
     pub peer_closed: bool,
-    /// The used ring entries of the queue under test.
+    /// The used ring entries of the queue under test (as guest memory holds them
+    /// now: the device's receive buffers may have overwritten them).
     pub used: Vec<(u32, u32)>,
 }
 
@@ -144,10 +145,13 @@ pub fn run(input: &NetInput, under: Under) -> Outcome {
         Under::Rx => RX_RINGS,
         Under::Tx => TX_RINGS,
     };
-    let used = check_used(mem, under_rings, &input.queue);
-    if let (Some(image), true) = (&input.ctrl, under == Under::Tx) {
-        check_used(mem, CTRL_RINGS, image);
+    let states = nic.queue_states();
+    let index = if under == Under::Rx { 0 } else { 1 };
+    check_returned(states[index].next_used, &input.queue);
+    if let (Some(image), Some(state)) = (&input.ctrl, states.get(2)) {
+        check_returned(state.next_used, image);
     }
+    let used = used_entries(mem, under_rings, &input.queue, states[index].next_used);
     let stats = nic.stats();
     for frame in &received {
         assert!(

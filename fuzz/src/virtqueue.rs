@@ -299,22 +299,20 @@ pub fn used_elem(mem: &GuestMemoryMmap, rings: Rings, size: u16, i: u16) -> (u32
     (id, len)
 }
 
-/// Checks what the device returned on the used ring (which started at 0): no more
-/// chains than were made available, and every id a valid descriptor index.
-/// Returns the entries.
-pub fn check_used(mem: &GuestMemoryMmap, rings: Rings, image: &QueueImage) -> Vec<(u32, u32)> {
+/// Checks how many chains the device returned (its own `next_used`, which guest
+/// buffers cannot overwrite, unlike the used ring itself: a guest may legally point
+/// a receive buffer at its own rings): no more than were made available.
+pub fn check_returned(next_used: u16, image: &QueueImage) {
     let size = image.size();
-    let returned = used_idx(mem, rings);
     assert!(
-        returned <= image.published() && returned <= size,
-        "device returned {returned} chains, driver made {} available (queue size {size})",
+        next_used <= image.published() && next_used <= size,
+        "device returned {next_used} chains, driver made {} available (queue size {size})",
         image.published()
     );
-    (0..returned)
-        .map(|k| {
-            let (id, len) = used_elem(mem, rings, size, k);
-            assert!(id < u32::from(size), "used id {id} outside a queue of {size}");
-            (id, len)
-        })
-        .collect()
+}
+
+/// The used ring entries `0..count`: (descriptor id, length). Only meaningful when
+/// the device wrote no guest buffer over the ring.
+pub fn used_entries(mem: &GuestMemoryMmap, rings: Rings, image: &QueueImage, count: u16) -> Vec<(u32, u32)> {
+    (0..count).map(|k| used_elem(mem, rings, image.size(), k)).collect()
 }
