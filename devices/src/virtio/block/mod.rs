@@ -11,6 +11,8 @@
 mod config_space;
 mod error;
 mod execute;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handler;
 mod image;
 mod options;

@@ -17,6 +17,8 @@ mod backend;
 mod config_space;
 mod ctrl;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod guest_iovecs;
 mod handler;
 mod header;
