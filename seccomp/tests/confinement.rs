@@ -233,8 +233,9 @@ fn allowed(class: ThreadClass) -> i32 {
             // SAFETY: KVM_RUN takes no argument.
             let ret = unsafe { libc::ioctl(notify.as_raw_fd(), 0xae80, 0) };
             assert_eq!((ret, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::ENOTTY)));
-            // Activating a device: its worker starts and confines itself.
-            let worker_notify = eventfd();
+            // Activating a device: the worker gets a copy of the notify eventfd,
+            // starts and confines itself.
+            let worker_notify = eventfd().try_clone().unwrap();
             let ep = epoll_on(&worker_notify);
             std::thread::Builder::new()
                 .name("virtio-blk-0".into())

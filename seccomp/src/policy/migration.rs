@@ -80,5 +80,6 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     r.allow(libc::SYS_epoll_create1);
     r.allow(libc::SYS_epoll_ctl);
     r.allow(libc::SYS_timerfd_create);
+    r.allow_when(libc::SYS_fcntl, vec![arg_eq(1, libc::F_DUPFD_CLOEXEC as u64)?])?;
     Ok(r)
 }

@@ -5,7 +5,7 @@
 use seccompiler::BackendError;
 
 use crate::ioctls::*;
-use crate::rules::Rules;
+use crate::rules::{arg_eq, Rules};
 
 pub(crate) fn rules() -> Result<Rules, BackendError> {
     let mut r = Rules::new();
@@ -35,5 +35,8 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     r.allow(libc::SYS_epoll_create1);
     r.allow(libc::SYS_epoll_ctl);
     r.allow(libc::SYS_timerfd_create);
+    // ... and hands it copies of the queue-notify eventfds (EventFd::try_clone is
+    // File::try_clone: F_DUPFD_CLOEXEC), and nothing else of fcntl.
+    r.allow_when(libc::SYS_fcntl, vec![arg_eq(1, libc::F_DUPFD_CLOEXEC as u64)?])?;
     Ok(r)
 }
