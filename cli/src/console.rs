@@ -115,6 +115,11 @@ impl EscapeParser {
 /// Forwards stdin to the guest UART on a thread until EOF or the quit escape.
 pub fn spawn_stdin_forwarder(serial: Arc<Mutex<Serial>>, events: Sender<VmEvent>, escape: bool) -> io::Result<()> {
     std::thread::Builder::new().name("console-in".into()).spawn(move || {
+        // Before the first keystroke.
+        if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Console) {
+            tracing::error!("console input not forwarded: {e}");
+            return;
+        }
         let mut parser = EscapeParser::default();
         let mut buf = [0u8; 256];
         loop {

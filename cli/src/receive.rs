@@ -64,11 +64,16 @@ pub struct ReceiveArgs {
     /// Run even where /dev/kvm is software-emulated (kvm_pvm).
     #[arg(long)]
     pub allow_emulated_kvm: bool,
+    /// Syscall filters per thread: on (a call off its list kills tern), log (the
+    /// kernel logs it instead), off.
+    #[arg(long, default_value = "on", value_name = "on|log|off")]
+    pub seccomp: tern_seccomp::Mode,
 }
 
 /// Runs `tern receive`.
 pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let started = Instant::now();
+    tern_seccomp::set_mode(args.seccomp)?;
     let virtio_devices = guest_devices::open(&args.disks, &args.nets, Locking::AtHandOver)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");

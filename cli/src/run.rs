@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Run even where /dev/kvm is software-emulated (kvm_pvm) and Linux cannot boot.
     #[arg(long)]
     pub allow_emulated_kvm: bool,
+    /// Syscall filters per thread: on (a call off its list kills tern), log (the
+    /// kernel logs it instead), off.
+    #[arg(long, default_value = "on", value_name = "on|log|off")]
+    pub seccomp: tern_seccomp::Mode,
 }
 
 fn check_readable_file(path: &Path, what: &str) -> Result<()> {
@@ -95,6 +99,7 @@ pub fn host_memory_bytes() -> u64 {
 /// Runs `tern run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
+    tern_seccomp::set_mode(args.seccomp)?;
     validate(&args)?;
     let virtio_devices = guest_devices::open(&args.disks, &args.nets, guest_devices::Locking::Now)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {

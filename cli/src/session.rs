@@ -107,6 +107,7 @@ pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>
             Ok(ExitCode::SUCCESS)
         }
         Some(MachineExit::VcpuFailed { vcpu, reason }) => bail!("vCPU {vcpu} stopped: {reason}"),
+        Some(MachineExit::ConfinementFailed { reason }) => bail!("{reason}"),
         None => bail!("the machine ended without a reason (event channel closed)"),
     }
 }

@@ -130,9 +130,18 @@ pub fn serve(path: &Path, events: Sender<VmEvent>) -> Result<ApiSocket, ApiError
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Api) {
+                tracing::error!("control socket not served: {e}");
+                return;
+            }
             for stream in listener.incoming().flatten() {
                 let events = events.clone();
-                let _ = std::thread::Builder::new().name("api-conn".into()).spawn(move || serve_connection(stream, events));
+                let _ = std::thread::Builder::new().name("api-conn".into()).spawn(move || {
+                    match tern_seccomp::confine(tern_seccomp::ThreadClass::ApiConnection) {
+                        Ok(()) => serve_connection(stream, events),
+                        Err(e) => tracing::error!("control connection not served: {e}"),
+                    }
+                });
             }
         })
         .map_err(|source| ApiError::Bind { path: path.to_path_buf(), source })?;

@@ -63,12 +63,14 @@ pub enum MachineExit {
     UserQuit,
     /// The guest was live-migrated to another host.
     MigratedAway,
+    /// The owner thread could not confine itself (seccomp); the machine was stopped.
+    ConfinementFailed { reason: String },
 }
 
 impl MachineExit {
     /// Whether the machine ended the way machines are meant to end.
     pub fn is_clean(&self) -> bool {
-        !matches!(self, MachineExit::VcpuFailed { .. })
+        !matches!(self, MachineExit::VcpuFailed { .. } | MachineExit::ConfinementFailed { .. })
     }
 }
 
@@ -297,7 +299,12 @@ impl Machine {
     /// Waits until the machine ends (or `timeout` passes: `None` then), serving
     /// control-API requests meanwhile, and pushing out console output that has no
     /// newline yet every [`CONSOLE_FLUSH_INTERVAL`].
+    /// The calling thread confines itself as the main thread class first.
     pub fn wait_for_exit(&mut self, timeout: Option<Duration>) -> Option<MachineExit> {
+        if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Main) {
+            self.stop_vcpus();
+            return Some(MachineExit::ConfinementFailed { reason: e.to_string() });
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let mut wait = CONSOLE_FLUSH_INTERVAL;

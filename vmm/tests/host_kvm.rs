@@ -16,7 +16,10 @@ use vmm::{Boot, Machine, MachineConfig, MachineExit};
 const LOAD_ADDR: u64 = 0x10_0000;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Also turns seccomp on, as `tern run` does: every tern thread these tests start
+/// (vCPUs, the API's, and the thread that waits for the machine) confines itself.
 fn kvm() -> Kvm {
+    tern_seccomp::set_mode(tern_seccomp::Mode::On).expect("seccomp filters compile and install");
     Kvm::new().unwrap_or_else(|e| panic!("host-KVM tests need /dev/kvm, which cannot be opened here: {e}"))
 }
 
@@ -147,6 +150,8 @@ fn hlt_on_every_vcpu_ends_the_machine() {
     let mut m = machine(vec![HLT], 1, false, Capture::default());
     m.start().unwrap();
     assert_eq!(m.wait_for_exit(Some(TIMEOUT)), Some(MachineExit::AllHalted));
+    // The waiting thread ran the loop confined (and is still, for the teardown).
+    assert_eq!(tern_seccomp::confined_as(), Some(tern_seccomp::ThreadClass::Main));
 }
 
 const COUNTER_ADDR: u64 = 0x1_0000;

@@ -48,6 +48,11 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// the machine's owner learns the outcome through `events`.
 pub fn spawn(parts: MachineParts, options: Options, reply: Sender<ApiReply>, events: Sender<VmEvent>) {
     let thread = std::thread::Builder::new().name("migration".into()).spawn(move || {
+        if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Migration) {
+            let _ = events.send(VmEvent::MigrationFailed);
+            let _ = reply.send(ApiReply::error(format!("migration not started, the guest keeps running here: {e}")));
+            return;
+        }
         let progress = |p: Progress| {
             let _ = reply.send(ApiReply { progress: Some(p), done: false, ..ApiReply::ok() });
         };

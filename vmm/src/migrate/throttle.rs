@@ -27,6 +27,10 @@ impl Throttle {
         let thread = std::thread::Builder::new()
             .name("migration-throttle".into())
             .spawn(move || {
+                if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::MigrationThrottle) {
+                    tracing::warn!("migration throttle not started: {e}");
+                    return;
+                }
                 while !s.load(Ordering::SeqCst) {
                     let share = u32::from(p.load(Ordering::SeqCst).min(99));
                     if share == 0 {

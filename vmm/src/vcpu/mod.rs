@@ -78,7 +78,13 @@ pub fn spawn(ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
     let pause = ctx.pause.clone();
     let spawned = std::thread::Builder::new().name(format!("vcpu{}", ctx.index)).spawn(move || {
         let pause = ctx.pause.clone();
-        run_loop(ctx);
+        // Before the first KVM_RUN: everything after it is the guest's doing.
+        match tern_seccomp::confine(tern_seccomp::ThreadClass::Vcpu) {
+            Ok(()) => run_loop(ctx),
+            Err(e) => {
+                let _ = ctx.events.send(VmEvent::VcpuFailed { vcpu: ctx.index, reason: e.to_string() });
+            }
+        }
         pause.unregister_vcpu();
     });
     if spawned.is_err() {

@@ -74,7 +74,11 @@ impl Worker {
             broken: false,
         };
         let handle = std::thread::Builder::new().name(ctx.name).spawn(move || {
-            thread.run();
+            // Before the first request: requests are the guest's.
+            match tern_seccomp::confine(tern_seccomp::ThreadClass::BlockWorker) {
+                Ok(()) => thread.run(),
+                Err(e) => tracing::error!("virtio-blk worker not started: {e}"),
+            }
             thread
         })?;
         Ok(Self { kill, thread: Some(handle), queue })

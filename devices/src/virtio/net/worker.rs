@@ -100,7 +100,11 @@ impl Worker {
             registered: None,
         };
         let handle = std::thread::Builder::new().name(name).spawn(move || {
-            thread.run();
+            // Before the first frame or descriptor: both are the guest's or the network's.
+            match tern_seccomp::confine(tern_seccomp::ThreadClass::NetWorker) {
+                Ok(()) => thread.run(),
+                Err(e) => tracing::error!("virtio-net worker not started: {e}"),
+            }
             thread
         })?;
         Ok(Self { stop, thread: Some(handle), queues })

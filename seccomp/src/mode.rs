@@ -1,0 +1,83 @@
+//! The process-wide confinement mode, set once before any thread starts.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use crate::classes::ThreadClass;
+
+/// What a filter does with a syscall that is not on the thread's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Kill the whole process (`SECCOMP_RET_KILL_PROCESS`, SIGSYS).
+    On,
+    /// Allow it and have the kernel log it (`SECCOMP_RET_LOG`: an audit line with
+    /// `syscall=N` in the kernel log).
+    Log,
+    /// No filters at all.
+    Off,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on" => Ok(Mode::On),
+            "log" => Ok(Mode::Log),
+            "off" => Ok(Mode::Off),
+            _ => Err(format!("`{s}` is not a seccomp mode (on, log, off)")),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::On => "on",
+            Mode::Log => "log",
+            Mode::Off => "off",
+        })
+    }
+}
+
+/// Why the mode could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    #[error("seccomp mode is already {set}, cannot change it to {wanted}")]
+    AlreadySet { set: Mode, wanted: Mode },
+    #[error("this kernel has no seccomp filter support (use --seccomp off): {0}")]
+    Unsupported(std::io::Error),
+    #[error(transparent)]
+    Filter(#[from] crate::ConfineError),
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+
+/// Sets the process's mode; call it from `main` before any thread is spawned.
+/// Setting the same mode again is fine, another one is an error. For `On` and `Log`
+/// every class's filter is compiled and the kernel checked now, so a problem is one
+/// clear error at start-up rather than a thread failing later.
+pub fn set_mode(wanted: Mode) -> Result<(), ModeError> {
+    let set = *MODE.get_or_init(|| wanted);
+    if set != wanted {
+        return Err(ModeError::AlreadySet { set, wanted });
+    }
+    if wanted == Mode::Off {
+        return Ok(());
+    }
+    // SAFETY: PR_GET_SECCOMP takes no pointers; it returns the calling thread's
+    // seccomp mode, or fails with EINVAL where the kernel lacks seccomp.
+    if unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } < 0 {
+        return Err(ModeError::Unsupported(std::io::Error::last_os_error()));
+    }
+    for class in ThreadClass::ALL {
+        crate::compile(class, wanted)?;
+    }
+    Ok(())
+}
+
+/// The process's mode: what [`set_mode`] set, [`Mode::Off`] if nothing did (a
+/// library user that never opts in is not confined).
+pub fn mode() -> Mode {
+    MODE.get().copied().unwrap_or(Mode::Off)
+}
