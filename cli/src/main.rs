@@ -1,6 +1,7 @@
 //! The `tern` command line.
 
 mod console;
+mod device_args;
 mod guest_devices;
 mod migrate;
 mod receive;

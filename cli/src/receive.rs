@@ -14,6 +14,7 @@ use vmm::migrate::destination::{self, Expectations, ReceiveOptions};
 use vmm::migrate::tls::TlsIdentity;
 use vmm::{Boot, Machine, MachineConfig};
 
+use crate::device_args;
 use crate::guest_devices::{self, Locking};
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
@@ -42,11 +43,12 @@ pub struct ReceiveArgs {
     pub timeout: u64,
     /// The same disk images as the source (shared storage), in the same order:
     /// path=FILE[,readonly=on][,serial=ID]. Locked when the source hands them over.
-    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]")]
+    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]",
+          value_parser = device_args::parse_disk)]
     pub disks: Vec<BlockConfig>,
     /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
     /// (repeatable; an existing TAP is used, a missing one created when permitted).
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
     pub nets: Vec<NetConfig>,
     /// Serial console here: stdio, null, or file=PATH.
     #[arg(long, default_value = "stdio", value_name = "DEST")]

@@ -14,6 +14,7 @@ use vmm::boot::{kernel, BootSource};
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::{Boot, Machine, MachineConfig};
 
+use crate::device_args;
 use crate::guest_devices;
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
@@ -44,11 +45,12 @@ pub struct RunArgs {
     pub serial: SerialArg,
     /// Attach a raw disk image as virtio-blk: path=FILE[,readonly=on][,serial=ID]
     /// (repeatable; the first is /dev/vda in the guest).
-    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]")]
+    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]",
+          value_parser = device_args::parse_disk)]
     pub disks: Vec<BlockConfig>,
     /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
     /// (repeatable; an existing TAP is used, a missing one created when permitted).
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
     pub nets: Vec<NetConfig>,
     /// Serve the control API (JSON over this Unix socket; see README).
     #[arg(long, value_name = "PATH")]

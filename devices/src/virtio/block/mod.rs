@@ -1,6 +1,6 @@
 //! virtio-blk: a disk backed by a raw image file, served on a worker thread.
 //!
-//! - `options`: what to attach ([`BlockConfig`], the `--disk` syntax);
+//! - `config`: what to attach ([`BlockConfig`]) and the serial length check;
 //! - `image`: opening, locking and sizing the image, flush/discard/write-zeroes;
 //! - `config_space`: the device configuration space the driver reads;
 //! - `request`: validating a guest descriptor chain into a request;
@@ -8,6 +8,7 @@
 //! - `handler`: draining the queue with notification suppression;
 //! - `worker`: the epoll thread that runs the handler.
 
+mod config;
 mod config_space;
 mod error;
 mod execute;
@@ -15,7 +16,6 @@ mod execute;
 pub mod fuzzing;
 mod handler;
 mod image;
-mod options;
 mod request;
 mod vectored;
 mod worker;
@@ -36,7 +36,7 @@ use virtio_bindings::virtio_blk::{
 use virtio_queue::{QueueState, QueueT};
 
 pub use error::BlockError;
-pub use options::{BlockConfig, BlockConfigParseError};
+pub use config::{validate_serial, BlockConfig, SerialTooLong};
 
 use config_space::ConfigSpace;
 use handler::RequestHandler;
@@ -324,7 +324,7 @@ impl VirtioDevice for Block {
 fn serial_bytes(config: &BlockConfig) -> Result<[u8; SERIAL_LEN], BlockError> {
     let mut bytes = [0u8; SERIAL_LEN];
     if let Some(serial) = &config.serial {
-        if options::validate_serial(serial).is_err() {
+        if validate_serial(serial).is_err() {
             return Err(BlockError::SerialTooLong {
                 path: config.path.clone(),
                 serial: serial.clone(),

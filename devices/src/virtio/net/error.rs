@@ -4,18 +4,18 @@
 use std::io;
 
 use super::mac::MacError;
-use super::options::NetConfigParseError;
+use super::config::TapNameError;
 
 /// Why a NIC could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// The TAP name or MAC in the configuration is unusable.
+    /// The TAP name in the configuration is unusable.
     #[error("invalid configuration for TAP {tap}: {source}")]
     Config {
         /// TAP name as given.
         tap: String,
         /// What is wrong.
-        source: NetConfigParseError,
+        source: TapNameError,
     },
     /// The configured MAC address cannot belong to a NIC.
     #[error("invalid MAC address for TAP {tap}: {source}")]

@@ -1,6 +1,6 @@
 //! virtio-net: a NIC backed by a host TAP interface, served on a worker thread.
 //!
-//! - `options` and `mac`: what to attach ([`NetConfig`], the `--net` syntax, MACs);
+//! - `config` and `mac`: what to attach ([`NetConfig`], TAP name and MAC checks);
 //! - `tap`: opening the TAP (`/dev/net/tun`, vnet headers, offloads), behind the
 //!   `backend` trait so tests can put a socket pair in its place;
 //! - `config_space` and `link`: what the driver reads (MAC, link status);
@@ -14,6 +14,7 @@
 //! between guest and TAP unchanged (the device only fills in `num_buffers`).
 
 mod backend;
+mod config;
 mod config_space;
 mod ctrl;
 mod error;
@@ -26,7 +27,6 @@ mod link;
 mod mac;
 mod migration_state;
 mod offloads;
-mod options;
 mod pure_ack;
 mod queue_error;
 mod rx;
@@ -56,7 +56,7 @@ pub use error::NetError;
 pub use header::{HEADER_LEN, MAX_BUFFER_LEN, MAX_FRAME_LEN};
 pub use link::{STATUS_ANNOUNCE, STATUS_LINK_UP};
 pub use mac::{parse_mac, validate_mac, MacDisplay, MacError, GENERATED_MAC_PREFIX};
-pub use options::{validate_tap_name, NetConfig, NetConfigParseError, MAX_TAP_NAME_LEN};
+pub use config::{validate_tap_name, NetConfig, TapNameError, MAX_TAP_NAME_LEN};
 pub use stats::NetStats;
 
 use backend::{classify, Failure, NetBackend};

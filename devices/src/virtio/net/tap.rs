@@ -58,7 +58,7 @@ pub(crate) struct Tap {
 
 impl Tap {
     /// Attaches the TAP `name`, creating it if it does not exist. The name must
-    /// already be valid (see `options::validate_tap_name`).
+    /// already be valid (see `config::validate_tap_name`).
     pub(crate) fn open(name: &str) -> Result<Self, NetError> {
         let file = OpenOptions::new()
             .read(true)

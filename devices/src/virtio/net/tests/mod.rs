@@ -2,12 +2,12 @@
 //! socket pair standing in for the TAP, and (when permitted) one real TAP.
 
 mod backend;
+mod config;
 mod ctrl;
 mod device;
 mod harness;
 mod malformed;
 mod migration;
-mod options;
 mod rx;
 mod tap;
 mod tx;
