@@ -31,7 +31,7 @@ pub fn host_memory_bytes() -> u64 {
     if unsafe { libc::sysinfo(&mut info) } != 0 {
         return 0;
     }
-    u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit))
+    info.totalram.saturating_mul(u64::from(info.mem_unit))
 }
 
 /// The host and KVM limits a description is checked against.
