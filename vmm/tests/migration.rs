@@ -244,9 +244,12 @@ fn guest_outrunning_the_link_is_throttled_and_still_completes() {
     eprintln!("throttled migration report: {reply}");
 }
 
+/// A change made to the machine state in flight.
+type Tamper = fn(&mut MachineState);
+
 /// Relays one migration from the source (accepted on `front`) to `to`, passing every
 /// frame through unchanged except the machine state, which `tamper` rewrites.
-fn tampering_relay(front: std::net::TcpListener, to: u16, tamper: fn(&mut MachineState)) -> std::thread::JoinHandle<()> {
+fn tampering_relay(front: std::net::TcpListener, to: u16, tamper: Tamper) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let (source, _) = front.accept().unwrap();
         let dest = std::net::TcpStream::connect(("127.0.0.1", to)).unwrap();
@@ -287,7 +290,7 @@ fn tampered_machine_state_is_refused_and_the_source_keeps_running() {
     source.start().unwrap();
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
 
-    let cases: [(fn(&mut MachineState), &str); 3] = [
+    let cases: [(Tamper, &str); 3] = [
         (|s| s.vcpus.push(MachineState::decode(&s.encode()).unwrap().vcpus.remove(0)), "state has 2 vCPUs, machine has 1"),
         (|s| s.vcpus[0].xsave.resize(xsave::MAX_SIZE, 0), "vCPU 0 state: XSAVE area of 262144 bytes is larger than this host's"),
         (|s| s.vm.ioapic.chip_id = 0, "IOAPIC state carries chip id 0, expected 2"),

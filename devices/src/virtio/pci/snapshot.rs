@@ -135,7 +135,8 @@ fn check_common(saved: &CommonConfig, own: &Own) -> Result<(), RestoreError> {
             return Err(RestoreError::FeatureSelect { which, value });
         }
     }
-    if usize::from(saved.queue_select) >= saved.queues.len() {
+    // Drivers select existing queues only (a device without queues keeps select 0).
+    if usize::from(saved.queue_select) >= saved.queues.len().max(1) {
         return Err(RestoreError::QueueSelect { value: saved.queue_select, count: saved.queues.len() });
     }
     let extra = saved.driver_features & !own.common.offered_features;
