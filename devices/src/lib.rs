@@ -5,6 +5,7 @@
 //! the VMM wires to an irqfd), and report guest power requests through
 //! [`power::PowerRequestSink`].
 
+pub mod bounded;
 pub mod bus;
 pub mod interrupt;
 pub mod legacy;

@@ -2,15 +2,20 @@
 //! into every page of 62 MiB, in a loop, while it is migrated over loopback TCP between
 //! two machines driven exactly as `tern run` / `tern receive` drive them (the source
 //! through its control API). After the move the guest keeps counting on the
-//! destination and no page's generation is below what the source last saw.
+//! destination and no page's generation is below what the source last saw. A relay
+//! that tampers with the machine state in flight shows the destination refusing it;
+//! mutual TLS admits a source of the same CA and refuses one of another.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
+use migration::frame;
+use migration::messages::Message;
 use vm_memory::{Bytes, GuestAddress};
 use vmm::migrate::destination::{self, Expectations, ReceiveOptions};
+use vmm::state::{xsave, MachineState};
 use vmm::{Boot, Machine, MachineConfig, MachineExit};
 
 const LOAD_ADDR: u64 = 0x10_0000;
@@ -327,4 +332,110 @@ fn migrates_over_mutual_tls_and_a_source_of_another_ca_is_refused() {
     }
     dest.stop_vcpus();
     eprintln!("TLS migration report: {reply}");
+}
+
+/// A change made to the machine state in flight.
+type Tamper = fn(&mut MachineState);
+
+/// Relays one migration from the source (accepted on `front`) to `to`, passing every
+/// frame through unchanged except the machine state, which `tamper` rewrites.
+fn tampering_relay(front: std::net::TcpListener, to: u16, tamper: Tamper) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (source, _) = front.accept().unwrap();
+        let dest = std::net::TcpStream::connect(("127.0.0.1", to)).unwrap();
+        let (mut dest_r, mut source_w) = (dest.try_clone().unwrap(), source.try_clone().unwrap());
+        // Replies go back untouched.
+        let back = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut dest_r, &mut source_w);
+            let _ = source_w.shutdown(std::net::Shutdown::Both);
+        });
+        let (mut from, mut into) = (std::io::BufReader::new(source), dest);
+        let mut buf = Vec::new();
+        while let Ok(kind) = frame::read_frame(&mut from, &mut buf) {
+            let sent = if kind == frame::Kind::State {
+                let Ok(Message::State(bytes)) = Message::decode(kind, &buf) else { panic!("state frame") };
+                let mut state = MachineState::decode(&bytes).expect("the source's own state decodes");
+                tamper(&mut state);
+                Message::State(state.encode()).send(&mut into).is_ok()
+            } else {
+                frame::write_frame(&mut into, kind, &buf).is_ok()
+            };
+            if !sent {
+                break;
+            }
+        }
+        let _ = into.shutdown(std::net::Shutdown::Both);
+        let _ = back.join();
+    })
+}
+
+#[test]
+fn tampered_machine_state_is_refused_and_the_source_keeps_running() {
+    let _serial = one_at_a_time();
+    let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let source_mem = source.guest_memory().clone();
+    let dir = std::env::temp_dir().join(format!("tern-migration-tamper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    source.start().unwrap();
+    let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
+
+    let cases: [(Tamper, &str); 3] = [
+        (|s| s.vcpus.push(MachineState::decode(&s.encode()).unwrap().vcpus.remove(0)), "state has 2 vCPUs, machine has 1"),
+        (|s| s.vcpus[0].xsave.resize(xsave::MAX_SIZE, 0), "vCPU 0 state: XSAVE area of 262144 bytes is larger than this host's"),
+        (|s| s.vm.ioapic.chip_id = 0, "IOAPIC state carries chip id 0, expected 2"),
+    ];
+    for (tamper, reason) in cases {
+        let listener = destination::listen("127.0.0.1:0").unwrap();
+        let dest_port = listener.local_addr().unwrap().port();
+        let dest = std::thread::spawn(move || {
+            destination::receive(listener, &ReceiveOptions::default(), |desc| {
+                Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let front_port = front.local_addr().unwrap().port();
+        let relay = tampering_relay(front, dest_port, tamper);
+        let reply = migrate_via_api(&api, &format!("127.0.0.1:{front_port}"));
+        let dest_err = dest.join().unwrap().err().expect("destination refused the state").to_string();
+        assert!(dest_err.contains(reason), "destination: {dest_err}");
+        assert!(reply.contains("\"ok\":false") && reply.contains(reason), "source: {reply}");
+        relay.join().unwrap();
+
+        // The source resumed its guest: it keeps stamping.
+        let before = generation(&source_mem);
+        let t = Instant::now();
+        while generation(&source_mem) <= before + 1 {
+            assert!(t.elapsed() < Duration::from_secs(30), "source guest stopped after a refused state ({reason})");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let conn = UnixStream::connect(&api).unwrap();
+    (&conn).write_all(b"{\"command\":\"shutdown\"}\n").unwrap();
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
+}
+
+#[test]
+fn xsave_area_moves_through_this_hosts_kvm_at_its_size() {
+    let _serial = one_at_a_time();
+    let kvm = kvm();
+    let vm = kvm.create_vm().unwrap();
+    let vcpu = vm.create_vcpu(0).unwrap();
+    let ioctls = xsave::XsaveIoctls::probe(&vm);
+    let mut area = ioctls.get(&vcpu, 0).unwrap();
+    assert_eq!(area.len(), ioctls.size(), "{ioctls:?}");
+    eprintln!("XSAVE: {ioctls:?}");
+    // MXCSR (offset 24 of the legacy region) changes and reads back through the area,
+    // with the x87 and SSE bits set in the header's XSTATE_BV (offset 512).
+    area[512] |= 0x3;
+    area[24..28].copy_from_slice(&(0x1f80u32 | 0x40).to_le_bytes());
+    ioctls.set(&vcpu, 0, &area).unwrap();
+    assert_eq!(ioctls.get(&vcpu, 0).unwrap()[24..28], area[24..28]);
+    // A legacy-sized area from an older source loads too; a larger one than KVM's is refused.
+    ioctls.set(&vcpu, 0, &area[..xsave::LEGACY_SIZE]).unwrap();
+    let too_big = vec![0u8; ioctls.size() + 64];
+    let err = ioctls.set(&vcpu, 0, &too_big).unwrap_err().to_string();
+    assert!(err.contains("is larger than this host's"), "{err}");
 }

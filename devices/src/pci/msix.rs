@@ -19,9 +19,9 @@ use crate::sync::lock;
 pub const ENTRY_SIZE: u64 = 16;
 const CONTROL_MASKED: u32 = 1;
 /// Message control: function mask.
-const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
+pub const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
 /// Message control: MSI-X enable.
-const CONTROL_ENABLE: u16 = 1 << 15;
+pub const CONTROL_ENABLE: u16 = 1 << 15;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -66,13 +66,24 @@ pub struct Msix {
     router: Arc<dyn MsiRouter>,
 }
 
+/// Most vectors a function can have (the table size field is 11 bits).
+pub const MAX_VECTORS: usize = 2048;
+
 /// Plain-data snapshot of the table, for migration.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MsixSnapshot {
     pub enabled: bool,
     pub function_masked: bool,
     /// (address, data, masked, pending) per vector.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_VECTORS>")]
     pub vectors: Vec<(u64, u32, bool, bool)>,
+}
+
+/// Why a migrated MSI-X snapshot does not fit this function.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MsixRestoreError {
+    #[error("MSI-X table has {own} vectors, snapshot has {saved}")]
+    VectorCount { own: usize, saved: usize },
 }
 
 impl Msix {
@@ -203,10 +214,10 @@ impl Msix {
 
     /// Loads a snapshot taken on the migration source: table, masks, pending bits and
     /// enable state; routes the unmasked vectors again on this machine's GSIs.
-    pub fn restore(&self, snap: &MsixSnapshot) -> Result<(), String> {
+    pub fn restore(&self, snap: &MsixSnapshot) -> Result<(), MsixRestoreError> {
         let mut state = lock(&self.state);
         if snap.vectors.len() != state.vectors.len() {
-            return Err(format!("MSI-X table has {} vectors, snapshot has {}", state.vectors.len(), snap.vectors.len()));
+            return Err(MsixRestoreError::VectorCount { own: state.vectors.len(), saved: snap.vectors.len() });
         }
         for (v, (address, data, masked, pending)) in state.vectors.iter_mut().zip(snap.vectors.iter()) {
             v.entry = Entry {
@@ -344,7 +355,17 @@ mod tests {
         assert_eq!(b.snapshot(), snap);
         assert_eq!(*router_b.routes.lock().unwrap(), vec![(25, Some(MsiMessage { address: 0xfee0_2000, data: 0x51 }))]);
         let short = Msix::new(1, router_b).unwrap();
-        assert!(short.restore(&snap).is_err());
+        assert_eq!(short.restore(&snap).unwrap_err().to_string(), "MSI-X table has 1 vectors, snapshot has 2");
+        assert_eq!(short.snapshot().vectors.len(), 1, "nothing applied on refusal");
+    }
+
+    #[test]
+    fn snapshot_decoding_bounds_the_table() {
+        let snap = MsixSnapshot { enabled: true, function_masked: false, vectors: vec![(0xfee0_0000, 0x30, false, false); MAX_VECTORS + 1] };
+        let bytes = postcard::to_allocvec(&snap).unwrap();
+        assert!(postcard::from_bytes::<MsixSnapshot>(&bytes).is_err());
+        let ok = MsixSnapshot { vectors: vec![(0xfee0_0000, 0x30, false, false); 3], ..snap };
+        assert_eq!(postcard::from_bytes::<MsixSnapshot>(&postcard::to_allocvec(&ok).unwrap()).unwrap(), ok);
     }
 
     #[test]

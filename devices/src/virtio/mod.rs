@@ -127,8 +127,13 @@ pub trait VirtioDevice: Send {
         Vec::new()
     }
     /// Loads state saved by [`VirtioDevice::save_state`] on the source (before activation).
-    fn load_state(&mut self, _state: &[u8]) -> Result<(), MigrationError> {
-        Ok(())
+    /// A device that saves nothing refuses state it did not write.
+    fn load_state(&mut self, state: &[u8]) -> Result<(), MigrationError> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(MigrationError::Failed(format!("virtio device type {} keeps no state, the snapshot carries {} bytes", self.device_type(), state.len())))
+        }
     }
     /// Makes completed guest writes durable before the hand-over (disks: fdatasync).
     fn flush(&mut self) -> Result<(), MigrationError> {

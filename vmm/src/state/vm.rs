@@ -6,13 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use super::StateError;
 
-/// The VM's interrupt controllers, timer and clock.
+/// The VM's interrupt controllers, timer and clock. Decoding refuses structures of
+/// any other size than their own.
 #[derive(Serialize, Deserialize)]
 pub struct VmState {
+    #[serde(deserialize_with = "super::wire::exact")]
     pub pic_master: kvm_irqchip,
+    #[serde(deserialize_with = "super::wire::exact")]
     pub pic_slave: kvm_irqchip,
+    #[serde(deserialize_with = "super::wire::exact")]
     pub ioapic: kvm_irqchip,
+    #[serde(deserialize_with = "super::wire::exact")]
     pub pit: kvm_pit_state2,
+    #[serde(deserialize_with = "super::wire::exact")]
     pub clock: kvm_clock_data,
 }
 
@@ -38,8 +44,24 @@ impl VmState {
         })
     }
 
+    /// Checks state received from a peer: each irqchip blob names the chip it is
+    /// loaded into (KVM_SET_IRQCHIP picks the chip by the id inside the blob).
+    pub fn check(&self) -> Result<(), StateError> {
+        for (name, chip, expected) in [
+            ("PIC master", &self.pic_master, KVM_IRQCHIP_PIC_MASTER),
+            ("PIC slave", &self.pic_slave, KVM_IRQCHIP_PIC_SLAVE),
+            ("IOAPIC", &self.ioapic, KVM_IRQCHIP_IOAPIC),
+        ] {
+            if chip.chip_id != expected {
+                return Err(StateError::Refused(format!("{name} state carries chip id {}, expected {expected}", chip.chip_id)));
+            }
+        }
+        Ok(())
+    }
+
     /// Loads interrupt controllers and the PIT.
     pub fn restore_devices(&self, vm: &VmFd) -> Result<(), StateError> {
+        self.check()?;
         vm.set_irqchip(&self.pic_master).map_err(vm_ioctl("KVM_SET_IRQCHIP (PIC master)"))?;
         vm.set_irqchip(&self.pic_slave).map_err(vm_ioctl("KVM_SET_IRQCHIP (PIC slave)"))?;
         vm.set_irqchip(&self.ioapic).map_err(vm_ioctl("KVM_SET_IRQCHIP (IOAPIC)"))?;

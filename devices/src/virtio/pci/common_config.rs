@@ -5,6 +5,8 @@ use crate::virtio::{features, status};
 
 /// "No MSI-X vector" value.
 pub const NO_VECTOR: u16 = 0xffff;
+/// Most queues a migrated common configuration may describe.
+pub const MAX_QUEUES: usize = 1024;
 
 /// One queue as the driver configured it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +47,7 @@ pub struct CommonConfig {
     pub status: u8,
     pub config_generation: u8,
     pub queue_select: u16,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_QUEUES>")]
     pub queues: Vec<QueueSetup>,
 }
 

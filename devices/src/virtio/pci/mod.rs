@@ -8,23 +8,24 @@
 
 pub mod common_config;
 pub mod interrupt;
+pub mod snapshot;
 
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::bus::BusDevice;
 use crate::interrupt::MsiRouter;
 use crate::pci::config_io::{BarMove, PciDevice};
-use crate::pci::msix::{Msix, MsixSnapshot};
+use crate::pci::msix::{self, Msix};
 use crate::pci::{capability_id, BarKind, PciConfig, PciIds};
 use crate::virtio::{features, status, ActivateContext, ActiveQueue, GuestMemoryMmap, MigrationError, VirtioDevice};
 use common_config::{CommonConfig, StatusChange};
 use interrupt::PciInterrupt;
+pub use snapshot::{RestoreError, VirtioPciSnapshot};
 
 /// BAR 0 layout.
 pub mod bar_layout {
@@ -83,22 +84,6 @@ fn virtio_cap(cfg_type: u8, offset: u64, length: u64, extra: Option<u32>) -> Vec
         cap.extend_from_slice(&x.to_le_bytes());
     }
     cap
-}
-
-/// Everything about one virtio-pci function a migration carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VirtioPciSnapshot {
-    /// The device's own description, checked against the destination's device.
-    pub device: String,
-    pub config_space: Vec<u8>,
-    pub common: CommonConfig,
-    pub msix: MsixSnapshot,
-    pub isr: u8,
-    pub needs_reset: bool,
-    pub active: bool,
-    /// `(next_avail, next_used)` of each enabled queue, in queue order.
-    pub queue_progress: Vec<(u16, u16)>,
-    pub device_state: Vec<u8>,
 }
 
 /// A virtio device behind a PCI function.
@@ -373,6 +358,7 @@ impl VirtioPciDevice {
         VirtioPciSnapshot {
             device: self.device.describe(),
             config_space: self.config.bytes().to_vec(),
+            bar_sizes: self.config.bar_sizes().to_vec(),
             common: self.common.clone(),
             msix: self.interrupt.msix.snapshot(),
             isr: self.interrupt.isr.load(Ordering::SeqCst),
@@ -384,19 +370,35 @@ impl VirtioPciDevice {
     }
 
     /// Loads a source's snapshot into this (fresh, identical) function and, if the
-    /// device was active there, activates it here at the same queue positions. Returns
-    /// the BAR move to apply when the guest had moved BAR 0.
-    pub fn restore(&mut self, snap: &VirtioPciSnapshot) -> Result<Option<BarMove>, MigrationError> {
-        let fail = |what: String| MigrationError::Failed(what);
-        if snap.device != self.device.describe() {
-            return Err(fail(format!("source device is `{}`, destination device is `{}`", snap.device, self.device.describe())));
+    /// device was active there, activates it here at the same queue positions. The
+    /// snapshot is untrusted: it is checked against this function (ids, read-only
+    /// config bits, BAR sizes, queue limits, ring addresses, vectors, features) before
+    /// anything is applied; the configuration space goes in through its write masks.
+    /// Returns the BAR move to apply when the guest had moved BAR 0.
+    pub fn restore(&mut self, snap: &VirtioPciSnapshot) -> Result<Option<BarMove>, RestoreError> {
+        let own_description = self.device.describe();
+        if snap.device != own_description {
+            return Err(RestoreError::Device { saved: snap.device.clone(), own: own_description });
         }
-        if snap.common.queues.len() != self.common.queues.len() {
-            return Err(fail("queue count differs".into()));
+        let own = snapshot::Own { common: &self.common, msix_vectors: self.interrupt.msix.count(), mem: &self.mem };
+        snapshot::check(snap, &own)?;
+        let mut config = self.config.clone();
+        config.restore(&snap.config_space, &snap.bar_sizes)?;
+        let control = config.read_u16(self.msix_cap_offset + 2);
+        for (what, bit, in_table) in [("enable", msix::CONTROL_ENABLE, snap.msix.enabled), ("function mask", msix::CONTROL_FUNCTION_MASK, snap.msix.function_masked)] {
+            let in_config = control & bit != 0;
+            if in_config != in_table {
+                return Err(RestoreError::MsixControl { what, in_config, in_table });
+            }
         }
-        self.config.restore_bytes(&snap.config_space).map_err(|e| fail(e.to_string()))?;
+        self.device.load_state(&snap.device_state)?;
+
+        // Everything checked: apply.
+        self.config = config;
+        let offered = self.common.offered_features;
         self.common = snap.common.clone();
-        self.interrupt.msix.restore(&snap.msix).map_err(fail)?;
+        self.common.offered_features = offered;
+        self.interrupt.msix.restore(&snap.msix)?;
         self.interrupt.isr.store(snap.isr, Ordering::SeqCst);
         self.interrupt.needs_reset.store(snap.needs_reset, Ordering::SeqCst);
         self.sync_vectors();
@@ -407,7 +409,6 @@ impl VirtioPciDevice {
             self.mapped_bar = bar;
             mv
         });
-        self.device.load_state(&snap.device_state)?;
         if snap.active {
             self.activate_at(&snap.queue_progress)?;
         }
@@ -615,6 +616,86 @@ mod tests {
         let mut s = [0u8];
         BusDevice::read(&mut b, 0x14, &mut s);
         assert_eq!(s[0], 0x0f);
+    }
+
+    /// A snapshot of an active, driven device whose guest moved BAR 0.
+    fn active_snapshot() -> VirtioPciSnapshot {
+        let (mut a, _, _) = device();
+        init_driver(&mut a);
+        d_config_move(&mut a);
+        a.snapshot()
+    }
+
+    #[test]
+    fn corrupt_snapshots_are_refused_with_the_reason_and_nothing_applied() {
+        type Tamper = fn(&mut VirtioPciSnapshot);
+        let cases: Vec<(Tamper, &str)> = vec![
+            (|s| s.device = "virtio-net".into(), "source device is `virtio-net`, destination device is `virtio device type 2`"),
+            (|s| s.config_space[2] = 0x41, "PCI config: vendor/device 1af4:1041 != 1af4:1042"),
+            (|s| s.config_space[0x40] = 0x05, "PCI config: capability list byte 0x40: 0x05 != 0x09"),
+            (|s| s.bar_sizes[0] = 0x1_0000, "PCI config: BAR 0 size 0x10000 != 0x8000"),
+            (|s| s.config_space[0x11] = 0x40, "PCI config: BAR 0 value 0xd0004000 is not aligned to its size 0x8000"),
+            (|s| s.config_space.truncate(200), "PCI config: saved configuration space is 200 bytes, expected 256"),
+            (|s| { s.msix.vectors.pop(); }, "MSI-X table has 2 vectors, snapshot has 1"),
+            (|s| s.msix.enabled = true, "MSI-X enable is false in config space but true in the table state"),
+            (|s| s.common.queues.push(s.common.queues[0]), "snapshot has 2 queues, device has 1"),
+            (|s| s.common.queues[0].max_size = 32, "queue 0: maximum size 32 != 16"),
+            (|s| s.common.queues[0].size = 12, "queue 0: size 12 is not a power of two of at most 16"),
+            (|s| s.common.queues[0].size = 32, "queue 0: size 32 is not a power of two of at most 16"),
+            (|s| s.common.queues[0].desc = 0x1008, "queue 0: descriptor table at 0x1008 is not 16-byte aligned"),
+            (|s| s.common.queues[0].device = 0xf_fff0, "queue 0: used ring at 0xffff0 (134 bytes) is outside guest memory"),
+            (|s| s.common.queues[0].driver = u64::MAX - 1, "queue 0: available ring at 0xfffffffffffffffe (38 bytes) is outside guest memory"),
+            (|s| s.queue_progress = vec![(40, 2)], "queue 0: 38 buffers in flight (next_avail 40, next_used 2) exceed its size 16"),
+            (|s| s.queue_progress.clear(), "0 queue positions for 1 enabled queues of an active device"),
+            (|s| s.common.queues[0].msix_vector = 9, "queue 0 MSI-X vector 9 is beyond the 2-vector table"),
+            (|s| s.common.msix_config = 2, "configuration MSI-X vector 2 is beyond the 2-vector table"),
+            (|s| s.common.driver_features |= 1 << 40, "driver features 0x10000000000 were not offered by this device"),
+            (|s| s.common.queue_select = 5, "queue select 5 is beyond the 1 queues"),
+            (|s| s.common.device_feature_select = 4, "device feature select 4 is beyond the 4 feature words"),
+            (|s| s.common.status = status::FEATURES_OK, "device is active but status 0x08 lacks FEATURES_OK or DRIVER_OK"),
+            (|s| s.isr = 0x80, "ISR 0x80 has bits other than queue and configuration interrupts"),
+        ];
+        for (tamper, reason) in cases {
+            let mut snap = active_snapshot();
+            tamper(&mut snap);
+            let (mut b, log_b, regs_b) = device();
+            let fresh = b.common_config().clone();
+            let err = b.restore(&snap).expect_err(reason);
+            assert_eq!(err.to_string(), reason);
+            assert!(log_b.lock().unwrap().activations.is_empty(), "{reason}: activated anyway");
+            assert_eq!(*b.common_config(), fresh, "{reason}: common config applied");
+            assert_eq!(*regs_b.0.lock().unwrap(), vec![0xc000_0000 + bar_layout::NOTIFY], "{reason}: notifiers moved");
+            assert_eq!(b.config.read_u32(0x10), 0xc000_0000, "{reason}: config space applied");
+        }
+    }
+
+    #[test]
+    fn inactive_snapshot_with_queue_positions_is_refused() {
+        let (a, _, _) = device();
+        let mut snap = a.snapshot();
+        snap.queue_progress = vec![(0, 0)];
+        let (mut b, _, _) = device();
+        assert_eq!(b.restore(&snap).unwrap_err().to_string(), "1 queue positions for 0 enabled queues of an inactive device");
+        snap.queue_progress.clear();
+        assert_eq!(b.restore(&snap).unwrap(), None);
+    }
+
+    #[test]
+    fn snapshot_decoding_is_bounded() {
+        let snap = active_snapshot();
+        let bytes = postcard::to_allocvec(&snap).unwrap();
+        assert_eq!(postcard::from_bytes::<VirtioPciSnapshot>(&bytes).unwrap(), snap);
+        for long in [
+            VirtioPciSnapshot { device_state: vec![0; snapshot::MAX_DEVICE_STATE + 1], ..snap.clone() },
+            VirtioPciSnapshot { config_space: vec![0; 257], ..snap.clone() },
+            VirtioPciSnapshot { bar_sizes: vec![0; 7], ..snap.clone() },
+        ] {
+            let bytes = postcard::to_allocvec(&long).unwrap();
+            assert!(postcard::from_bytes::<VirtioPciSnapshot>(&bytes).is_err());
+        }
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(postcard::from_bytes::<VirtioPciSnapshot>(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
     }
 
     fn d_config_move(d: &mut VirtioPciDevice) {
