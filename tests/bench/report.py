@@ -90,6 +90,13 @@ def net_section(rows, out):
         n = len(data[(t, s, "tern")])
         out.append(f"| {t} | {s} | {fmt(tern)} | {fmt(user)} | {fmt(vhost)} | {fmt(ratio(tern,user),2)} | {fmt(ratio(tern,vhost),2)} | {n} |")
     out.append("")
+    out.append("### tern: seccomp filters on (net-bench-tern) vs off (net-bench-tern-seccomp-off), same L1s (medians)\n")
+    out.append("| test | size | on | off | on/off | n |")
+    out.append("|---|---|---|---|---|---|")
+    for t, s in keys:
+        on, off = median(data[(t, s, "tern")]), median(data[(t, s, "tern-seccomp-off")])
+        out.append(f"| {t} | {s} | {fmt(on)} | {fmt(off)} | {fmt(ratio(on,off),2)} | {len(data[(t, s, 'tern-seccomp-off')])} |")
+    out.append("")
     return data
 
 
@@ -106,6 +113,13 @@ def blk_section(rows, out):
     for test in ("seqwrite", "seqread", "randread"):
         t, q = median(data[(test, "tern")]), median(data[(test, "qemu")])
         out.append(f"| {test} | {units.get(test, '')} | {fmt(t)} | {fmt(q)} | {fmt(ratio(t, q), 2)} | {len(data[(test, 'tern')])} |")
+    out.append("")
+    out.append("### tern: seccomp filters on vs off, same L1s (medians)\n")
+    out.append("| test | unit | on | off | on/off | n |")
+    out.append("|---|---|---|---|---|---|")
+    for test in ("seqwrite", "seqread", "randread"):
+        on, off = median(data[(test, "tern")]), median(data[(test, "tern-seccomp-off")])
+        out.append(f"| {test} | {units.get(test, '')} | {fmt(on)} | {fmt(off)} | {fmt(ratio(on, off), 2)} | {len(data[(test, 'tern-seccomp-off')])} |")
     out.append("")
 
 

@@ -5,7 +5,8 @@
 # one in flight) on a raw 512 MiB image attached as virtio-blk: tern, then QEMU
 # virtio-blk-pci on the same kind of image (host page cache like tern: cache=writeback,
 # aio=threads; the image lives on L1's tmpfs, which has no O_DIRECT), alternating
-# BLK_BENCH_ROUNDS times (default 2).
+# BLK_BENCH_ROUNDS times (default 2); tern also with --seccomp off (vmm=tern-seccomp-off),
+# for what its confinement costs.
 # Prints TERN-BENCH vmm= test= result= unit= per figure.
 . "$E2E_DIR/lib.sh"
 need_kvm
@@ -17,13 +18,14 @@ append="console=ttyS0 tern.job=iobench tern.disk=/dev/vda tern.io_mb=$mb tern.io
 round=0
 while [ $round -lt "${BLK_BENCH_ROUNDS:-2}" ]; do
     round=$((round + 1))
-    for vmm in tern qemu; do
+    for vmm in tern tern-seccomp-off qemu; do
         img=$WORK/bench-$vmm.img
         rm -f "$img"; truncate -s 512M "$img"
         con=$WORK/console-$vmm-$round.log
-        if [ $vmm = tern ]; then
+        if [ $vmm != qemu ]; then
+            seccomp=on; [ $vmm = tern-seccomp-off ] && seccomp=off
             start_vmm $vmm "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
-                --cmdline "$append" --disk "path=$img" --serial "file=$con"
+                --cmdline "$append" --disk "path=$img" --serial "file=$con" --seccomp $seccomp
         else
             start_vmm $vmm "$QEMU" -accel kvm -cpu host -m 512M -smp 1 -kernel "$GUEST/vmlinux" \
                 -initrd "$GUEST/initramfs.cpio.gz" -append "$append" -display none -nodefaults -no-reboot \
