@@ -3,6 +3,7 @@
 mod console;
 mod guest_devices;
 mod migrate;
+mod panic_report;
 mod receive;
 mod run;
 mod session;
@@ -48,6 +49,8 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
+    // A panic anywhere ends tern at once (see panic_report.rs).
+    panic_report::install();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {

@@ -13,6 +13,10 @@ use vmm::{Machine, MachineExit};
 
 use crate::console;
 
+/// Exit status when the guest crashed by triple-faulting (a vCPU shut down): not 0,
+/// as a requested reboot or power-off is, and not 1, as a tern error is.
+pub const TRIPLE_FAULT_EXIT_STATUS: u8 = 3;
+
 /// Where the guest's serial console goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SerialArg {
@@ -62,7 +66,10 @@ pub fn open_kvm() -> Result<Kvm> {
 }
 
 /// Console and API around a built machine. With `already_running` the vCPUs were
-/// started elsewhere (an incoming migration). Returns tern's exit status.
+/// started elsewhere (an incoming migration). Returns tern's exit status: 0 when the
+/// guest powered off, rebooted, or was quit or migrated away;
+/// [`TRIPLE_FAULT_EXIT_STATUS`] when it triple-faulted; an error (status 1) when a
+/// vCPU failed.
 pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>, started: Instant, already_running: bool) -> Result<ExitCode> {
     let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
     let raw_guard = if interactive {
@@ -93,6 +100,10 @@ pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>
         Some(MachineExit::Reset { reason }) => {
             eprintln!("tern: guest reset ({reason}); exiting");
             Ok(ExitCode::SUCCESS)
+        }
+        Some(MachineExit::TripleFault { vcpu: _, reason }) => {
+            eprintln!("tern: guest crashed: {reason}");
+            Ok(ExitCode::from(TRIPLE_FAULT_EXIT_STATUS))
         }
         Some(MachineExit::UserQuit) => {
             eprintln!("tern: quit");

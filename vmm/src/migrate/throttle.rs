@@ -33,7 +33,12 @@ impl Throttle {
                         std::thread::sleep(PERIOD);
                         continue;
                     }
-                    vcpus.pause();
+                    if let Err(e) = vcpus.pause() {
+                        // The pause undid itself; the final pause will fail the same way
+                        // and the migration with it, so stop throttling.
+                        tracing::warn!("migration throttle: pause failed: {e}");
+                        break;
+                    }
                     std::thread::sleep(PERIOD * share / 100);
                     vcpus.resume();
                     std::thread::sleep(PERIOD * (100 - share) / 100);
