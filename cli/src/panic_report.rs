@@ -73,6 +73,39 @@ mod tests {
         );
     }
 
+    /// Set for the child process of the end-to-end test below.
+    const CHILD_ENV: &str = "TERN_PANIC_REPORT_TEST_CHILD";
+
+    #[test]
+    fn a_panic_in_any_thread_ends_the_process_with_the_status_and_one_line() {
+        // Runs this test binary again with only the child test below, which installs
+        // the hook for real and panics on a named thread.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "panic_report::tests::child_panics_on_a_named_thread", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(PANIC_EXIT_STATUS), "{stderr}");
+        let line = stderr.lines().find(|l| l.starts_with("tern: fatal:")).unwrap_or_else(|| panic!("no report in {stderr}"));
+        assert!(line.starts_with("tern: fatal: thread 'vcpu7' panicked at cli/src/panic_report.rs:"), "{line}");
+        assert!(line.ends_with(": guest exploded on port 0x64"), "{line}");
+    }
+
+    #[test]
+    fn child_panics_on_a_named_thread() {
+        // Only does something as the child of the test above.
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        install();
+        let port = 0x64;
+        let thread = std::thread::Builder::new().name("vcpu7".into()).spawn(move || panic!("guest exploded on port {port:#x}")).unwrap();
+        let _ = thread.join();
+        // The hook exits the process first; reaching here means it did not.
+        std::process::exit(0);
+    }
+
     #[test]
     fn the_panic_status_is_distinct() {
         assert_ne!(PANIC_EXIT_STATUS, 0);

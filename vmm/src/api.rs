@@ -287,9 +287,14 @@ mod tests {
         drop(held.pop());
         let started = std::time::Instant::now();
         loop {
+            // Until the slot is back this connection is refused (error reply, closed),
+            // so the write may meet a closed socket.
             let mut conn = UnixStream::connect(&path).unwrap();
-            conn.write_all(b"{\"command\":\"info\"}\n").unwrap();
-            if read_line(&conn).contains("\"ok\":true") {
+            let mut reply = String::new();
+            if conn.write_all(b"{\"command\":\"info\"}\n").is_ok()
+                && BufReader::new(&conn).read_line(&mut reply).is_ok()
+                && reply.contains("\"ok\":true")
+            {
                 break;
             }
             assert!(started.elapsed() < Duration::from_secs(5), "the freed slot never came back");
