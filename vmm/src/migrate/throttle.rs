@@ -34,8 +34,9 @@ impl Throttle {
                         continue;
                     }
                     if let Err(e) = vcpus.pause() {
-                        // The pause undid itself; the final pause will fail the same way
-                        // and the migration with it, so stop throttling.
+                        // The pause undid itself. A vCPU that cannot park would make every
+                        // period cost the whole deadline: stop throttling (the final pause
+                        // fails the migration if the vCPU is still stuck then).
                         tracing::warn!("migration throttle: pause failed: {e}");
                         break;
                     }
