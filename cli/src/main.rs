@@ -4,6 +4,7 @@ mod console;
 mod device_args;
 mod guest_devices;
 mod migrate;
+mod panic_report;
 mod receive;
 mod run;
 mod session;
@@ -49,6 +50,8 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
+    // A panic anywhere ends tern at once (see panic_report.rs).
+    panic_report::install();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {

@@ -13,6 +13,10 @@ use vmm::{Machine, MachineExit};
 
 use crate::console;
 
+/// Exit status when the guest crashed by triple-faulting (a vCPU shut down): not 0,
+/// as a requested reboot or power-off is, and not 1, as a tern error is.
+pub const TRIPLE_FAULT_EXIT_STATUS: u8 = 3;
+
 /// Where the guest's serial console goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SerialArg {
@@ -62,7 +66,10 @@ pub fn open_kvm() -> Result<Kvm> {
 }
 
 /// Console and API around a built machine. With `already_running` the vCPUs were
-/// started elsewhere (an incoming migration). Returns tern's exit status.
+/// started elsewhere (an incoming migration). Returns tern's exit status: 0 when the
+/// guest powered off, rebooted, or was quit or migrated away;
+/// [`TRIPLE_FAULT_EXIT_STATUS`] when it triple-faulted; an error (status 1) when a
+/// vCPU failed.
 pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>, started: Instant, already_running: bool) -> Result<ExitCode> {
     let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
     let raw_guard = if interactive {
@@ -85,36 +92,43 @@ pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "vCPUs running");
     let exit = machine.wait_for_exit(None);
     drop(raw_guard);
-    match exit {
-        Some(MachineExit::PowerOff) => {
-            eprintln!("tern: guest powered off after {} ms", started.elapsed().as_millis());
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::Reset { reason }) => {
-            eprintln!("tern: guest reset ({reason}); exiting");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::UserQuit) => {
-            eprintln!("tern: quit");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::AllHalted) => {
-            eprintln!("tern: all vCPUs halted");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(MachineExit::MigratedAway) => {
-            eprintln!("tern: guest migrated to the destination; exiting");
-            Ok(ExitCode::SUCCESS)
-        }
+    let (message, status) = outcome(exit, started.elapsed().as_millis())?;
+    eprintln!("{message}");
+    Ok(ExitCode::from(status))
+}
+
+/// What tern says and its exit status for how the machine ended; a vCPU failure (or
+/// no reason at all) is an error, reported by `main` with status 1.
+fn outcome(exit: Option<MachineExit>, elapsed_ms: u128) -> Result<(String, u8)> {
+    Ok(match exit {
+        Some(MachineExit::PowerOff) => (format!("tern: guest powered off after {elapsed_ms} ms"), 0),
+        Some(MachineExit::Reset { reason }) => (format!("tern: guest reset ({reason}); exiting"), 0),
+        Some(MachineExit::TripleFault { vcpu: _, reason }) => (format!("tern: guest crashed: {reason}"), TRIPLE_FAULT_EXIT_STATUS),
+        Some(MachineExit::UserQuit) => ("tern: quit".into(), 0),
+        Some(MachineExit::AllHalted) => ("tern: all vCPUs halted".into(), 0),
+        Some(MachineExit::MigratedAway) => ("tern: guest migrated to the destination; exiting".into(), 0),
         Some(MachineExit::VcpuFailed { vcpu, reason }) => bail!("vCPU {vcpu} stopped: {reason}"),
         Some(MachineExit::ConfinementFailed { reason }) => bail!("{reason}"),
         None => bail!("the machine ended without a reason (event channel closed)"),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_triple_fault_has_its_own_status_and_requested_ends_are_zero() {
+        let reason = "vCPU 1 triple fault (KVM_EXIT_SHUTDOWN) [rip=0x1000]".to_string();
+        let (message, status) = outcome(Some(MachineExit::TripleFault { vcpu: 1, reason: reason.clone() }), 5).unwrap();
+        assert_eq!(status, TRIPLE_FAULT_EXIT_STATUS);
+        assert_ne!(status, 0);
+        assert_eq!(message, format!("tern: guest crashed: {reason}"));
+        assert_eq!(outcome(Some(MachineExit::PowerOff), 5).unwrap().1, 0);
+        assert_eq!(outcome(Some(MachineExit::Reset { reason: "guest requested reset".into() }), 5).unwrap().1, 0);
+        assert_eq!(outcome(Some(MachineExit::UserQuit), 5).unwrap().1, 0);
+        assert!(outcome(Some(MachineExit::VcpuFailed { vcpu: 0, reason: "x".into() }), 5).is_err());
+    }
 
     #[test]
     fn serial_args() {

@@ -5,6 +5,17 @@
 //! `{"command":"shutdown"}`. Replies: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 //! The listener thread only parses and forwards; the machine's owner thread executes
 //! requests between events, so no request races a vCPU exit.
+//!
+//! The socket is a trust boundary: it is created owner-only (`socket_file`), each
+//! connecting process must be tern's own user or root (`peer`, by SO_PEERCRED), and
+//! at most [`MAX_CONNECTIONS`] are served at once (`connection_limit`). A refused
+//! connection gets one `{"ok":false,"error":"..."}` line and is closed.
+
+mod connection_limit;
+mod peer;
+mod socket_file;
+
+pub use socket_file::{ApiSocket, SOCKET_MODE};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -103,49 +114,85 @@ pub enum ApiError {
     Bind { path: PathBuf, source: std::io::Error },
     #[error("API socket {path} exists and another process is serving it")]
     InUse { path: PathBuf },
+    #[error("API socket path {path} exists and is a {kind}, not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf, kind: &'static str },
+    #[error("cannot tell whether API socket {path} is in use: {source}")]
+    Probe { path: PathBuf, source: std::io::Error },
+    #[error("cannot remove the stale API socket {path}: {source}")]
+    RemoveStale { path: PathBuf, source: std::io::Error },
 }
 
-/// Removes the socket file when dropped.
-pub struct ApiSocket {
-    path: PathBuf,
-}
-
-impl Drop for ApiSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
+/// Most control-API connections served at once; more are refused with an error reply.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Starts the listener thread on `path`, forwarding requests into `events`.
 pub fn serve(path: &Path, events: Sender<VmEvent>) -> Result<ApiSocket, ApiError> {
-    if path.exists() {
-        // A live server answers connections; a stale socket file from a crashed run
-        // does not and is replaced.
-        if UnixStream::connect(path).is_ok() {
-            return Err(ApiError::InUse { path: path.to_path_buf() });
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind { path: path.to_path_buf(), source })?;
+    let (listener, socket) = socket_file::create(path)?;
+    let limit = connection_limit::ConnectionLimit::new(MAX_CONNECTIONS);
     std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || {
-            if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Api) {
-                tracing::error!("control socket not served: {e}");
-                return;
-            }
-            for stream in listener.incoming().flatten() {
-                let events = events.clone();
-                let _ = std::thread::Builder::new().name("api-conn".into()).spawn(move || {
-                    match tern_seccomp::confine(tern_seccomp::ThreadClass::ApiConnection) {
-                        Ok(()) => serve_connection(stream, events),
-                        Err(e) => tracing::error!("control connection not served: {e}"),
-                    }
-                });
-            }
-        })
+        .spawn(move || accept_loop(listener, events, limit))
         .map_err(|source| ApiError::Bind { path: path.to_path_buf(), source })?;
-    Ok(ApiSocket { path: path.to_path_buf() })
+    Ok(socket)
+}
+
+/// Accepts connections, refuses the ones from other users and those over the limit,
+/// and serves each of the rest on its own thread.
+fn accept_loop(listener: UnixListener, events: Sender<VmEvent>, limit: connection_limit::ConnectionLimit) {
+    let own_uid = peer::own_uid();
+    if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Api) {
+        tracing::error!("control socket not served: {e}");
+        return;
+    }
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of fds, say: do not spin on the error.
+                tracing::warn!("accepting an API connection: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        match peer::peer_uid(&stream) {
+            Ok(uid) if peer::peer_allowed(uid, own_uid) => {}
+            Ok(uid) => {
+                tracing::warn!(peer_uid = uid, own_uid, "API connection refused: not tern's user or root");
+                refuse(stream, &format!("permission denied: uid {uid} may not use this tern's API"));
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("API connection refused: cannot read its credentials: {e}");
+                refuse(stream, "permission denied: cannot identify the connecting process");
+                continue;
+            }
+        }
+        let Some(slot) = limit.try_acquire() else {
+            tracing::warn!(max = limit.max(), "API connection refused: too many connections");
+            refuse(stream, &format!("too many API connections (at most {})", limit.max()));
+            continue;
+        };
+        let events = events.clone();
+        // The slot moves into the thread (or is dropped with the closure if the thread
+        // cannot start) and is released however the connection ends.
+        let spawned = std::thread::Builder::new().name("api-conn".into()).spawn(move || {
+            let _slot = slot;
+            match tern_seccomp::confine(tern_seccomp::ThreadClass::ApiConnection) {
+                Ok(()) => serve_connection(stream, events),
+                Err(e) => tracing::error!("control connection not served: {e}"),
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start an API connection thread: {e}");
+        }
+    }
+}
+
+/// Sends one error reply and closes the connection.
+fn refuse(mut stream: UnixStream, reason: &str) {
+    // A peer that does not read must not stall the accept loop.
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = write_reply(&mut stream, &ApiReply::error(reason));
 }
 
 /// Longest request line accepted; anything longer is refused, not buffered.
@@ -212,11 +259,62 @@ mod tests {
         assert!(serde_json::from_str::<ApiCommand>("not json").is_err());
     }
 
+    /// A fresh socket path for one test.
+    fn socket_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tern-api-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("api.sock")
+    }
+
+    fn read_line(conn: &UnixStream) -> String {
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line).unwrap();
+        line
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_get_an_error_and_a_freed_slot_is_reused() {
+        let path = socket_path("limit");
+        let (tx, rx) = channel();
+        let _socket = serve(&path, tx).unwrap();
+        std::thread::spawn(move || {
+            while let Ok(VmEvent::Api(req)) = rx.recv() {
+                let _ = req.reply.send(ApiReply::ok());
+            }
+        });
+        // Each connection is accepted, in order, before the next one: after a round
+        // trip on the last, all MAX_CONNECTIONS hold a slot.
+        let mut held: Vec<UnixStream> = (0..MAX_CONNECTIONS).map(|_| UnixStream::connect(&path).unwrap()).collect();
+        held.last_mut().unwrap().write_all(b"{\"command\":\"info\"}\n").unwrap();
+        assert!(read_line(held.last().unwrap()).contains("\"ok\":true"));
+        let extra = UnixStream::connect(&path).unwrap();
+        let reply = read_line(&extra);
+        assert_eq!(reply.trim(), format!("{{\"ok\":false,\"error\":\"too many API connections (at most {MAX_CONNECTIONS})\"}}"));
+        let mut rest = String::new();
+        assert_eq!(BufReader::new(&extra).read_line(&mut rest).unwrap(), 0, "the refused connection is closed");
+        // One client leaves: its slot comes back (released when its thread sees EOF).
+        drop(held.pop());
+        let started = std::time::Instant::now();
+        loop {
+            // Until the slot is back this connection is refused (error reply, closed),
+            // so the write may meet a closed socket.
+            let mut conn = UnixStream::connect(&path).unwrap();
+            let mut reply = String::new();
+            if conn.write_all(b"{\"command\":\"info\"}\n").is_ok()
+                && BufReader::new(&conn).read_line(&mut reply).is_ok()
+                && reply.contains("\"ok\":true")
+            {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "the freed slot never came back");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn round_trip_over_socket() {
-        let dir = std::env::temp_dir().join(format!("tern-api-test-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("api.sock");
+        let path = socket_path("round-trip");
         let (tx, rx) = channel();
         let _socket = serve(&path, tx).unwrap();
         // A fake machine: answers every request.

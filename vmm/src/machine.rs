@@ -56,7 +56,10 @@ pub struct MachineConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MachineExit {
     PowerOff,
+    /// The guest asked for a reset (reboot).
     Reset { reason: String },
+    /// A vCPU triple-faulted: the guest crashed (not a requested reset).
+    TripleFault { vcpu: u8, reason: String },
     /// Every vCPU halted (test guests without an irqchip).
     AllHalted,
     VcpuFailed { vcpu: u8, reason: String },
@@ -70,7 +73,7 @@ pub enum MachineExit {
 impl MachineExit {
     /// Whether the machine ended the way machines are meant to end.
     pub fn is_clean(&self) -> bool {
-        !matches!(self, MachineExit::VcpuFailed { .. } | MachineExit::ConfinementFailed { .. })
+        !matches!(self, MachineExit::VcpuFailed { .. } | MachineExit::TripleFault { .. } | MachineExit::ConfinementFailed { .. })
     }
 }
 
@@ -276,9 +279,10 @@ impl Machine {
         Ok(())
     }
 
-    /// Stops every vCPU between instructions and returns once all are parked.
-    pub fn pause(&self) {
-        self.parts.vcpus.pause();
+    /// Stops every vCPU between instructions and returns once all are parked, or fails
+    /// (the guest keeps running) naming the vCPUs that did not park in time.
+    pub fn pause(&self) -> Result<(), crate::vcpu::pause::PauseError> {
+        self.parts.vcpus.pause()
     }
 
     /// Resumes vCPUs parked by [`Machine::pause`].
@@ -329,6 +333,7 @@ impl Machine {
             let exit = match event {
                 VmEvent::PowerOff => MachineExit::PowerOff,
                 VmEvent::Reset { reason } => MachineExit::Reset { reason },
+                VmEvent::TripleFault { vcpu, reason } => MachineExit::TripleFault { vcpu, reason },
                 VmEvent::UserQuit => MachineExit::UserQuit,
                 VmEvent::VcpuFailed { vcpu, reason } => MachineExit::VcpuFailed { vcpu, reason },
                 VmEvent::MigratedAway => MachineExit::MigratedAway,
@@ -372,10 +377,13 @@ impl Machine {
             ),
             ApiCommand::Pause if self.migrating => (busy(), None),
             ApiCommand::Resume if self.migrating => (busy(), None),
-            ApiCommand::Pause => {
-                self.pause();
-                (ApiReply::ok(), None)
-            }
+            ApiCommand::Pause => match self.pause() {
+                Ok(()) => (ApiReply::ok(), None),
+                Err(e) => {
+                    tracing::warn!("pause failed: {e}");
+                    (ApiReply::error(format!("pause failed: {e}")), None)
+                }
+            },
             ApiCommand::Resume => {
                 self.resume();
                 (ApiReply::ok(), None)

@@ -178,7 +178,7 @@ fn pause_stops_guest_progress_and_resume_restarts_it() {
         std::thread::sleep(Duration::from_millis(5));
     }
     for _ in 0..3 {
-        m.pause();
+        m.pause().unwrap();
         assert!(m.is_paused());
         let frozen = counter(&m);
         std::thread::sleep(Duration::from_millis(100));
@@ -288,16 +288,19 @@ fn keyboard_controller_reset_ends_the_machine_as_a_reset() {
 }
 
 #[test]
-fn a_triple_fault_ends_the_machine_as_a_reset_that_says_where_the_guest_was() {
+fn a_triple_fault_ends_the_machine_as_a_crash_that_says_where_the_guest_was() {
     // lidt [0x600] (six zero bytes: an empty IDT); ud2. The #UD cannot be delivered,
     // nor the #GP and #DF that follow: the CPU shuts down.
     let code = vec![0x0f, 0x01, 0x1d, 0x00, 0x06, 0x00, 0x00, 0x0f, 0x0b, HLT];
     let mut m = machine(code, 1, false, Capture::default());
     m.start().unwrap();
-    let Some(MachineExit::Reset { reason }) = m.wait_for_exit(Some(TIMEOUT)) else {
-        panic!("a triple fault must end the machine as a reset");
+    let exit = m.wait_for_exit(Some(TIMEOUT));
+    let Some(MachineExit::TripleFault { vcpu, reason }) = exit.clone() else {
+        panic!("a triple fault must end the machine as a triple fault, not {exit:?}");
     };
-    assert!(reason.contains("triple fault"), "{reason}");
+    assert_eq!(vcpu, 0);
+    assert!(!exit.unwrap().is_clean(), "a triple fault is a guest crash");
+    assert!(reason.contains("vCPU 0 triple fault"), "{reason}");
     assert!(reason.contains("rip=0x") && reason.contains("idt=0x0/0x0"), "registers missing: {reason}");
 }
 

@@ -139,7 +139,7 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
         assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep counting on the destination (stuck at {})", generation(&dest_mem));
         std::thread::sleep(Duration::from_millis(10));
     }
-    dest.pause();
+    dest.pause().unwrap();
     let now = stamps(&dest_mem);
     for (i, (before, after)) in last_stamps.iter().zip(now.iter()).enumerate() {
         assert!(after >= before, "page {:#x} went backwards: source saw {before}, destination has {after}", STAMP_START as usize + i * 4096);

@@ -261,7 +261,14 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
 
     // Stop and copy. From here on, any failure must give the guest back.
     let paused_at = Instant::now();
-    parts.vcpus.pause();
+    if let Err(e) = parts.vcpus.pause() {
+        // The failed pause let the guest run again here; tell the destination.
+        let e = MigrateError::Device(format!("pause failed: {e}"));
+        let _ = messages::error(format!("source aborted: {e}")).send(&mut w);
+        let _ = w.flush();
+        tracker.stop();
+        return Err(e);
+    }
     let mut handed_over = false;
     let result = stop_and_copy(parts, &tracker, pages, &mut w, &mut buf, &mut batch, &mut report, &mut handed_over);
     match result {

@@ -37,7 +37,13 @@ impl Throttle {
                         std::thread::sleep(PERIOD);
                         continue;
                     }
-                    vcpus.pause();
+                    if let Err(e) = vcpus.pause() {
+                        // The pause undid itself. A vCPU that cannot park would make every
+                        // period cost the whole deadline: stop throttling (the final pause
+                        // fails the migration if the vCPU is still stuck then).
+                        tracing::warn!("migration throttle: pause failed: {e}");
+                        break;
+                    }
                     std::thread::sleep(PERIOD * share / 100);
                     vcpus.resume();
                     std::thread::sleep(PERIOD * (100 - share) / 100);

@@ -15,7 +15,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use coalesced_console::ConsoleLink;
-use pause::{CheckIn, PauseControl};
+use pause::{CheckIn, PauseControl, VcpuRegistration};
 
 /// Something that ends (or may end) the machine, or a request for it, delivered to
 /// the thread that owns the machine.
@@ -23,8 +23,11 @@ use pause::{CheckIn, PauseControl};
 pub enum VmEvent {
     /// The guest powered off (ACPI S5 or a KVM shutdown system event).
     PowerOff,
-    /// The guest reset the machine (keyboard controller, ACPI reset, triple fault).
+    /// The guest asked for a reset (keyboard controller, ACPI reset, KVM reset event).
     Reset { reason: String },
+    /// A vCPU triple-faulted (`KVM_EXIT_SHUTDOWN`): the guest crashed; `reason` says
+    /// which vCPU and where it was.
+    TripleFault { vcpu: u8, reason: String },
     /// A vCPU executed HLT with no in-kernel irqchip to wake it (tiny test guests).
     Halted { vcpu: u8 },
     /// A vCPU hit an exit it cannot continue from.
@@ -72,25 +75,22 @@ pub struct VcpuContext {
 /// UART registers whose writes can switch console coalescing (IER, LCR).
 const UART_CONTROL_PORTS: [u16; 2] = [0x3f9, 0x3fb];
 
-/// Starts the vCPU thread.
+/// Starts the vCPU thread. The vCPU is registered with the pause control before the
+/// thread starts (a pause right after `spawn` waits for it); the registration moves
+/// into the thread and is dropped when the thread ends however it ends (loop exit,
+/// unwinding, or a failed spawn dropping the closure), so no pause waits for a dead
+/// vCPU.
 pub fn spawn(ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
-    ctx.pause.register_vcpu();
-    let pause = ctx.pause.clone();
-    let spawned = std::thread::Builder::new().name(format!("vcpu{}", ctx.index)).spawn(move || {
-        let pause = ctx.pause.clone();
+    let registration = ctx.pause.register_vcpu(ctx.index);
+    std::thread::Builder::new().name(format!("vcpu{}", ctx.index)).spawn(move || {
         // Before the first KVM_RUN: everything after it is the guest's doing.
         match tern_seccomp::confine(tern_seccomp::ThreadClass::Vcpu) {
-            Ok(()) => run_loop(ctx),
+            Ok(()) => run_loop(ctx, registration),
             Err(e) => {
                 let _ = ctx.events.send(VmEvent::VcpuFailed { vcpu: ctx.index, reason: e.to_string() });
             }
         }
-        pause.unregister_vcpu();
-    });
-    if spawned.is_err() {
-        pause.unregister_vcpu();
-    }
-    spawned
+    })
 }
 
 /// Sends the kick signal to a vCPU thread.
@@ -101,11 +101,11 @@ pub fn kick(thread: &JoinHandle<()>) {
     }
 }
 
-fn run_loop(ctx: VcpuContext) {
+fn run_loop(ctx: VcpuContext, registration: VcpuRegistration) {
     let span = tracing::debug_span!("vcpu", index = ctx.index);
     let _enter = span.enter();
     let mut profile = exit_profile::ExitProfile::new(ctx.index);
-    while ctx.pause.check_in() == CheckIn::Run {
+    while registration.check_in() == CheckIn::Run {
         let mut fd = devices::sync::lock(&ctx.fd);
         profile.entering();
         let result = fd.run();
@@ -142,7 +142,8 @@ fn run_loop(ctx: VcpuContext) {
         let event = match outcome {
             Outcome::Continue => continue,
             Outcome::End(event) => with_registers(event, &fd),
-            Outcome::TripleFault => VmEvent::Reset {
+            Outcome::TripleFault => VmEvent::TripleFault {
+                vcpu: ctx.index,
                 reason: format!("vCPU {} triple fault (KVM_EXIT_SHUTDOWN) [{}]", ctx.index, shutdown_registers(&fd)),
             },
         };
@@ -154,7 +155,7 @@ fn run_loop(ctx: VcpuContext) {
 enum Outcome {
     Continue,
     End(VmEvent),
-    /// The guest triple-faulted: a reset, reported with where the vCPU was.
+    /// The guest triple-faulted: a crash, reported with where the vCPU was.
     TripleFault,
 }
 

@@ -11,7 +11,7 @@ use devices::sync::lock;
 use kvm_ioctls::VcpuFd;
 
 use super::coalesced_console::ConsoleLink;
-use super::pause::PauseControl;
+use super::pause::{PauseControl, PauseError};
 use super::{install_kick_handler, kick, spawn, VcpuContext, VmEvent};
 
 /// The vCPUs; see the module docs.
@@ -95,9 +95,11 @@ impl VcpuSet {
         Ok(())
     }
 
-    /// Parks every vCPU between instructions; returns once all are parked.
-    pub fn pause(&self) {
-        self.pause.pause(|| lock(&self.threads).iter().for_each(kick));
+    /// Parks every vCPU between instructions; returns once all are parked, or fails
+    /// (with the pause undone) naming the vCPUs that did not park within
+    /// [`super::pause::PAUSE_DEADLINE`].
+    pub fn pause(&self) -> Result<(), PauseError> {
+        self.pause.pause(|| lock(&self.threads).iter().for_each(kick))
     }
 
     /// Resumes parked vCPUs.
