@@ -47,6 +47,8 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
         // the log read each round.
         KVM_SET_USER_MEMORY_REGION(),
         KVM_GET_DIRTY_LOG(),
+        // The XSAVE area's size (KVM_CAP_XSAVE2), asked of the VM at each capture.
+        KVM_CHECK_EXTENSION(),
         // Machine state: PIC/IOAPIC, PIT, kvmclock ...
         KVM_GET_IRQCHIP(),
         KVM_GET_PIT2(),
