@@ -4,6 +4,7 @@
 pub mod api;
 pub mod boot;
 pub mod cpuid;
+pub mod events;
 pub mod host_check;
 pub mod kvm_vm;
 pub mod layout;

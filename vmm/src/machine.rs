@@ -13,7 +13,7 @@ use devices::virtio::pci::VirtioPciDevice;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::api::{ApiCommand, ApiReply, ApiRequest};
+use crate::events::{ApiCommand, ApiReply, ApiRequest};
 use crate::boot::{self, regs, BootEntry, BootError, BootSource};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
@@ -24,7 +24,7 @@ use crate::pci_devices::{add_pci_devices, PciSetupError};
 use crate::vcpu::coalesced_console::{CoalescedConsole, ConsoleLink};
 use crate::vcpu::set::{VcpuSet, VcpuStartError};
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
-use crate::vcpu::VmEvent;
+use crate::events::VmEvent;
 
 /// How often console output without a newline is pushed out.
 pub const CONSOLE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);

@@ -22,10 +22,10 @@ use super::throttle::Throttle;
 use super::tls::TlsIdentity;
 use super::transport::{self, Conn};
 use super::{cpuid_to_wire, MigrateError};
-use crate::api::ApiReply;
+use crate::events::ApiReply;
 use crate::machine::MachineParts;
 use crate::state;
-use crate::vcpu::VmEvent;
+use crate::events::VmEvent;
 
 /// What `tern migrate` asked for.
 #[derive(Clone, Debug)]
