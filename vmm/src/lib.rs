@@ -10,6 +10,7 @@ pub mod kvm_vm;
 pub mod layout;
 pub mod legacy_devices;
 pub mod machine;
+pub mod machine_parts;
 pub mod memory;
 pub mod memory_placement;
 pub mod migrate;

@@ -9,8 +9,7 @@ use devices::bus::Bus;
 use devices::legacy::serial::{SerialOutput, COM1_IRQ};
 use devices::legacy::{DebugPort, Serial};
 use devices::sync::lock;
-use devices::virtio::pci::VirtioPciDevice;
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::events::{ApiCommand, ApiReply, ApiRequest};
@@ -18,6 +17,7 @@ use crate::boot::{self, regs, BootEntry, BootError, BootSource};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
 use crate::legacy_devices::{add_legacy_devices, LegacyError};
+use crate::machine_parts::MachineParts;
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
 use crate::migrate;
 use crate::migrate::source::MigrationUpdate;
@@ -105,23 +105,6 @@ pub enum MachineError {
     Irqfd { gsi: u32, source: kvm_ioctls::Error },
     #[error("virtio devices need the in-kernel irqchip (MSI routing)")]
     VirtioNeedsIrqchip,
-}
-
-/// The parts of a machine that threads other than its owner (migration) work with.
-#[derive(Clone)]
-pub struct MachineParts {
-    pub vm: Arc<VmFd>,
-    pub mem: GuestMemoryMmap,
-    pub vcpus: Arc<VcpuSet>,
-    pub virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
-    pub serial: Arc<Mutex<Serial>>,
-    pub mmio: Arc<Bus>,
-    pub cpus: u8,
-    pub memory: u64,
-    /// vCPU 0's CPUID as set at creation (what a migration destination must offer).
-    pub cpuid: Arc<Vec<kvm_bindings::kvm_cpuid_entry2>>,
-    /// MSRs this host lets us read and write, probed at creation (migration saves them).
-    pub msr_indices: Arc<Vec<u32>>,
 }
 
 /// A machine; see the module docs.

@@ -22,7 +22,7 @@ use super::throttle::Throttle;
 use super::tls::TlsIdentity;
 use super::transport::{self, Conn};
 use super::{cpuid_to_wire, MigrateError};
-use crate::machine::MachineParts;
+use crate::machine_parts::MachineParts;
 use crate::state;
 use crate::events::VmEvent;
 
