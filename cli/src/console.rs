@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use devices::legacy::Serial;
-use vmm::vcpu::VmEvent;
+use vmm::events::VmEvent;
 
 /// Escape prefix (Ctrl-A) and the key that quits after it.
 const ESCAPE: u8 = 0x01;

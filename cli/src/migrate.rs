@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use vmm::api::ApiReply;
+use vmm::events::ApiReply;
 
 /// Flags of `tern migrate`.
 #[derive(Args, Debug)]

@@ -23,89 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Sender};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::vcpu::VmEvent;
-
-/// A request the machine's owner executes.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum ApiCommand {
-    /// Machine description and state.
-    Info,
-    /// Park every vCPU.
-    Pause,
-    /// Un-park the vCPUs.
-    Resume,
-    /// Stop the VM; tern exits.
-    Shutdown,
-    /// Live-migrate to a `tern receive` at `to` (HOST:PORT). Progress replies carry
-    /// `progress`; the last reply carries `report` (or `error`) and `done: true`.
-    Migrate {
-        to: String,
-        #[serde(default = "default_max_downtime_ms")]
-        max_downtime_ms: u64,
-        /// Bandwidth cap in MiB/s (absent or 0: unlimited).
-        #[serde(default)]
-        max_bandwidth_mib_s: u64,
-        /// Mutual TLS with the certificates in this directory (absent: plaintext).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tls_dir: Option<std::path::PathBuf>,
-    },
-}
-
-fn default_max_downtime_ms() -> u64 {
-    300
-}
-
-/// A reply: `ok` plus either fields or an error.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ApiReply {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
-    /// Migration progress sample (more replies follow).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<migration::report::Progress>,
-    /// Final migration report.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<migration::report::Report>,
-    /// False on a progress reply: more replies follow for this request.
-    #[serde(default = "done_default", skip_serializing_if = "is_true")]
-    pub done: bool,
-}
-
-fn done_default() -> bool {
-    true
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
-}
-
-impl ApiReply {
-    /// A success with no fields.
-    pub fn ok() -> Self {
-        Self { ok: true, done: true, ..Default::default() }
-    }
-    /// A failure with a reason.
-    pub fn error(reason: impl Into<String>) -> Self {
-        Self { ok: false, done: true, error: Some(reason.into()), ..Default::default() }
-    }
-}
-
-/// A request on its way to the machine, with where to send the reply.
-#[derive(Debug)]
-pub struct ApiRequest {
-    pub command: ApiCommand,
-    pub reply: Sender<ApiReply>,
-}
+use crate::events::{ApiCommand, ApiReply, ApiRequest, VmEvent};
 
 /// Errors starting the API server.
 #[derive(Debug, thiserror::Error)]
@@ -251,13 +169,6 @@ fn write_reply(writer: &mut UnixStream, reply: &ApiReply) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commands_parse_and_garbage_is_refused() {
-        assert_eq!(serde_json::from_str::<ApiCommand>(r#"{"command":"pause"}"#).unwrap(), ApiCommand::Pause);
-        assert!(serde_json::from_str::<ApiCommand>(r#"{"command":"explode"}"#).is_err());
-        assert!(serde_json::from_str::<ApiCommand>("not json").is_err());
-    }
 
     /// A fresh socket path for one test.
     fn socket_path(name: &str) -> PathBuf {

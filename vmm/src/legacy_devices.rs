@@ -9,7 +9,7 @@ use devices::interrupt::Interrupt;
 use devices::legacy::{acpi_pm, cmos, debug_port, i8042, serial, AcpiPmControl, Cmos, DebugPort, I8042, Serial};
 use devices::power::{PowerRequest, PowerRequestSink};
 
-use crate::vcpu::VmEvent;
+use crate::events::VmEvent;
 
 /// Handles to the legacy devices the VMM talks to after setup.
 pub struct LegacyDevices {

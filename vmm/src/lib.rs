@@ -4,11 +4,13 @@
 pub mod api;
 pub mod boot;
 pub mod cpuid;
+pub mod events;
 pub mod host_check;
 pub mod kvm_vm;
 pub mod layout;
 pub mod legacy_devices;
 pub mod machine;
+pub mod machine_parts;
 pub mod memory;
 pub mod memory_placement;
 pub mod migrate;

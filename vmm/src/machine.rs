@@ -9,22 +9,23 @@ use devices::bus::Bus;
 use devices::legacy::serial::{SerialOutput, COM1_IRQ};
 use devices::legacy::{DebugPort, Serial};
 use devices::sync::lock;
-use devices::virtio::pci::VirtioPciDevice;
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::api::{ApiCommand, ApiReply, ApiRequest};
+use crate::events::{ApiCommand, ApiReply, ApiRequest};
 use crate::boot::{self, regs, BootEntry, BootError, BootSource};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
 use crate::legacy_devices::{add_legacy_devices, LegacyError};
+use crate::machine_parts::MachineParts;
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
 use crate::migrate;
+use crate::migrate::source::MigrationUpdate;
 use crate::pci_devices::{add_pci_devices, PciSetupError};
 use crate::vcpu::coalesced_console::{CoalescedConsole, ConsoleLink};
 use crate::vcpu::set::{VcpuSet, VcpuStartError};
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
-use crate::vcpu::VmEvent;
+use crate::events::VmEvent;
 
 /// How often console output without a newline is pushed out.
 pub const CONSOLE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -104,23 +105,6 @@ pub enum MachineError {
     Irqfd { gsi: u32, source: kvm_ioctls::Error },
     #[error("virtio devices need the in-kernel irqchip (MSI routing)")]
     VirtioNeedsIrqchip,
-}
-
-/// The parts of a machine that threads other than its owner (migration) work with.
-#[derive(Clone)]
-pub struct MachineParts {
-    pub vm: Arc<VmFd>,
-    pub mem: GuestMemoryMmap,
-    pub vcpus: Arc<VcpuSet>,
-    pub virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
-    pub serial: Arc<Mutex<Serial>>,
-    pub mmio: Arc<Bus>,
-    pub cpus: u8,
-    pub memory: u64,
-    /// vCPU 0's CPUID as set at creation (what a migration destination must offer).
-    pub cpuid: Arc<Vec<kvm_bindings::kvm_cpuid_entry2>>,
-    /// MSRs this host lets us read and write, probed at creation (migration saves them).
-    pub msr_indices: Arc<Vec<u32>>,
 }
 
 /// A machine; see the module docs.
@@ -403,7 +387,11 @@ impl Machine {
                         tls_dir,
                     };
                     // The migration thread answers on the request's channel itself.
-                    migrate::source::spawn(self.parts.clone(), options, request.reply, self.events_tx.clone());
+                    let reply = request.reply;
+                    let updates = move |update| {
+                        let _ = reply.send(migration_reply(update));
+                    };
+                    migrate::source::spawn(self.parts.clone(), options, updates, self.events_tx.clone());
                     return None;
                 }
             }
@@ -421,6 +409,16 @@ impl Machine {
 impl Drop for Machine {
     fn drop(&mut self) {
         self.stop_vcpus();
+    }
+}
+
+/// The reply a migration update becomes: progress replies say more follow
+/// (`done: false`); the report or the error ends the request.
+fn migration_reply(update: MigrationUpdate) -> ApiReply {
+    match update {
+        MigrationUpdate::Progress(progress) => ApiReply { progress: Some(progress), done: false, ..ApiReply::ok() },
+        MigrationUpdate::Done(report) => ApiReply { report: Some(report), ..ApiReply::ok() },
+        MigrationUpdate::Failed(reason) => ApiReply::error(reason),
     }
 }
 
@@ -442,4 +440,26 @@ fn set_boot_registers(fd: &VcpuFd, mem: &GuestMemoryMmap, entry: Option<BootEntr
     fd.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
     fd.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migration::report::{Progress, Report};
+
+    fn line(update: MigrationUpdate) -> String {
+        serde_json::to_string(&migration_reply(update)).unwrap()
+    }
+
+    #[test]
+    fn migration_updates_become_the_replies_clients_read() {
+        let progress = Progress { round: 2, pages_left: 7, ..Default::default() };
+        let text = line(MigrationUpdate::Progress(progress.clone()));
+        let expected = format!("{{\"ok\":true,\"progress\":{},\"done\":false}}", serde_json::to_string(&progress).unwrap());
+        assert_eq!(text, expected);
+        let report = Report { rounds: 3, ..Default::default() };
+        let text = line(MigrationUpdate::Done(report.clone()));
+        assert_eq!(text, format!("{{\"ok\":true,\"report\":{}}}", serde_json::to_string(&report).unwrap()));
+        assert_eq!(line(MigrationUpdate::Failed("migration failed: no".into())), r#"{"ok":false,"error":"migration failed: no"}"#);
+    }
 }

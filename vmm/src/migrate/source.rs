@@ -22,10 +22,9 @@ use super::throttle::Throttle;
 use super::tls::TlsIdentity;
 use super::transport::{self, Conn};
 use super::{cpuid_to_wire, MigrateError};
-use crate::api::ApiReply;
-use crate::machine::MachineParts;
+use crate::machine_parts::MachineParts;
 use crate::state;
-use crate::vcpu::VmEvent;
+use crate::events::VmEvent;
 
 /// What `tern migrate` asked for.
 #[derive(Clone, Debug)]
@@ -44,22 +43,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the destination at each acknowledged step.
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs the migration on its own thread. Progress and the final result go to `reply`;
-/// the machine's owner learns the outcome through `events`.
-pub fn spawn(parts: MachineParts, options: Options, reply: Sender<ApiReply>, events: Sender<VmEvent>) {
+/// What the migration thread reports while it runs: progress after every round, then
+/// one final update.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MigrationUpdate {
+    /// A round is done; more updates follow.
+    Progress(Progress),
+    /// The guest runs on the destination now.
+    Done(Report),
+    /// The migration did not happen and the guest keeps running here; says why.
+    Failed(String),
+}
+
+/// Runs the migration on its own thread. Progress and the final result go to
+/// `updates`; the machine's owner learns the outcome through `events`.
+pub fn spawn(parts: MachineParts, options: Options, updates: impl Fn(MigrationUpdate) + Send + 'static, events: Sender<VmEvent>) {
     let thread = std::thread::Builder::new().name("migration".into()).spawn(move || {
         if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Migration) {
             let _ = events.send(VmEvent::MigrationFailed);
-            let _ = reply.send(ApiReply::error(format!("migration not started, the guest keeps running here: {e}")));
+            updates(MigrationUpdate::Failed(format!("migration not started, the guest keeps running here: {e}")));
             return;
         }
-        let progress = |p: Progress| {
-            let _ = reply.send(ApiReply { progress: Some(p), done: false, ..ApiReply::ok() });
-        };
+        let progress = |p: Progress| updates(MigrationUpdate::Progress(p));
         match run(&parts, &options, &progress) {
             Ok(report) => {
                 tracing::info!(?report, "migration complete");
-                let _ = reply.send(ApiReply { report: Some(report), ..ApiReply::ok() });
+                updates(MigrationUpdate::Done(report));
                 let _ = events.send(VmEvent::MigratedAway);
             }
             Err(e) => {
@@ -68,7 +77,7 @@ pub fn spawn(parts: MachineParts, options: Options, reply: Sender<ApiReply>, eve
                 // has the answer must find the machine no longer migrating (its next
                 // request queues behind this event).
                 let _ = events.send(VmEvent::MigrationFailed);
-                let _ = reply.send(ApiReply::error(format!("migration failed, the guest keeps running here: {e}")));
+                updates(MigrationUpdate::Failed(format!("migration failed, the guest keeps running here: {e}")));
             }
         }
     });

@@ -21,7 +21,7 @@ use devices::pci::config_io::BarRemapper;
 use devices::sync::lock;
 use devices::virtio::pci::{RestoreError, VirtioPciSnapshot};
 
-use crate::machine::MachineParts;
+use crate::machine_parts::MachineParts;
 use vcpu::VcpuState;
 use vm::VmState;
 use xsave::XsaveIoctls;

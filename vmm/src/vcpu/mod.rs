@@ -14,33 +14,9 @@ use devices::bus::Bus;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::events::VmEvent;
 use coalesced_console::ConsoleLink;
 use pause::{CheckIn, PauseControl, VcpuRegistration};
-
-/// Something that ends (or may end) the machine, or a request for it, delivered to
-/// the thread that owns the machine.
-#[derive(Debug)]
-pub enum VmEvent {
-    /// The guest powered off (ACPI S5 or a KVM shutdown system event).
-    PowerOff,
-    /// The guest asked for a reset (keyboard controller, ACPI reset, KVM reset event).
-    Reset { reason: String },
-    /// A vCPU triple-faulted (`KVM_EXIT_SHUTDOWN`): the guest crashed; `reason` says
-    /// which vCPU and where it was.
-    TripleFault { vcpu: u8, reason: String },
-    /// A vCPU executed HLT with no in-kernel irqchip to wake it (tiny test guests).
-    Halted { vcpu: u8 },
-    /// A vCPU hit an exit it cannot continue from.
-    VcpuFailed { vcpu: u8, reason: String },
-    /// The user asked to quit (console escape, API).
-    UserQuit,
-    /// A control-API request.
-    Api(crate::api::ApiRequest),
-    /// The guest now runs on a migration destination: this machine is done.
-    MigratedAway,
-    /// An outgoing migration failed and the guest runs here again.
-    MigrationFailed,
-}
 
 /// The signal used to kick vCPU threads out of KVM_RUN.
 pub fn kick_signal() -> i32 {

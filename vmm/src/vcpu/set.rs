@@ -12,7 +12,8 @@ use kvm_ioctls::VcpuFd;
 
 use super::coalesced_console::ConsoleLink;
 use super::pause::{PauseControl, PauseError};
-use super::{install_kick_handler, kick, spawn, VcpuContext, VmEvent};
+use super::{install_kick_handler, kick, spawn, VcpuContext};
+use crate::events::VmEvent;
 
 /// The vCPUs; see the module docs.
 pub struct VcpuSet {
