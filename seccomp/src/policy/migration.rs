@@ -76,12 +76,7 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     r.allow(libc::SYS_fdatasync);
     r.allow(libc::SYS_fsync);
     r.allow(libc::SYS_flock);
-    // Workers started again after a failed migration: their eventfds, epoll set
-    // and timer.
-    r.allow(libc::SYS_eventfd2);
-    r.allow(libc::SYS_epoll_create1);
-    r.allow(libc::SYS_epoll_ctl);
-    r.allow(libc::SYS_timerfd_create);
-    r.allow_when(libc::SYS_fcntl, vec![arg_eq(1, libc::F_DUPFD_CLOEXEC as u64)?])?;
+    // Workers started again after a failed migration.
+    r.merge(super::worker_setup::rules()?);
     Ok(r)
 }

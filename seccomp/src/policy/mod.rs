@@ -11,6 +11,7 @@ mod net_worker;
 mod spawning;
 mod throttle;
 mod vcpu;
+mod worker_setup;
 
 use seccompiler::BackendError;
 

@@ -5,7 +5,7 @@
 use seccompiler::BackendError;
 
 use crate::ioctls::*;
-use crate::rules::{arg_eq, Rules};
+use crate::rules::Rules;
 
 pub(crate) fn rules() -> Result<Rules, BackendError> {
     let mut r = Rules::new();
@@ -29,14 +29,7 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     // Interrupts (irqfd writes), worker stop eventfds, and the guest console's
     // output (stdout or a file).
     r.allow(libc::SYS_write);
-    // Activating a device creates its worker's eventfds, epoll set and timer
-    // before starting the thread.
-    r.allow(libc::SYS_eventfd2);
-    r.allow(libc::SYS_epoll_create1);
-    r.allow(libc::SYS_epoll_ctl);
-    r.allow(libc::SYS_timerfd_create);
-    // ... and hands it copies of the queue-notify eventfds (EventFd::try_clone is
-    // File::try_clone: F_DUPFD_CLOEXEC), and nothing else of fcntl.
-    r.allow_when(libc::SYS_fcntl, vec![arg_eq(1, libc::F_DUPFD_CLOEXEC as u64)?])?;
+    // Activating a device sets up its worker before starting the thread.
+    r.merge(super::worker_setup::rules()?);
     Ok(r)
 }
