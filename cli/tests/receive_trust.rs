@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,57 +27,9 @@ fn certs() -> &'static Path {
     })
 }
 
-struct Receiver {
-    child: Child,
-    port: u16,
-    stderr: BufReader<std::process::ChildStderr>,
-}
+mod common;
 
-fn start_receiver(extra: &[&str]) -> Receiver {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["receive", "--listen", "127.0.0.1:0", "--serial", "null", "--allow-emulated-kvm"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tern receive");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let port = line
-        .split_whitespace()
-        .find_map(|w| w.rsplit(':').next().and_then(|p| p.parse().ok()))
-        .unwrap_or_else(|| panic!("tern receive did not say where it listens: {line:?}"));
-    Receiver { child, port, stderr }
-}
-
-impl Receiver {
-    /// Waits for the exit; returns (exit code, rest of stderr).
-    fn finish(mut self) -> (i32, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "tern receive did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut rest = String::new();
-        for line in self.stderr.lines() {
-            rest.push_str(&line.unwrap());
-            rest.push('\n');
-        }
-        (status.code().unwrap_or(-1), rest)
-    }
-}
-
-fn assert_clean_failure(code: i32, stderr: &str, expect: &str) {
-    assert_ne!(code, 0, "tern receive succeeded: {stderr}");
-    assert!(stderr.contains(expect), "expected `{expect}` in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("tern: error")).count(), 1, "one error line: {stderr}");
-}
+use common::{assert_clean_failure, start_receiver};
 
 fn tls_client(port: u16, identity: &str) -> Result<Conn, String> {
     let id = TlsIdentity::load(&certs().join(identity)).map_err(|e| e.to_string())?;
