@@ -78,6 +78,22 @@ fn config(boot: Boot) -> MachineConfig {
     }
 }
 
+/// A destination receiving on its own thread, as `tern receive` does.
+type Receiving = std::thread::JoinHandle<Result<Machine, vmm::migrate::MigrateError>>;
+
+/// Starts a destination on a free loopback port; returns the port and its thread.
+fn receiver(options: ReceiveOptions) -> (u16, Receiving) {
+    let listener = destination::listen("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dest = std::thread::spawn(move || {
+        destination::receive(listener, &options, |desc| {
+            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
+                .map_err(|e| e.to_string())
+        })
+    });
+    (port, dest)
+}
+
 fn stamps(mem: &vmm::memory::GuestMemoryMmap) -> Vec<u32> {
     (STAMP_START..STAMP_END).step_by(4096).map(|a| mem.read_obj(GuestAddress(u64::from(a))).unwrap()).collect()
 }
@@ -105,14 +121,7 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
     let source_owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
 
     // Destination: listening, builds its machine from the source's description.
-    let listener = destination::listen("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let dest = std::thread::spawn(move || {
-        destination::receive(listener, &ReceiveOptions { expect: Expectations { memory: Some(MEMORY), cpus: Some(1) }, ..Default::default() }, |desc| {
-            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
-                .map_err(|e| e.to_string())
-        })
-    });
+    let (port, dest) = receiver(ReceiveOptions { expect: Expectations { memory: Some(MEMORY), cpus: Some(1) }, ..Default::default() });
 
     // `tern migrate` does exactly this over the source's control socket.
     let conn = UnixStream::connect(&api).unwrap();
@@ -191,14 +200,7 @@ fn refused_migrations_never_pause_the_guest() {
     assert!(reply.contains("\"ok\":false") && reply.contains("cannot connect"), "{reply}");
 
     // 2. A destination expecting another memory size refuses at the config step.
-    let listener = destination::listen("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let dest = std::thread::spawn(move || {
-        destination::receive(listener, &ReceiveOptions { expect: Expectations { memory: Some(MEMORY / 2), cpus: None }, ..Default::default() }, |desc| {
-            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
-                .map_err(|e| e.to_string())
-        })
-    });
+    let (port, dest) = receiver(ReceiveOptions { expect: Expectations { memory: Some(MEMORY / 2), cpus: None }, ..Default::default() });
     let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
     assert!(reply.contains("\"ok\":false") && reply.contains("more than --memory"), "{reply}");
     let dest_err = dest.join().unwrap().err().expect("destination refused");
@@ -236,14 +238,7 @@ fn guest_outrunning_the_link_is_throttled_and_still_completes() {
     let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
     source.start().unwrap();
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
-    let listener = destination::listen("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let dest = std::thread::spawn(move || {
-        destination::receive(listener, &ReceiveOptions::default(), |desc| {
-            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
-                .map_err(|e| e.to_string())
-        })
-    });
+    let (port, dest) = receiver(ReceiveOptions::default());
     let reply = migrate_with(&api, &format!("{{\"command\":\"migrate\",\"to\":\"127.0.0.1:{port}\",\"max_bandwidth_mib_s\":32}}"));
     assert!(reply.contains("\"ok\":true"), "{reply}");
     let throttle: u32 = reply.split("\"max_throttle_percent\":").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap();
@@ -270,17 +265,9 @@ fn test_certs() -> std::path::PathBuf {
     dir
 }
 
-fn tls_receiver(certs: &std::path::Path) -> (u16, std::thread::JoinHandle<Result<Machine, vmm::migrate::MigrateError>>) {
+fn tls_receiver(certs: &std::path::Path) -> (u16, Receiving) {
     let server = vmm::migrate::tls::TlsIdentity::load(&certs.join("dest")).unwrap().server_config().unwrap();
-    let listener = destination::listen("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let dest = std::thread::spawn(move || {
-        destination::receive(listener, &ReceiveOptions { tls: Some(server), ..Default::default() }, |desc| {
-            Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
-                .map_err(|e| e.to_string())
-        })
-    });
-    (port, dest)
+    receiver(ReceiveOptions { tls: Some(server), ..Default::default() })
 }
 
 #[test]
@@ -391,14 +378,7 @@ fn tampered_machine_state_is_refused_and_the_source_keeps_running() {
         (|s| s.vm.ioapic.chip_id = 0, "IOAPIC state carries chip id 0, expected 2"),
     ];
     for (tamper, reason) in cases {
-        let listener = destination::listen("127.0.0.1:0").unwrap();
-        let dest_port = listener.local_addr().unwrap().port();
-        let dest = std::thread::spawn(move || {
-            destination::receive(listener, &ReceiveOptions::default(), |desc| {
-                Machine::new(&kvm(), MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, ..config(Boot::Incoming) }, Instant::now())
-                    .map_err(|e| e.to_string())
-            })
-        });
+        let (dest_port, dest) = receiver(ReceiveOptions::default());
         let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let front_port = front.local_addr().unwrap().port();
         let relay = tampering_relay(front, dest_port, tamper);
