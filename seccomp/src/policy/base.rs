@@ -39,8 +39,11 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     r.allow(libc::SYS_gettid);
     // HashMap seeds (and rustls keys on the migration thread).
     r.allow(libc::SYS_getrandom);
-    // Dropping descriptors (eventfds, epoll sets, a stopped worker's files).
+    // Dropping descriptors (eventfds, epoll sets, a stopped worker's files). A debug
+    // build's std first checks that the descriptor is open (fcntl F_GETFD); reading
+    // a descriptor's flags is all that allows.
     r.allow(libc::SYS_close);
+    r.allow_when(libc::SYS_fcntl, vec![arg_eq(1, libc::F_GETFD as u64)?])?;
     // The kernel restarts an interrupted sleep through this.
     r.allow(libc::SYS_restart_syscall);
     // Logging (tracing, eprintln) goes to stderr only.
