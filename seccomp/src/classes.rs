@@ -24,11 +24,13 @@ pub enum ThreadClass {
     MigrationThrottle,
     /// The console's stdin forwarder.
     Console,
+    /// The migration destination's reader: parses everything the source sends.
+    MigrationIncoming,
 }
 
 impl ThreadClass {
     /// Every class.
-    pub const ALL: [ThreadClass; 9] = [
+    pub const ALL: [ThreadClass; 10] = [
         ThreadClass::Main,
         ThreadClass::Vcpu,
         ThreadClass::BlockWorker,
@@ -38,6 +40,7 @@ impl ThreadClass {
         ThreadClass::Migration,
         ThreadClass::MigrationThrottle,
         ThreadClass::Console,
+        ThreadClass::MigrationIncoming,
     ];
 
     /// The classes of the threads this class starts while confined: their
@@ -56,7 +59,8 @@ impl ThreadClass {
             | ThreadClass::NetWorker
             | ThreadClass::ApiConnection
             | ThreadClass::MigrationThrottle
-            | ThreadClass::Console => &[],
+            | ThreadClass::Console
+            | ThreadClass::MigrationIncoming => &[],
         }
     }
 
@@ -77,6 +81,7 @@ impl ThreadClass {
             ThreadClass::Migration => "migration",
             ThreadClass::MigrationThrottle => "migration-throttle",
             ThreadClass::Console => "console",
+            ThreadClass::MigrationIncoming => "migration-in",
         }
     }
 }

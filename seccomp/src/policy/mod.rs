@@ -7,6 +7,7 @@ mod block_worker;
 mod console;
 mod main_thread;
 mod migration;
+mod migration_in;
 mod net_worker;
 mod spawning;
 mod throttle;
@@ -30,6 +31,7 @@ fn own(class: ThreadClass) -> Result<Rules, BackendError> {
         ThreadClass::Migration => migration::rules(),
         ThreadClass::MigrationThrottle => throttle::rules(),
         ThreadClass::Console => console::rules(),
+        ThreadClass::MigrationIncoming => migration_in::rules(),
     }
 }
 

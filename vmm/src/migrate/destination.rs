@@ -5,7 +5,8 @@
 //! why, stop.
 
 use std::io::{self, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use super::guest_pages;
 use super::transport::Conn;
 use super::MigrateError;
 use crate::machine::Machine;
+use crate::memory::GuestMemoryMmap;
 use crate::state::{self, MachineState};
 
 /// How long a source may stay silent before it is called stalled (`--timeout`).
@@ -61,6 +63,12 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 /// (with this side's devices and serial); it is called once, after the description
 /// passed every check. Returns the running machine, or why the migration failed (the
 /// source has been told when it can still hear).
+///
+/// The source's bytes are read on their own thread, `migration-in`, confined to its
+/// seccomp class before the first byte (TLS handshake included): it decodes the
+/// stream, keeps the protocol's order and writes pages into guest memory; this thread
+/// checks the description, builds the machine, restores the decoded state and takes
+/// the devices over, on what the reader hands it.
 pub fn receive(
     listener: TcpListener,
     options: &ReceiveOptions,
@@ -71,24 +79,161 @@ pub fn receive(
     tracing::info!(%peer, tls = options.tls.is_some(), "incoming migration");
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(options.timeout))?;
-    let conn = match &options.tls {
-        Some(config) => Conn::server(stream, &peer.to_string(), config.clone()).map_err(|e| MigrateError::Tls(e.to_string()))?,
+    let (to_owner, from_reader) = channel();
+    let (to_reader, from_owner) = channel();
+    let (tls, timeout) = (options.tls.clone(), options.timeout);
+    let reader = std::thread::Builder::new()
+        .name("migration-in".into())
+        .spawn(move || read_source(stream, peer.to_string(), tls, timeout, to_owner, from_owner))?;
+    let result = own(options, build, &from_reader, &to_reader);
+    if let Err(e) = &result {
+        // The reader tells the source (if it can still hear) and ends.
+        let _ = to_reader.send(OwnerSays::Refused(refusal_text(e)));
+    }
+    drop(to_reader);
+    let _ = reader.join();
+    result
+}
+
+/// What the reader hands the machine's owner, in protocol order.
+enum ReaderSays {
+    /// The source's description (hello acknowledged).
+    Described(VmDescription),
+    /// The decoded machine state (all pages written).
+    State(Box<MachineState>),
+    /// The source has released its disks and TAPs.
+    HandOver,
+    /// The stream failed or broke the protocol (the source has been told).
+    Failed(MigrateError),
+}
+
+/// What the owner answers.
+enum OwnerSays {
+    /// The description fits and the machine is built: acknowledge, take pages into it.
+    Accepted(GuestMemoryMmap),
+    /// The state is restored: acknowledge.
+    Restored,
+    /// The guest runs here: acknowledge; the migration is over.
+    Resumed,
+    /// Refused or failed here: tell the source and stop.
+    Refused(String),
+}
+
+/// A failure as the source should hear it (it prefixes a refusal with "destination
+/// refused" itself).
+fn refusal_text(e: &MigrateError) -> String {
+    match e {
+        MigrateError::Refused(reason) => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The owner's side: every decision and every KVM or device operation.
+fn own(
+    options: &ReceiveOptions,
+    build: impl FnOnce(&VmDescription) -> Result<Machine, String>,
+    from_reader: &Receiver<ReaderSays>,
+    to_reader: &Sender<OwnerSays>,
+) -> Result<Machine, MigrateError> {
+    let next = || match from_reader.recv() {
+        Ok(ReaderSays::Failed(e)) => Err(e),
+        Ok(said) => Ok(said),
+        Err(_) => Err(MigrateError::Device("the migration reader ended without a reason".into())),
+    };
+    let reader_gone = || MigrateError::Device("the migration reader ended".into());
+    let ReaderSays::Described(desc) = next()? else {
+        return Err(MigrateError::Device("the reader skipped the description".into()));
+    };
+    // Everything about the description is checked before anything is allocated.
+    let kvm = Kvm::new().map_err(|e| MigrateError::Refused(format!("cannot open /dev/kvm: {e}")))?;
+    admission::check(&desc, &options.expect, &options.local_devices, &kvm).map_err(MigrateError::Refused)?;
+    let mut machine = build(&desc).map_err(MigrateError::Refused)?;
+    to_reader.send(OwnerSays::Accepted(machine.guest_memory().clone())).map_err(|_| reader_gone())?;
+    loop {
+        match next()? {
+            ReaderSays::State(machine_state) => {
+                state::restore(machine.parts(), &machine_state)?;
+                to_reader.send(OwnerSays::Restored).map_err(|_| reader_gone())?;
+            }
+            ReaderSays::HandOver => {
+                for device in &machine.parts().virtio {
+                    lock(device).device_mut().acquire_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
+                }
+                machine.start().map_err(|e| MigrateError::Device(format!("starting vCPUs: {e}")))?;
+                for device in &machine.parts().virtio {
+                    lock(device).device_mut().after_migration();
+                }
+                to_reader.send(OwnerSays::Resumed).map_err(|_| reader_gone())?;
+                return Ok(machine);
+            }
+            ReaderSays::Described(_) | ReaderSays::Failed(_) => {
+                return Err(MigrateError::Device("the reader broke the protocol order".into()))
+            }
+        }
+    }
+}
+
+/// The reader thread: confines itself, then serves the stream; on a failure of its
+/// own it tells the source and the owner.
+fn read_source(
+    stream: TcpStream,
+    peer: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    timeout: Duration,
+    to_owner: Sender<ReaderSays>,
+    from_owner: Receiver<OwnerSays>,
+) {
+    if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::MigrationIncoming) {
+        let _ = to_owner.send(ReaderSays::Failed(MigrateError::Device(format!("cannot confine the migration reader: {e}"))));
+        return;
+    }
+    let conn = match tls {
+        Some(config) => match Conn::server(stream, &peer, config) {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = to_owner.send(ReaderSays::Failed(MigrateError::Tls(e.to_string())));
+                return;
+            }
+        },
         None => Conn::Plain(stream),
     };
-    let mut reader = BufReader::with_capacity(1 << 20, conn);
-    let result = serve(&mut reader, options, build);
-    if let Err(e) = &result {
-        // Best effort: the source may already be gone.
-        let w = reader.get_mut();
-        // The source prefixes a refusal with "destination refused" itself.
-        let reason = match e {
-            MigrateError::Refused(reason) => reason.clone(),
-            other => other.to_string(),
-        };
-        let _ = messages::error(reason).send(w);
-        let _ = w.flush();
+    let mut r = BufReader::with_capacity(1 << 20, conn);
+    match serve(&mut r, timeout, &to_owner, &from_owner) {
+        Ok(()) => {}
+        // The owner refused: the source hears its reason.
+        Err(Stop::Owner(reason)) => tell_source(&mut r, reason),
+        Err(Stop::Reader(e)) => {
+            tell_source(&mut r, refusal_text(&e));
+            let _ = to_owner.send(ReaderSays::Failed(e));
+        }
     }
-    result
+}
+
+/// Best effort: the source may already be gone.
+fn tell_source(r: &mut BufReader<Conn>, reason: String) {
+    let w = r.get_mut();
+    let _ = messages::error(reason).send(w);
+    let _ = w.flush();
+}
+
+/// Why the reader stopped.
+enum Stop {
+    /// The owner refused or failed, with the reason for the source.
+    Owner(String),
+    /// The stream failed here.
+    Reader(MigrateError),
+}
+
+impl From<MigrateError> for Stop {
+    fn from(e: MigrateError) -> Self {
+        Stop::Reader(e)
+    }
+}
+
+impl From<ProtocolError> for Stop {
+    fn from(e: ProtocolError) -> Self {
+        Stop::Reader(MigrateError::Protocol(e))
+    }
 }
 
 fn send(r: &mut BufReader<Conn>, m: Message) -> Result<(), MigrateError> {
@@ -111,14 +256,21 @@ fn next_frame(r: &mut BufReader<Conn>, buf: &mut Vec<u8>, protocol: &mut Receive
     Ok(kind)
 }
 
-fn serve(
-    r: &mut BufReader<Conn>,
-    options: &ReceiveOptions,
-    build: impl FnOnce(&VmDescription) -> Result<Machine, String>,
-) -> Result<Machine, MigrateError> {
+/// Hands `said` to the owner and waits for its answer.
+fn ask(to_owner: &Sender<ReaderSays>, from_owner: &Receiver<OwnerSays>, said: ReaderSays) -> Result<OwnerSays, Stop> {
+    if to_owner.send(said).is_err() {
+        return Err(Stop::Owner("the destination stopped".into()));
+    }
+    match from_owner.recv() {
+        Ok(OwnerSays::Refused(reason)) => Err(Stop::Owner(reason)),
+        Ok(answer) => Ok(answer),
+        Err(_) => Err(Stop::Owner("the destination stopped".into())),
+    }
+}
+
+fn serve(r: &mut BufReader<Conn>, timeout: Duration, to_owner: &Sender<ReaderSays>, from_owner: &Receiver<OwnerSays>) -> Result<(), Stop> {
     let mut buf = Vec::new();
     let mut protocol = ReceiverProtocol::new();
-    let timeout = options.timeout;
     let decode = |kind, buf: &[u8]| -> Result<Message, MigrateError> {
         match Message::decode(kind, buf)? {
             Message::Error(e) => Err(MigrateError::Refused(format!("the source gave up: {}", e.reason))),
@@ -132,15 +284,13 @@ fn serve(
 
     let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
     let Message::Config(desc) = decode(kind, &buf)? else {
-        return Err(MigrateError::Protocol(ProtocolError::Unexpected { expected: "config", got: "another message" }));
+        return Err(Stop::Reader(MigrateError::Protocol(ProtocolError::Unexpected { expected: "config", got: "another message" })));
     };
-    // Everything about the description is checked before anything is allocated.
-    let kvm = Kvm::new().map_err(|e| MigrateError::Refused(format!("cannot open /dev/kvm: {e}")))?;
-    admission::check(&desc, &options.expect, &options.local_devices, &kvm).map_err(MigrateError::Refused)?;
-    let mut machine = build(&desc).map_err(MigrateError::Refused)?;
+    let OwnerSays::Accepted(mem) = ask(to_owner, from_owner, ReaderSays::Described(desc))? else {
+        return Err(Stop::Owner("the destination answered out of order".into()));
+    };
     send(r, messages::ack(AckStage::Config))?;
 
-    let mem = machine.guest_memory().clone();
     let zero = vec![0u8; migration::PAGE_SIZE];
     loop {
         let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
@@ -162,23 +312,22 @@ fn serve(
         match decode(kind, &buf)? {
             Message::RoundDone(done) => tracing::debug!(round = done.round, pages = done.pages, "round received"),
             Message::State(bytes) => {
-                let machine_state = MachineState::decode(&bytes)?;
-                state::restore(machine.parts(), &machine_state)?;
+                let machine_state = MachineState::decode(&bytes).map_err(MigrateError::from)?;
+                ask(to_owner, from_owner, ReaderSays::State(Box::new(machine_state)))?;
                 send(r, messages::ack(AckStage::Restored))?;
             }
             Message::HandOver(_) => {
-                for device in &machine.parts().virtio {
-                    lock(device).device_mut().acquire_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
-                }
-                machine.start().map_err(|e| MigrateError::Device(format!("starting vCPUs: {e}")))?;
-                for device in &machine.parts().virtio {
-                    lock(device).device_mut().after_migration();
-                }
+                ask(to_owner, from_owner, ReaderSays::HandOver)?;
                 send(r, messages::ack(AckStage::Resumed))?;
-                return Ok(machine);
+                return Ok(());
             }
             // The protocol state machine admits nothing else here.
-            other => return Err(MigrateError::Protocol(ProtocolError::Unexpected { expected: "pages, state or hand-over", got: other.name() })),
+            other => {
+                return Err(Stop::Reader(MigrateError::Protocol(ProtocolError::Unexpected {
+                    expected: "pages, state or hand-over",
+                    got: other.name(),
+                })))
+            }
         }
     }
 }
