@@ -92,18 +92,8 @@ pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "vCPUs running");
     let exit = machine.wait_for_exit(None);
     drop(raw_guard);
-    let migrated_away = exit == Some(MachineExit::MigratedAway);
     let (message, status) = outcome(exit, started.elapsed().as_millis())?;
     eprintln!("{message}");
-    if migrated_away {
-        // The guest runs on the destination, which holds the disks and TAPs: nothing
-        // of this machine is needed any more, so tern ends without tearing it down.
-        // (Its device workers may have been restarted by an earlier, failed migration
-        // thread and then run under that thread's filter too; once in about eight rig
-        // runs such a teardown was killed by seccomp, cause not yet found.)
-        drop(_api);
-        std::process::exit(i32::from(status));
-    }
     Ok(ExitCode::from(status))
 }
 
