@@ -117,7 +117,7 @@ fn tls_config(args: &ReceiveArgs) -> Result<Option<std::sync::Arc<rustls::Server
         return Ok(Some(config));
     }
     let addrs: Vec<_> = args.listen.to_socket_addrs().with_context(|| format!("--listen {}", args.listen))?.collect();
-    let loopback = !addrs.is_empty() && addrs.iter().all(destination::is_loopback);
+    let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
     if !loopback {
         if !args.no_tls {
             bail!(

@@ -38,6 +38,12 @@ impl Rules {
         Ok(self)
     }
 
+    /// Allows `openat` for reading only: no write access, no create, no truncate.
+    pub(crate) fn allow_read_only_open(&mut self) -> Result<&mut Self, BackendError> {
+        let writes = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u64;
+        self.allow_when(libc::SYS_openat, vec![arg_clear(2, writes)?])
+    }
+
     /// Allows `ioctl` with any of these request numbers, on any descriptor.
     pub(crate) fn allow_ioctls(&mut self, requests: &[u64]) -> Result<&mut Self, BackendError> {
         for &request in requests {

@@ -4,7 +4,7 @@
 use seccompiler::BackendError;
 
 use crate::ioctls::*;
-use crate::rules::{arg_clear, arg_eq, Rules};
+use crate::rules::{arg_eq, Rules};
 
 pub(crate) fn rules() -> Result<Rules, BackendError> {
     let mut r = Rules::new();
@@ -36,8 +36,7 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     r.allow(libc::SYS_getpeername);
     // The resolver reads /etc/hosts, /etc/resolv.conf, nsswitch.conf: read-only
     // opens (no write access, no create, no truncate) and stat.
-    let read_only = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u64;
-    r.allow_when(libc::SYS_openat, vec![arg_clear(2, read_only)?])?;
+    r.allow_read_only_open()?;
     r.allow(libc::SYS_fstat);
     r.allow(libc::SYS_newfstatat);
     r.allow(libc::SYS_statx);

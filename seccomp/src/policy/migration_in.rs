@@ -6,7 +6,7 @@
 
 use seccompiler::BackendError;
 
-use crate::rules::{arg_clear, Rules};
+use crate::rules::Rules;
 
 pub(crate) fn rules() -> Result<Rules, BackendError> {
     let mut r = Rules::new();
@@ -22,7 +22,6 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     // (seen with --seccomp log: one openat per receive; the caller, in the C library,
     // is not identified yet). Read-only opens only: no write access, no create, no
     // truncate.
-    let read_only = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u64;
-    r.allow_when(libc::SYS_openat, vec![arg_clear(2, read_only)?])?;
+    r.allow_read_only_open()?;
     Ok(r)
 }

@@ -5,7 +5,7 @@
 //! why, stop.
 
 use std::io::{self, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,11 +51,6 @@ impl Default for ReceiveOptions {
 /// Binds the listening socket (so the caller can report the address before waiting).
 pub fn listen(addr: &str) -> Result<TcpListener, MigrateError> {
     TcpListener::bind(addr).map_err(|source| MigrateError::Listen { addr: addr.to_string(), source })
-}
-
-/// Whether `addr` is a loopback address (plaintext stays on this host there).
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
 }
 
 /// Accepts one migration on `listener`, which is closed once the source connected
@@ -249,7 +244,7 @@ fn next_frame(r: &mut BufReader<Conn>, buf: &mut Vec<u8>, protocol: &mut Receive
         FrameError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
             MigrateError::Stalled(timeout.as_secs())
         }
-        FrameError::Io(io) if r.get_ref().is_tls() => MigrateError::Tls(format!("TLS: {}", super::transport::explain(&io))),
+        FrameError::Io(io) if r.get_ref().is_tls() => MigrateError::Tls(super::transport::stream_failure(&io)),
         other => MigrateError::Protocol(ProtocolError::from(other)),
     })?;
     protocol.accept(kind).map_err(|e| MigrateError::Protocol(ProtocolError::OutOfOrder(e)))?;

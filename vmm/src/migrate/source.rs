@@ -201,7 +201,7 @@ fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<(), 
         // A TLS destination that refused this host's certificate says so in an alert,
         // which arrives on the first read after the handshake.
         migration::messages::ProtocolError::Frame(migration::frame::FrameError::Io(io)) if tls => {
-            MigrateError::Tls(format!("TLS: {}", transport::explain(&io)))
+            MigrateError::Tls(transport::stream_failure(&io))
         }
         other => refusal(other),
     })

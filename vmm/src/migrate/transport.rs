@@ -86,6 +86,11 @@ fn complete_handshake<D>(conn: &mut rustls::ConnectionCommon<D>, sock: &mut TcpS
     Ok(())
 }
 
+/// A read or write failure on an established TLS connection, as one line.
+pub fn stream_failure(e: &io::Error) -> String {
+    format!("TLS: {}", explain(e))
+}
+
 /// An error on a TLS connection as one line, with a hint for the usual causes.
 pub fn explain(e: &io::Error) -> String {
     let text = e.to_string();
