@@ -12,6 +12,7 @@ mod classes;
 mod ioctls;
 mod mode;
 mod policy;
+mod report;
 mod rules;
 
 use std::cell::Cell;
@@ -58,7 +59,7 @@ pub fn confined_as() -> Option<ThreadClass> {
 pub fn compile(class: ThreadClass, mode: Mode) -> Result<Option<BpfProgram>, ConfineError> {
     let mismatch = match mode {
         Mode::Off => return Ok(None),
-        Mode::On => SeccompAction::KillProcess,
+        Mode::On => SeccompAction::Trap,
         Mode::Log => SeccompAction::Log,
     };
     let compile_err = |source| ConfineError::Compile { class, source };

@@ -9,7 +9,8 @@ use crate::classes::ThreadClass;
 /// What a filter does with a syscall that is not on the thread's list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Kill the whole process (`SECCOMP_RET_KILL_PROCESS`, SIGSYS).
+    /// End the whole process by SIGSYS (`SECCOMP_RET_TRAP` into a handler that first
+    /// prints the thread class and the syscall on stderr).
     On,
     /// Allow it and have the kernel log it (`SECCOMP_RET_LOG`: an audit line with
     /// `syscall=N` in the kernel log).
@@ -47,6 +48,8 @@ pub enum ModeError {
     AlreadySet { set: Mode, wanted: Mode },
     #[error("this kernel has no seccomp filter support (use --seccomp off): {0}")]
     Unsupported(std::io::Error),
+    #[error("cannot install the SIGSYS handler that reports a forbidden syscall: {0}")]
+    Reporter(std::io::Error),
     #[error(transparent)]
     Filter(#[from] crate::ConfineError),
 }
@@ -72,6 +75,9 @@ pub fn set_mode(wanted: Mode) -> Result<(), ModeError> {
     }
     for class in ThreadClass::ALL {
         crate::compile(class, wanted)?;
+    }
+    if wanted == Mode::On {
+        crate::report::install_sigsys_reporter().map_err(ModeError::Reporter)?;
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ fn assert_killed_by_sigsys(case: &str) {
     let (status, stderr) = run_child(case);
     assert!(stderr.contains(MARK), "{case}: stopped before the forbidden call: {status:?} {stderr}");
     assert_eq!(status.signal(), Some(libc::SIGSYS), "{case}: {status:?} {stderr}");
+    assert!(stderr.contains("which its seccomp filter forbids; ending tern"), "{case}: no report line: {stderr}");
 }
 
 fn assert_exits_cleanly(case: &str) {
@@ -46,6 +47,8 @@ fn mark() {
 #[test]
 fn forbidden_socket_on_a_block_worker_kills_the_process() {
     assert_killed_by_sigsys("forbidden-block-socket");
+    let (_, stderr) = run_child("forbidden-block-socket");
+    assert!(stderr.contains("tern: fatal: the block-worker thread made syscall 41 (socket)"), "{stderr}");
 }
 
 #[test]
