@@ -6,7 +6,7 @@
 set -euo pipefail
 
 want_qemu_major=10
-packages=(busybox-static cpio lz4 e2fsprogs netperf python3 openssl)
+packages=(busybox-static cpio lz4 e2fsprogs netperf python3 openssl iproute2)
 
 have_all() {
     command -v qemu-system-x86_64 >/dev/null &&
@@ -14,7 +14,7 @@ have_all() {
         [ -x /bin/busybox ] && command -v cpio >/dev/null && command -v lz4 >/dev/null &&
         command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null &&
         command -v netperf >/dev/null && command -v python3 >/dev/null &&
-        command -v openssl >/dev/null
+        command -v openssl >/dev/null && [ -x /usr/sbin/ip ] && /usr/sbin/ip -V 2>/dev/null | grep -q iproute2
 }
 
 if have_all; then

@@ -10,8 +10,6 @@
 //! the process. On a thread without a filter (a SIGSYS sent by `kill`) that call just
 //! fails, and the handler restores the default action and raises SIGSYS itself.
 
-use std::fmt::Write as _;
-
 use crate::classes::ThreadClass;
 
 /// `si_code` of a SIGSYS raised by a seccomp filter (`SYS_SECCOMP` in the kernel).
@@ -32,7 +30,7 @@ pub(crate) fn install_sigsys_reporter() -> std::io::Result<()> {
     // does async-signal-safe work (stack formatting, write, raw syscalls).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigsys as usize;
+        action.sa_sigaction = on_sigsys as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO;
         libc::sigemptyset(&mut action.sa_mask);
         if libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut()) != 0 {
@@ -149,6 +147,8 @@ fn syscall_name(nr: libc::c_int) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn text(class: Option<ThreadClass>, syscall: Option<libc::c_int>) -> String {

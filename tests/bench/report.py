@@ -145,21 +145,26 @@ def migrate_section(rows, out):
     out.append(f"\nruns: TLS {len(col('tern-migrate', 'total_ms'))}, plaintext {len(col('tern-migrate-plain', 'total_ms'))}\n")
 
 
+def venv_python():
+    """A Python with matplotlib from a venv under target/ (made and filled from PyPI
+    on first use), or None when that fails."""
+    venv = os.path.join(ROOT, "target", "bench-venv")
+    py = os.path.join(venv, "bin", "python3")
+    if not os.path.exists(py):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=False)
+        subprocess.run([py, "-m", "pip", "install", "-q", "matplotlib"], check=False)
+    if os.path.exists(py) and os.environ.get("TERN_BENCH_IN_VENV") != "1":
+        env = dict(os.environ, TERN_BENCH_IN_VENV="1")
+        if subprocess.run([py, "-c", "import matplotlib"], env=env).returncode == 0:
+            return py
+    return None
+
+
 def plot(data, path):
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        venv = os.path.join(ROOT, "target", "bench-venv")
-        py = os.path.join(venv, "bin", "python3")
-        if not os.path.exists(py):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=False)
-            subprocess.run([py, "-m", "pip", "install", "-q", "matplotlib"], check=False)
-        if os.path.exists(py) and os.environ.get("TERN_BENCH_IN_VENV") != "1":
-            env = dict(os.environ, TERN_BENCH_IN_VENV="1")
-            r = subprocess.run([py, "-c", "import matplotlib"], env=env)
-            if r.returncode == 0:
-                return "venv"
-        return "matplotlib unavailable: no plot"
+        return "venv" if venv_python() else "matplotlib unavailable: no plot"
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -53,7 +53,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import tools  # noqa: E402  (resources/guest/tools.py)
 
 L1_MODULES = ["irqbypass", "kvm", "kvm_amd", "tun", "tap", "vhost_iotlb", "vhost", "vhost_net",
-              "llc", "stp", "bridge", "virtio_pci", "virtio_blk"]
+              "llc", "stp", "bridge", "virtio_pci", "virtio_blk", "veth"]
+# iproute2's ip (busybox's has no netns or veth), as ip-full in the scenarios' PATH.
+IP_FULL = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else (shutil.which("ip") or "/sbin/ip")
 QEMU_FIRMWARE = [
     "/usr/share/qemu/pvh.bin", "/usr/share/qemu/linuxboot.bin", "/usr/share/qemu/linuxboot_dma.bin",
     "/usr/share/qemu/multiboot.bin", "/usr/share/qemu/multiboot_dma.bin", "/usr/share/qemu/kvmvapic.bin",
@@ -63,7 +65,7 @@ QEMU_FIRMWARE = [
     "/usr/share/seabios/vgabios-isavga.bin", "/usr/share/seabios/vgabios.bin",
     "/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/efi-e1000e.rom", "/usr/lib/ipxe/qemu/efi-virtio.rom",
 ]
-HOST_TOOLS = ["qemu-system-x86_64", "cpio", "gzip", "lz4", "mkfs.ext4", "debugfs", "e2fsck", "busybox", "netperf", "netserver", "ldd"]
+HOST_TOOLS = ["qemu-system-x86_64", "cpio", "gzip", "lz4", "mkfs.ext4", "debugfs", "e2fsck", "busybox", "netperf", "netserver", "ldd", "ip"]
 # L1 kernel messages that mean the rig itself is in trouble (what they change: classify).
 # Matched only on lines that start with a printk timestamp: guest logs shown by scenarios
 # are prefixed ("  | ").
@@ -205,10 +207,11 @@ def build_l1_initrd(kenv, compress):
     """busybox, L1 modules, QEMU 10 with libraries and firmware, netperf; cached."""
     qemu = shutil.which("qemu-system-x86_64")
     progs = [qemu, shutil.which("netperf"), shutil.which("netserver"), shutil.which("debugfs"), shutil.which("e2fsck")]
+    libs_for = progs + [IP_FULL]
     busybox = "/bin/busybox" if os.path.exists("/bin/busybox") else shutil.which("busybox")
-    libs = ldd(progs)
+    libs = ldd(libs_for)
     fw = [f for f in QEMU_FIRMWARE if os.path.exists(f)]
-    h = file_key(progs + libs + fw + [busybox, os.path.join(RIG, "l1-init.sh"),
+    h = file_key(libs_for + libs + fw + [busybox, os.path.join(RIG, "l1-init.sh"),
                                       os.path.join(GUEST_SRC, "tern-pattern"), os.path.join(GUEST_SRC, "tools.py")])
     h.update((kenv["MODULES_DIR"] + " ".join(L1_MODULES + QEMU_FIRMWARE) + compress).encode())
     key = h.hexdigest()[:16]
@@ -232,6 +235,8 @@ def build_l1_initrd(kenv, compress):
             os.symlink("/bin/busybox", dst)
     for p in progs:
         copy_into(stage, p, "/usr/bin/" + os.path.basename(p))
+    # iproute2's ip beside busybox's (netns, veth: the main job's no-VM baseline).
+    copy_into(stage, IP_FULL, "/usr/bin/ip-full")
     for lib in libs:
         copy_into(stage, lib)
         # the loader must also be found at its canonical path
@@ -726,6 +731,8 @@ def busybox_bin():
         link = os.path.join(d, a)
         if not os.path.lexists(link):
             os.symlink(busybox, link)
+    if not os.path.lexists(os.path.join(d, "ip-full")):
+        os.symlink(IP_FULL, os.path.join(d, "ip-full"))
     return d
 
 

@@ -16,6 +16,8 @@ use migration::messages::Message;
 use vm_memory::{Bytes, GuestAddress};
 use vmm::migrate::destination::{self, Expectations, ReceiveOptions};
 use vmm::state::{xsave, MachineState};
+use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::VirtioDevice;
 use vmm::{Boot, Machine, MachineConfig, MachineExit};
 
 const LOAD_ADDR: u64 = 0x10_0000;
@@ -422,4 +424,123 @@ fn xsave_area_moves_through_this_hosts_kvm_at_its_size() {
     let too_big = vec![0u8; ioctls.size() + 64];
     let err = ioctls.set(&vcpu, 0, &too_big).unwrap_err().to_string();
     assert!(err.contains("is larger than this host's"), "{err}");
+}
+
+/// Relays one migration from the source (accepted on `front`) to a real destination
+/// on `to`, frame by frame, until `cut(kind, bytes so far)` says stop; then it closes
+/// the source's side with SO_LINGER 0: the kernel answers the source with a reset
+/// (ECONNRESET), as for a destination killed with unread data in its socket.
+fn resetting_relay(front: std::net::TcpListener, to: u16, cut: fn(frame::Kind, usize) -> bool) -> std::thread::JoinHandle<()> {
+    use std::os::fd::AsRawFd;
+    std::thread::spawn(move || {
+        let (source, _) = front.accept().unwrap();
+        let dest = std::net::TcpStream::connect(("127.0.0.1", to)).unwrap();
+        let (mut dest_r, mut source_w) = (dest.try_clone().unwrap(), source.try_clone().unwrap());
+        let back = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut dest_r, &mut source_w);
+        });
+        let (mut from, mut into) = (std::io::BufReader::new(source.try_clone().unwrap()), dest);
+        let mut buf = Vec::new();
+        let mut passed = 0;
+        while let Ok(kind) = frame::read_frame(&mut from, &mut buf) {
+            if cut(kind, passed) || frame::write_frame(&mut into, kind, &buf).is_err() {
+                break;
+            }
+            passed += buf.len();
+        }
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: a valid socket descriptor and a linger struct of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                source.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let _ = into.shutdown(std::net::Shutdown::Both);
+        drop(from);
+        drop(source);
+        let _ = back.join();
+    })
+}
+
+/// A destination like [`receiver`] whose machine has the disk `image` (unlocked until
+/// the hand-over, as `tern receive` opens it).
+fn receiver_with_disk(image: std::path::PathBuf) -> (u16, Receiving) {
+    let listener = destination::listen("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dest = std::thread::spawn(move || {
+        let disk = Block::new_unlocked(BlockConfig::new(image)).map_err(|e| vmm::migrate::MigrateError::Device(e.to_string()))?;
+        let options = ReceiveOptions { local_devices: vec![disk.describe()], ..Default::default() };
+        let mut disk = Some(disk);
+        destination::receive(listener, &options, move |desc| {
+            let devices: Vec<Box<dyn VirtioDevice>> = disk.take().map(|d| Box::new(d) as Box<dyn VirtioDevice>).into_iter().collect();
+            Machine::new(
+                &kvm(),
+                MachineConfig { cpus: desc.cpus, memory: desc.memory_bytes, virtio_devices: devices, ..config(Boot::Incoming) },
+                Instant::now(),
+            )
+            .map_err(|e| e.to_string())
+        })
+    });
+    (port, dest)
+}
+
+/// The rig saw a plaintext source die by SIGSYS on its next migration after a
+/// destination was killed mid-transfer (the source's write failed with ECONNRESET).
+/// Here seccomp is on: a forbidden syscall anywhere on that path ends this test
+/// binary with the reporter's line naming the thread class and the syscall.
+#[test]
+fn a_destination_reset_mid_transfer_leaves_a_source_that_migrates_again() {
+    let _serial = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("tern-migration-reset-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A disk too, as in the rig: its flush and lock hand-over are on the failure paths.
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    let disk: Box<dyn VirtioDevice> = Box::new(Block::new(BlockConfig::new(&image)).unwrap());
+    let source_config = MachineConfig { virtio_devices: vec![disk], ..config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }) };
+    let mut source = Machine::new(&kvm(), source_config, Instant::now()).unwrap();
+    let source_mem = source.guest_memory().clone();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    source.start().unwrap();
+    let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
+
+    // Cut early in the first round, later in it, and once the guest is paused (at the
+    // machine state, after the last pages).
+    let cuts: [fn(frame::Kind, usize) -> bool; 3] =
+        [|_, bytes| bytes > 1 << 20, |_, bytes| bytes > 8 << 20, |kind, _| kind == frame::Kind::State];
+    for (attempt, cut) in cuts.into_iter().enumerate() {
+        let (dest_port, dest) = receiver_with_disk(image.clone());
+        let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = front.local_addr().unwrap().port();
+        let relay = resetting_relay(front, dest_port, cut);
+        let t = Instant::now();
+        let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
+        relay.join().unwrap();
+        assert!(dest.join().unwrap().is_err(), "attempt {attempt}: the cut destination received a guest");
+        eprintln!("attempt {attempt}: {:?}: {reply}", t.elapsed());
+        assert!(reply.contains("\"ok\":false"), "attempt {attempt}: {reply}");
+        let before = generation(&source_mem);
+        let t = Instant::now();
+        while generation(&source_mem) <= before + 1 {
+            if t.elapsed() > Duration::from_secs(30) {
+                let conn = UnixStream::connect(&api).unwrap();
+                (&conn).write_all(b"{\"command\":\"info\"}\n").unwrap();
+                let info = BufReader::new(conn).lines().next().unwrap().unwrap();
+                panic!("source guest stopped after a reset destination (generation {before}): {info}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let (port, dest) = receiver_with_disk(image.clone());
+    let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::MigratedAway));
+    let mut dest = dest.join().unwrap().unwrap();
+    dest.stop_vcpus();
 }

@@ -33,6 +33,8 @@ pub enum MigrateError {
     State(#[from] StateError),
     #[error("destination refused: {0}")]
     Refused(String),
+    #[error("the destination did not acknowledge the {0} step within {1} s")]
+    NoAnswer(String, u64),
     #[error("{0}")]
     Device(String),
     /// A TLS set-up or handshake failure (the message says so itself).

@@ -200,6 +200,11 @@ fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<(), 
     messages::expect_ack(conn, buf, stage).map_err(|e| match e {
         // A TLS destination that refused this host's certificate says so in an alert,
         // which arrives on the first read after the handshake.
+        migration::messages::ProtocolError::Frame(migration::frame::FrameError::Io(io))
+            if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+        {
+            MigrateError::NoAnswer(format!("{stage:?}").to_lowercase(), ACK_TIMEOUT.as_secs())
+        }
         migration::messages::ProtocolError::Frame(migration::frame::FrameError::Io(io)) if tls => {
             MigrateError::Tls(transport::stream_failure(&io))
         }
