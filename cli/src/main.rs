@@ -1,6 +1,9 @@
 //! The `tern` command line.
 
 mod console;
+mod console_attach;
+mod console_ring;
+mod console_socket;
 mod device_args;
 mod guest_devices;
 mod migrate;
@@ -33,6 +36,9 @@ enum Command {
     Receive(receive::ReceiveArgs),
     /// Live-migrate the guest of a running tern (by its control socket) to a receiver.
     Migrate(migrate::MigrateArgs),
+    /// Attach to the serial console of a running tern started with --serial
+    /// socket=PATH (Ctrl-A x detaches; the guest keeps running).
+    Console(console_attach::ConsoleArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Receive(args) => receive::receive(args),
         Command::Migrate(args) => migrate::migrate(args),
+        Command::Console(args) => console_attach::attach(args),
     };
     match result {
         Ok(code) => code,
