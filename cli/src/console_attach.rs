@@ -37,6 +37,7 @@ pub fn attach(args: ConsoleArgs) -> Result<ExitCode> {
     let path = &args.path;
     let stream = UnixStream::connect(path).with_context(|| format!("cannot attach to console socket {}", path.display()))?;
     let to_guest = stream.try_clone().context("console socket")?;
+    let control = stream.try_clone().context("console socket")?;
     eprintln!("tern: attached to {}; Ctrl-A x detaches", path.display());
     let raw_guard = if console::stdin_is_tty() {
         console::enter_raw_mode().context("cannot put the terminal in raw mode")?;
@@ -50,6 +51,8 @@ pub fn attach(args: ConsoleArgs) -> Result<ExitCode> {
     // The first side to finish ends the session; the other is blocked in a read and
     // ends with the process.
     let how = end.recv().unwrap_or(End::Closed);
+    // Tell tern at once that this client left, so another may attach.
+    let _ = control.shutdown(Shutdown::Both);
     drop(raw_guard);
     match how {
         End::Detached => eprintln!("tern: detached from {}; the guest keeps running", path.display()),
@@ -107,7 +110,5 @@ fn copy_input(mut to: UnixStream) -> End {
             break;
         }
     }
-    // Tell tern at once that this client left, so another may attach.
-    let _ = to.shutdown(Shutdown::Both);
     End::Detached
 }
