@@ -38,6 +38,11 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Attach to the serial console of a running tern started with --serial
     /// socket=PATH (Ctrl-A x detaches; the guest keeps running).
+    ///
+    /// Shows the guest's recent output (tern keeps the last 64 KiB), then live output;
+    /// keys go to the guest. Ctrl-A x detaches, Ctrl-A Ctrl-A sends Ctrl-A. One client
+    /// at a time: tern refuses a second with one line. Without a terminal, bytes are
+    /// copied as they are and the end of stdin detaches.
     Console(console_attach::ConsoleArgs),
 }
 
