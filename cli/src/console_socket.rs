@@ -187,15 +187,15 @@ impl Server {
             if fds[1].revents != 0 {
                 self.hub.drain_signal();
             }
-            if fds[0].revents & libc::POLLIN != 0 {
-                self.accept();
-            }
+            // The attached client first: one that just left makes room for a new one
+            // waiting in the same pass.
             if let Some(client) = &mut self.client {
                 if !client.serve(fds[2].revents, &self.serial, &self.hub) {
-                    self.client = None;
-                    self.hub.attached.store(false, Ordering::Release);
-                    tracing::info!("console client detached");
+                    self.detach();
                 }
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                self.accept();
             }
         }
     }
@@ -237,10 +237,15 @@ impl Server {
         // The recent output goes out on this pass: the wake-up signal is not needed.
         if let Some(client) = &mut self.client {
             if !client.send_output(&self.hub) {
-                self.client = None;
-                self.hub.attached.store(false, Ordering::Release);
+                self.detach();
             }
         }
+    }
+
+    fn detach(&mut self) {
+        self.client = None;
+        self.hub.attached.store(false, Ordering::Release);
+        tracing::info!("console client detached");
     }
 }
 
