@@ -1,6 +1,9 @@
 //! The `tern` command line.
 
 mod console;
+mod console_attach;
+mod console_ring;
+mod console_socket;
 mod device_args;
 mod guest_devices;
 mod migrate;
@@ -33,6 +36,14 @@ enum Command {
     Receive(receive::ReceiveArgs),
     /// Live-migrate the guest of a running tern (by its control socket) to a receiver.
     Migrate(migrate::MigrateArgs),
+    /// Attach to the serial console of a running tern started with --serial
+    /// socket=PATH (Ctrl-A x detaches; the guest keeps running).
+    ///
+    /// Shows the guest's recent output (tern keeps the last 64 KiB), then live output;
+    /// keys go to the guest. Ctrl-A x detaches, Ctrl-A Ctrl-A sends Ctrl-A. One client
+    /// at a time: tern refuses a second with one line. Without a terminal, bytes are
+    /// copied as they are and the end of stdin detaches.
+    Console(console_attach::ConsoleArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -58,6 +69,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Receive(args) => receive::receive(args),
         Command::Migrate(args) => migrate::migrate(args),
+        Command::Console(args) => console_attach::attach(args),
     };
     match result {
         Ok(code) => code,

@@ -50,7 +50,7 @@ pub struct ReceiveArgs {
     /// (repeatable; an existing TAP is used, a missing one created when permitted).
     #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
     pub nets: Vec<NetConfig>,
-    /// Serial console here: stdio, null, or file=PATH.
+    /// Serial console here: stdio, null, file=PATH, or socket=PATH (see `tern run`).
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
     /// Refuse a source whose guest has more memory than SIZE (always refused: more than
@@ -82,7 +82,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     }
     let tls = tls_config(&args)?;
     let kvm = session::open_kvm()?;
-    let serial_output = session::serial_output(&args.serial)?;
+    let serial = session::serial_output(&args.serial)?;
     let listener = destination::listen(&args.listen)?;
     let local = listener.local_addr().context("listening socket")?;
     let how = if tls.is_some() { "mutual TLS" } else { "plaintext" };
@@ -98,7 +98,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
             cpus: desc.cpus,
             memory: desc.memory_bytes,
             boot: Boot::Incoming,
-            serial_output,
+            serial_output: serial.output,
             in_kernel_irqchip: true,
             track_dirty_pages: false,
             virtio_devices,
@@ -107,7 +107,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     })
     .context("incoming migration failed")?;
     eprintln!("tern: guest received and running after {} ms", started.elapsed().as_millis());
-    session::serve(machine, &args.serial, args.api_socket.as_deref(), started, true)
+    session::serve(machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true)
 }
 
 /// The TLS server configuration, or why plaintext is (or is not) acceptable here.

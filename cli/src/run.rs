@@ -40,7 +40,8 @@ pub struct RunArgs {
     /// Guest memory size, e.g. 512M or 2G.
     #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = parse_size)]
     pub memory: u64,
-    /// Serial console: stdio, null, or file=PATH.
+    /// Serial console: stdio, null, file=PATH, or socket=PATH (attach with
+    /// `tern console PATH`; recent output is kept for whoever attaches).
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
     /// Attach a raw disk image as virtio-blk: path=FILE[,readonly=on][,serial=ID]
@@ -108,6 +109,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
     let kvm = session::open_kvm()?;
+    let serial = session::serial_output(&args.serial)?;
     let config = MachineConfig {
         cpus: args.cpus,
         memory: args.memory,
@@ -116,7 +118,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             initrd: args.initrd.clone(),
             cmdline: args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
         }),
-        serial_output: session::serial_output(&args.serial)?,
+        serial_output: serial.output,
         in_kernel_irqchip: true,
         track_dirty_pages: false,
         virtio_devices,
@@ -124,6 +126,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let machine = Machine::new(&kvm, config, started)?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
-    session::serve(machine, &args.serial, args.api_socket.as_deref(), started, false)
+    session::serve(machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, false)
 }
 

@@ -1,5 +1,6 @@
 //! Serving a running machine from the command line: the serial console (terminal in
-//! raw mode, a file, or nothing), the control socket, and the exit status.
+//! raw mode, a file, a socket to attach to, or nothing), the control socket, and the
+//! exit status.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use kvm_ioctls::Kvm;
 use vmm::{Machine, MachineExit};
 
 use crate::console;
+use crate::console_socket::ConsoleSocket;
 
 /// Exit status when the guest crashed by triple-faulting (a vCPU shut down): not 0,
 /// as a requested reboot or power-off is, and not 1, as a tern error is.
@@ -26,6 +28,9 @@ pub enum SerialArg {
     Null,
     /// Written to a file (truncated).
     File(PathBuf),
+    /// Served on a Unix socket that `tern console PATH` attaches to (recent output
+    /// kept for whoever attaches next).
+    Socket(PathBuf),
 }
 
 impl FromStr for SerialArg {
@@ -34,23 +39,37 @@ impl FromStr for SerialArg {
         match s {
             "stdio" => Ok(SerialArg::Stdio),
             "null" => Ok(SerialArg::Null),
-            _ => match s.strip_prefix("file=") {
-                Some(p) if !p.is_empty() => Ok(SerialArg::File(PathBuf::from(p))),
-                _ => Err(format!("`{s}` is not a serial destination (stdio, null, file=PATH)")),
+            _ => match (s.strip_prefix("file="), s.strip_prefix("socket=")) {
+                (Some(p), _) if !p.is_empty() => Ok(SerialArg::File(PathBuf::from(p))),
+                (_, Some(p)) if !p.is_empty() => Ok(SerialArg::Socket(PathBuf::from(p))),
+                _ => Err(format!("`{s}` is not a serial destination (stdio, null, file=PATH, socket=PATH)")),
             },
         }
     }
 }
 
-/// The writer for guest console output.
-pub fn serial_output(arg: &SerialArg) -> Result<Box<dyn std::io::Write + Send>> {
-    Ok(match arg {
+/// Where guest console output goes: the UART's writer, and the console socket to
+/// serve once the machine exists (`--serial socket=PATH`).
+pub struct SerialSink {
+    pub output: Box<dyn std::io::Write + Send>,
+    pub socket: Option<ConsoleSocket>,
+}
+
+/// Opens the destination of guest console output (a file is created, a socket
+/// starts listening), so a bad path fails before the machine is built.
+pub fn serial_output(arg: &SerialArg) -> Result<SerialSink> {
+    let output: Box<dyn std::io::Write + Send> = match arg {
         SerialArg::Stdio => Box::new(console::RawStdout),
         SerialArg::Null => Box::new(std::io::sink()),
         SerialArg::File(path) => Box::new(
             File::create(path).with_context(|| format!("cannot create serial output file {}", path.display()))?,
         ),
-    })
+        SerialArg::Socket(path) => {
+            let (socket, output) = ConsoleSocket::create(path)?;
+            return Ok(SerialSink { output: Box::new(output), socket: Some(socket) });
+        }
+    };
+    Ok(SerialSink { output, socket: None })
 }
 
 /// Opens /dev/kvm with a hint for the common failures.
@@ -70,7 +89,14 @@ pub fn open_kvm() -> Result<Kvm> {
 /// guest powered off, rebooted, or was quit or migrated away;
 /// [`TRIPLE_FAULT_EXIT_STATUS`] when it triple-faulted; an error (status 1) when a
 /// vCPU failed.
-pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>, started: Instant, already_running: bool) -> Result<ExitCode> {
+pub fn serve(
+    mut machine: Machine,
+    serial: &SerialArg,
+    console_socket: Option<ConsoleSocket>,
+    api_socket: Option<&Path>,
+    started: Instant,
+    already_running: bool,
+) -> Result<ExitCode> {
     let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
     let raw_guard = if interactive {
         console::enter_raw_mode().context("cannot put the terminal in raw mode")?;
@@ -82,6 +108,11 @@ pub fn serve(mut machine: Machine, serial: &SerialArg, api_socket: Option<&Path>
         console::spawn_stdin_forwarder(machine.serial(), machine.event_sender(), interactive)
             .context("cannot start the console input thread")?;
     }
+    // Removed at exit (if still ours), like the API socket.
+    let _console_socket = match console_socket {
+        Some(socket) => Some(socket.serve(machine.serial())?),
+        None => None,
+    };
     let _api = match api_socket {
         Some(path) => Some(vmm::api::serve(path, machine.event_sender())?),
         None => None,
@@ -136,6 +167,8 @@ mod tests {
         assert_eq!("null".parse(), Ok(SerialArg::Null));
         assert_eq!("file=/tmp/x".parse(), Ok(SerialArg::File("/tmp/x".into())));
         assert!("file=".parse::<SerialArg>().is_err());
+        assert_eq!("socket=/run/vm.console".parse(), Ok(SerialArg::Socket("/run/vm.console".into())));
+        assert!("socket=".parse::<SerialArg>().is_err());
         assert!("tty".parse::<SerialArg>().is_err());
     }
 }

@@ -24,13 +24,15 @@ pub enum ThreadClass {
     MigrationThrottle,
     /// The console's stdin forwarder.
     Console,
+    /// The console socket (`--serial socket=PATH`): its clients' output and input.
+    ConsoleSocket,
     /// The migration destination's reader: parses everything the source sends.
     MigrationIncoming,
 }
 
 impl ThreadClass {
     /// Every class.
-    pub const ALL: [ThreadClass; 10] = [
+    pub const ALL: [ThreadClass; 11] = [
         ThreadClass::Main,
         ThreadClass::Vcpu,
         ThreadClass::BlockWorker,
@@ -40,6 +42,7 @@ impl ThreadClass {
         ThreadClass::Migration,
         ThreadClass::MigrationThrottle,
         ThreadClass::Console,
+        ThreadClass::ConsoleSocket,
         ThreadClass::MigrationIncoming,
     ];
 
@@ -60,6 +63,7 @@ impl ThreadClass {
             | ThreadClass::ApiConnection
             | ThreadClass::MigrationThrottle
             | ThreadClass::Console
+            | ThreadClass::ConsoleSocket
             | ThreadClass::MigrationIncoming => &[],
         }
     }
@@ -81,6 +85,7 @@ impl ThreadClass {
             ThreadClass::Migration => "migration",
             ThreadClass::MigrationThrottle => "migration-throttle",
             ThreadClass::Console => "console",
+            ThreadClass::ConsoleSocket => "console-socket",
             ThreadClass::MigrationIncoming => "migration-in",
         }
     }

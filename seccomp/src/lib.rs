@@ -127,6 +127,17 @@ mod tests {
     }
 
     #[test]
+    fn the_console_socket_serves_clients_but_cannot_open_or_connect_or_unlink() {
+        let allowed = allowed_syscalls(ThreadClass::ConsoleSocket, true).unwrap();
+        for needed in [libc::SYS_accept4, libc::SYS_getsockopt, libc::SYS_recvfrom, libc::SYS_sendto, libc::SYS_read, libc::SYS_write, libc::SYS_poll] {
+            assert!(allowed.contains(&needed), "console-socket forbids {needed}");
+        }
+        for forbidden in [libc::SYS_openat, libc::SYS_socket, libc::SYS_connect, libc::SYS_execve, libc::SYS_unlink, libc::SYS_bind, libc::SYS_clone3, libc::SYS_ioctl] {
+            assert!(!allowed.contains(&forbidden), "console-socket allows {forbidden}");
+        }
+    }
+
+    #[test]
     fn modes_parse() {
         assert_eq!("on".parse(), Ok(Mode::On));
         assert_eq!("log".parse(), Ok(Mode::Log));

@@ -62,6 +62,11 @@ fn a_worker_started_by_a_vcpu_is_held_to_its_own_list() {
 }
 
 #[test]
+fn the_console_socket_thread_cannot_connect_anywhere() {
+    assert_killed_by_sigsys("forbidden-console-socket-connect");
+}
+
+#[test]
 fn log_mode_lets_a_forbidden_call_through() {
     assert_exits_cleanly("log-block-socket");
 }
@@ -105,6 +110,12 @@ fn child() {
             })
             .join()
             .unwrap();
+            1
+        }
+        "forbidden-console-socket-connect" => {
+            enforce(ThreadClass::ConsoleSocket);
+            mark();
+            let _ = std::os::unix::net::UnixStream::connect("/nonexistent/tern.sock");
             1
         }
         "log-block-socket" => {
@@ -174,6 +185,17 @@ fn kick_and_wait(ep: &OwnedFd, fd: &OwnedFd) {
         assert_eq!(libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8), 8);
     }
     assert_eq!(u64::from_ne_bytes(buf), 1);
+}
+
+/// Signals an eventfd and clears it, as the console's output wake-up does.
+fn kick_and_wait_poll(fd: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    let mut buf = [0u8; 8];
+    // SAFETY: buffers are live locals of the sizes given.
+    unsafe {
+        assert_eq!(libc::write(fd.as_raw_fd(), one.as_ptr().cast(), 8), 8);
+        assert_eq!(libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8), 8);
+    }
 }
 
 fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
@@ -322,6 +344,47 @@ fn allowed(class: ThreadClass) -> i32 {
             let mut buf = [0u8; 16];
             // stdin is /dev/null in the child: end of input at once.
             assert_eq!(std::io::stdin().read(&mut buf).unwrap(), 0);
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: an 8-byte local buffer.
+            assert_eq!(unsafe { libc::write(irq.as_raw_fd(), one.as_ptr().cast(), 8) }, 8);
+        }
+        ThreadClass::ConsoleSocket => {
+            // Set up before confinement, as tern does: the listener (non-blocking), the
+            // output eventfd and the UART's irqfd.
+            let dir = std::env::temp_dir().join(format!("tern-seccomp-console-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let listener = std::os::unix::net::UnixListener::bind(dir.join("c.sock")).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let mut client = std::os::unix::net::UnixStream::connect(dir.join("c.sock")).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            let wake = eventfd();
+            let irq = eventfd();
+            enforce(class);
+            let mut fds = [
+                libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: a live array of two pollfds.
+            assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) }, 1);
+            let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+            // SAFETY: no address pointers; the descriptor is owned below.
+            let fd = unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), flags) };
+            assert!(fd >= 0);
+            // SAFETY: a fresh descriptor nobody else owns.
+            let mut server = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+            let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+            // SAFETY: `cred` and `len` are live locals of the sizes given.
+            let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
+            assert_eq!(rc, 0);
+            client.write_all(b"key").unwrap();
+            let mut got = [0u8; 3];
+            server.read_exact(&mut got).unwrap();
+            server.write_all(b"output").unwrap();
+            let mut echoed = [0u8; 6];
+            client.read_exact(&mut echoed).unwrap();
+            kick_and_wait_poll(&wake);
             let one = 1u64.to_ne_bytes();
             // SAFETY: an 8-byte local buffer.
             assert_eq!(unsafe { libc::write(irq.as_raw_fd(), one.as_ptr().cast(), 8) }, 8);

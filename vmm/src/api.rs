@@ -12,10 +12,10 @@
 //! connection gets one `{"ok":false,"error":"..."}` line and is closed.
 
 mod connection_limit;
-mod peer;
-mod socket_file;
 
-pub use socket_file::{ApiSocket, SOCKET_MODE};
+pub use crate::owner_socket::{OwnedSocketFile as ApiSocket, SOCKET_MODE};
+
+use crate::owner_socket::{peer, socket_file, SocketFileError};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -28,16 +28,11 @@ use crate::events::{ApiCommand, ApiReply, ApiRequest, VmEvent};
 /// Errors starting the API server.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("cannot listen on API socket {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
-    #[error("API socket {path} exists and another process is serving it")]
-    InUse { path: PathBuf },
-    #[error("API socket path {path} exists and is a {kind}, not a socket; refusing to replace it")]
-    NotASocket { path: PathBuf, kind: &'static str },
-    #[error("cannot tell whether API socket {path} is in use: {source}")]
-    Probe { path: PathBuf, source: std::io::Error },
-    #[error("cannot remove the stale API socket {path}: {source}")]
-    RemoveStale { path: PathBuf, source: std::io::Error },
+    /// The socket file (owner-only, see `owner_socket`).
+    #[error(transparent)]
+    Socket(#[from] SocketFileError),
+    #[error("cannot start the API listener thread for {path}: {source}")]
+    Spawn { path: PathBuf, source: std::io::Error },
 }
 
 /// Most control-API connections served at once; more are refused with an error reply.
@@ -45,12 +40,12 @@ pub const MAX_CONNECTIONS: usize = 16;
 
 /// Starts the listener thread on `path`, forwarding requests into `events`.
 pub fn serve(path: &Path, events: Sender<VmEvent>) -> Result<ApiSocket, ApiError> {
-    let (listener, socket) = socket_file::create(path)?;
+    let (listener, socket) = socket_file::create(path, "API socket")?;
     let limit = connection_limit::ConnectionLimit::new(MAX_CONNECTIONS);
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || accept_loop(listener, events, limit))
-        .map_err(|source| ApiError::Bind { path: path.to_path_buf(), source })?;
+        .map_err(|source| ApiError::Spawn { path: path.to_path_buf(), source })?;
     Ok(socket)
 }
 
@@ -244,6 +239,6 @@ mod tests {
         reader.read_line(&mut second).unwrap();
         assert!(second.contains("\"ok\":false") && second.contains("bad request"), "{second}");
         // A second server on the same live socket is refused.
-        assert!(matches!(serve(&path, channel().0), Err(ApiError::InUse { .. })));
+        assert!(matches!(serve(&path, channel().0), Err(ApiError::Socket(SocketFileError::InUse { .. }))));
     }
 }

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod memory_placement;
 pub mod migrate;
 pub mod msi_routing;
+pub mod owner_socket;
 pub mod pci_devices;
 pub mod state;
 pub mod vcpu;

@@ -21,8 +21,8 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     }
     // A net device reset at teardown clears the TAP's offloads.
     r.allow_ioctls(&[TUNSETOFFLOAD()])?;
-    // Removing the API socket file at exit, after checking (lstat: statx or
-    // newfstatat) that it is still the one this tern created.
+    // Removing the API and console socket files at exit, after checking (lstat:
+    // statx or newfstatat) that each is still the one this tern created.
     r.allow(libc::SYS_unlink);
     r.allow(libc::SYS_unlinkat);
     r.allow(libc::SYS_statx);

@@ -5,6 +5,7 @@ mod api;
 mod base;
 mod block_worker;
 mod console;
+mod console_socket;
 mod main_thread;
 mod migration;
 mod migration_in;
@@ -31,6 +32,7 @@ fn own(class: ThreadClass) -> Result<Rules, BackendError> {
         ThreadClass::Migration => migration::rules(),
         ThreadClass::MigrationThrottle => throttle::rules(),
         ThreadClass::Console => console::rules(),
+        ThreadClass::ConsoleSocket => console_socket::rules(),
         ThreadClass::MigrationIncoming => migration_in::rules(),
     }
 }

@@ -1,6 +1,7 @@
-//! Who is on the other end of a control-API connection: the peer's uid from the
-//! kernel (SO_PEERCRED, fixed when the peer connected and not forgeable), and the
-//! rule for whom tern serves: its own user and root.
+//! Who is on the other end of a connection to one of tern's sockets (control API,
+//! console): the peer's uid from the kernel (SO_PEERCRED, fixed when the peer
+//! connected and not forgeable), and the rule for whom tern serves: its own user and
+//! root.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -35,7 +36,7 @@ pub fn own_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Whether a peer with `peer_uid` may use the API of a tern running as `own_uid`:
+/// Whether a peer with `peer_uid` may use the sockets of a tern running as `own_uid`:
 /// the same user, or root.
 pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
     peer_uid == own_uid || peer_uid == 0
