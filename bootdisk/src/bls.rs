@@ -16,7 +16,8 @@ pub struct BlsEntry {
     pub options: String,
 }
 
-/// Expand `$name` / `${name}` from grubenv (RHEL 8's `$kernelopts`); unknown names stay.
+/// Expand `$name` / `${name}` from grubenv (RHEL 8's `$kernelopts`) as grub's blscfg
+/// does: a name grubenv lacks expands to nothing; without a grubenv nothing is expanded.
 fn expand(text: &str, env: &HashMap<String, String>) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -35,10 +36,11 @@ fn expand(text: &str, env: &HashMap<String, String>) -> String {
         };
         match env.get(name) {
             Some(v) if !name.is_empty() => out.push_str(v),
-            _ => {
+            _ if env.is_empty() || name.is_empty() => {
                 out.push('$');
                 out.push_str(&after[..len]);
             }
+            _ => {}
         }
         rest = &after[len..];
     }
@@ -71,12 +73,12 @@ pub fn parse_entry(id: &str, text: &str, env: &HashMap<String, String>) -> BlsEn
             "version" => e.version = value.to_string(),
             "sort-key" => e.sort_key = value.to_string(),
             "linux" => e.linux = Some(value.to_string()),
-            "initrd" => e.initrds.extend(value.split_whitespace().map(str::to_string)),
+            "initrd" => e.initrds.extend(expand(value, env).split_whitespace().map(str::to_string)),
             "options" => {
                 if !e.options.is_empty() {
                     e.options.push(' ');
                 }
-                e.options.push_str(&expand(value, env));
+                e.options.push_str(&expand(value, env).split_whitespace().collect::<Vec<_>>().join(" "));
             }
             _ => {}
         }
@@ -162,7 +164,9 @@ mod tests {
         assert_eq!(e.title, "Red Hat");
         assert_eq!(e.linux.as_deref(), Some("/vmlinuz-4.18.0"));
         assert_eq!(e.initrds, ["/a.img", "/b.img", "/c.img"]);
-        assert_eq!(e.options, "root=/dev/vda2 ro quiet ${nope} $");
+        assert_eq!(e.options, "root=/dev/vda2 ro quiet $");
+        let none = parse_entry("x", "options a $b ${c}\n", &HashMap::new());
+        assert_eq!(none.options, "a $b ${c}");
     }
 
     #[test]

@@ -408,3 +408,109 @@ pub fn parse_menu(text: &str, env: &HashMap<String, String>) -> Result<GrubMenu,
     let default = default_path.and_then(|p| flat.iter().position(|(fp, _)| fp.starts_with(&p))).unwrap_or(0);
     Ok(GrubMenu { default, entries: flat.into_iter().map(|(_, e)| e).collect() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBIAN: &str = include_str!("../tests/fixtures/debian12-grub.cfg");
+    const UBUNTU: &str = include_str!("../tests/fixtures/ubuntu-boot-partition-grub.cfg");
+    const ROOT: &str = "5e1c2b0a-7c5d-4c4e-9d0b-1c2d3e4f5a6b";
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn with_default(d: &str) -> GrubMenu {
+        parse_menu(&DEBIAN.replace("set default=\"0\"", &format!("set default=\"{d}\"")), &HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn debian_menu_titles_kernels_and_default() {
+        let m = parse_menu(DEBIAN, &HashMap::new()).unwrap();
+        let titles: Vec<&str> = m.entries.iter().map(|e| e.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "Debian GNU/Linux",
+                "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-18-amd64",
+                "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-18-amd64 (recovery mode)",
+                "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-9-amd64",
+            ]
+        );
+        assert_eq!(m.default, 0);
+        let e = &m.entries[0];
+        assert_eq!(e.id.as_deref(), Some(format!("gnulinux-simple-{ROOT}").as_str()));
+        assert_eq!(e.kernel, Some(GrubPath { root: RootSpec::Uuid(ROOT.into()), path: "/boot/vmlinuz-6.1.0-18-amd64".into() }));
+        assert_eq!(e.initrds, [GrubPath { root: RootSpec::Uuid(ROOT.into()), path: "/boot/initrd.img-6.1.0-18-amd64".into() }]);
+        assert_eq!(e.cmdline, format!("root=UUID={ROOT} ro console=tty0 console=ttyS0,115200 earlyprintk=ttyS0,115200 consoleblank=0"));
+        assert!(m.entries[2].cmdline.contains(" ro single "));
+    }
+
+    #[test]
+    fn default_by_index_path_id_title_and_submenu() {
+        assert_eq!(with_default("1>2").default, 3);
+        assert_eq!(with_default("1>0").default, 1);
+        assert_eq!(with_default(&format!("gnulinux-advanced-{ROOT}>gnulinux-6.1.0-9-amd64-advanced-{ROOT}")).default, 3);
+        assert_eq!(with_default(&format!("gnulinux-simple-{ROOT}")).default, 0);
+        assert_eq!(with_default("Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-9-amd64").default, 3);
+        // A submenu alone boots its first entry; a default naming nothing boots the first.
+        assert_eq!(with_default("1").default, 1);
+        assert_eq!(with_default("7").default, 0);
+        assert_eq!(with_default("no such").default, 0);
+    }
+
+    #[test]
+    fn next_entry_beats_default_and_saved_entry_is_used() {
+        let m = parse_menu(DEBIAN, &env(&[("next_entry", "1>1")])).unwrap();
+        assert_eq!(m.default, 2);
+        let saved = format!("gnulinux-advanced-aaaaaaaa-1111-2222-3333-444444444444>gnulinux-6.8.0-31-generic-recovery-aaaaaaaa-1111-2222-3333-444444444444");
+        let m = parse_menu(UBUNTU, &env(&[("saved_entry", &saved)])).unwrap();
+        assert_eq!(m.default, 2);
+        assert_eq!(parse_menu(UBUNTU, &HashMap::new()).unwrap().default, 0);
+    }
+
+    #[test]
+    fn separate_boot_partition_and_microcode_initrds() {
+        let m = parse_menu(UBUNTU, &HashMap::new()).unwrap();
+        assert_eq!(m.entries.len(), 3);
+        let boot = RootSpec::Uuid("bbbbbbbb-5555-6666-7777-888888888888".into());
+        let e = &m.entries[0];
+        assert_eq!(e.kernel, Some(GrubPath { root: boot.clone(), path: "/vmlinuz-6.8.0-31-generic".into() }));
+        let initrds: Vec<&str> = e.initrds.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(initrds, ["/amd-ucode.img", "/initrd.img-6.8.0-31-generic"]);
+        assert!(e.initrds.iter().all(|p| p.root == boot));
+        // $vt_handoff is only set by a function grub-mkconfig defines: it expands to nothing.
+        assert_eq!(e.cmdline, "root=UUID=aaaaaaaa-1111-2222-3333-444444444444 ro quiet splash");
+    }
+
+    #[test]
+    fn devices_in_paths_and_set_root() {
+        let cfg = "set root='hd0,gpt2'\nmenuentry 'a' { linux /k x=1\n initrd (hd0,msdos5)/i }\nmenuentry 'b' { linux ($root)/k2 }\n";
+        let m = parse_menu(cfg, &HashMap::new()).unwrap();
+        assert_eq!(m.entries[0].kernel, Some(GrubPath { root: RootSpec::Partition(2), path: "/k".into() }));
+        assert_eq!(m.entries[0].initrds[0].root, RootSpec::Partition(5));
+        assert_eq!(m.entries[1].kernel.as_ref().unwrap().path, "/k2");
+        // No search, no root: the filesystem grub.cfg is on.
+        let m = parse_menu("menuentry x { linux /vmlinuz }", &HashMap::new()).unwrap();
+        assert_eq!(m.entries[0].kernel.as_ref().unwrap().root, RootSpec::Config);
+    }
+
+    #[test]
+    fn grubenv_block() {
+        let mut block = b"# GRUB Environment Block\nsaved_entry=1>2\nkernelopts=root=/dev/vda1 ro\\\\x\n".to_vec();
+        block.resize(1024, b'#');
+        let e = parse_grubenv(&block);
+        assert_eq!(e.get("saved_entry").map(String::as_str), Some("1>2"));
+        assert_eq!(e.get("kernelopts").map(String::as_str), Some("root=/dev/vda1 ro\\x"));
+        assert!(parse_grubenv(b"saved_entry=1\n").is_empty());
+    }
+
+    #[test]
+    fn too_many_entries_and_syntax_errors() {
+        let cfg = "menuentry x { linux /k }\n".repeat(MAX_ENTRIES + 1);
+        assert_eq!(parse_menu(&cfg, &HashMap::new()).unwrap_err(), ((MAX_ENTRIES + 1) as u32, format!("more than {MAX_ENTRIES} menu entries")));
+        assert_eq!(parse_menu("menuentry 'x {\n", &HashMap::new()).unwrap_err().1, "unterminated single quote");
+        assert_eq!(parse_menu("menuentry { }\n", &HashMap::new()).unwrap_err().1, "menuentry without a title");
+    }
+}
