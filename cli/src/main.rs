@@ -1,5 +1,6 @@
 //! The `tern` command line.
 
+mod boot_entries;
 mod console;
 mod device_args;
 mod guest_devices;
@@ -33,6 +34,8 @@ enum Command {
     Receive(receive::ReceiveArgs),
     /// Live-migrate the guest of a running tern (by its control socket) to a receiver.
     Migrate(migrate::MigrateArgs),
+    /// List what a disk image can boot (grub.cfg, BLS entries or /vmlinuz links), read-only.
+    BootEntries(boot_entries::BootEntriesArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Receive(args) => receive::receive(args),
         Command::Migrate(args) => migrate::migrate(args),
+        Command::BootEntries(args) => boot_entries::boot_entries(args, cli.verbose > 0),
     };
     match result {
         Ok(code) => code,
