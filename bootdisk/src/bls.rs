@@ -18,7 +18,7 @@ pub struct BlsEntry {
 
 /// Expand `$name` / `${name}` from grubenv (RHEL 8's `$kernelopts`) as grub's blscfg
 /// does: a name grubenv lacks expands to nothing; without a grubenv nothing is expanded.
-fn expand(text: &str, env: &HashMap<String, String>) -> String {
+fn expand(text: &str, env: &HashMap<String, String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -43,13 +43,19 @@ fn expand(text: &str, env: &HashMap<String, String>) -> String {
             _ => {}
         }
         rest = &after[len..];
+        if out.len() > MAX_EXPANDED {
+            return Err(format!("a line expands to more than {} KiB", MAX_EXPANDED >> 10));
+        }
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
-/// Parse one entry file.
-pub fn parse_entry(id: &str, text: &str, env: &HashMap<String, String>) -> BlsEntry {
+/// Most bytes an entry's expanded `options` or `initrd` lines may reach.
+const MAX_EXPANDED: usize = 64 << 10;
+
+/// Parse one entry file; an error if `$variables` make it larger than 64 KiB.
+pub fn parse_entry(id: &str, text: &str, env: &HashMap<String, String>) -> Result<BlsEntry, String> {
     let mut e = BlsEntry {
         id: id.to_string(),
         title: String::new(),
@@ -73,12 +79,15 @@ pub fn parse_entry(id: &str, text: &str, env: &HashMap<String, String>) -> BlsEn
             "version" => e.version = value.to_string(),
             "sort-key" => e.sort_key = value.to_string(),
             "linux" => e.linux = Some(value.to_string()),
-            "initrd" => e.initrds.extend(expand(value, env).split_whitespace().map(str::to_string)),
+            "initrd" => e.initrds.extend(expand(value, env)?.split_whitespace().map(str::to_string)),
             "options" => {
                 if !e.options.is_empty() {
                     e.options.push(' ');
                 }
-                e.options.push_str(&expand(value, env).split_whitespace().collect::<Vec<_>>().join(" "));
+                e.options.push_str(&expand(value, env)?.split_whitespace().collect::<Vec<_>>().join(" "));
+                if e.options.len() > MAX_EXPANDED {
+                    return Err(format!("options longer than {} KiB", MAX_EXPANDED >> 10));
+                }
             }
             _ => {}
         }
@@ -86,7 +95,7 @@ pub fn parse_entry(id: &str, text: &str, env: &HashMap<String, String>) -> BlsEn
     if e.title.is_empty() {
         e.title = e.id.clone();
     }
-    e
+    Ok(e)
 }
 
 /// Compare versions the way the UAPI version format does, roughly: runs of digits as
@@ -160,19 +169,23 @@ mod tests {
             "abc-4.18.0",
             "title Red Hat\nversion 4.18.0\nlinux /vmlinuz-4.18.0\ninitrd /a.img /b.img\ninitrd /c.img\noptions $kernelopts quiet ${nope} $\n",
             &env,
-        );
+        )
+        .unwrap();
         assert_eq!(e.title, "Red Hat");
         assert_eq!(e.linux.as_deref(), Some("/vmlinuz-4.18.0"));
         assert_eq!(e.initrds, ["/a.img", "/b.img", "/c.img"]);
         assert_eq!(e.options, "root=/dev/vda2 ro quiet $");
-        let none = parse_entry("x", "options a $b ${c}\n", &HashMap::new());
+        let none = parse_entry("x", "options a $b ${c}\n", &HashMap::new()).unwrap();
+        let big: HashMap<String, String> = [("k".to_string(), "x".repeat(1000))].into();
+        let err = parse_entry("x", &format!("options {}\n", "$k ".repeat(100)), &big).unwrap_err();
+        assert_eq!(err, "a line expands to more than 64 KiB");
         assert_eq!(none.options, "a $b ${c}");
     }
 
     #[test]
     fn sorted_newest_first() {
         let env = HashMap::new();
-        let mut v = vec![parse_entry("a", "version 5.9\n", &env), parse_entry("b", "version 5.10\n", &env)];
+        let mut v = vec![parse_entry("a", "version 5.9\n", &env).unwrap(), parse_entry("b", "version 5.10\n", &env).unwrap()];
         sort(&mut v);
         assert_eq!(v[0].id, "b");
     }

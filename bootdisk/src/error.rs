@@ -4,9 +4,10 @@ use thiserror::Error;
 
 /// What went wrong while looking for something to boot on a disk image.
 ///
-/// Display: `DISK: [partition N: ]PROBLEM`, one line.
+/// Display: `DISK: [partition N: ]PROBLEM`, one line: control characters that came
+/// from the image (titles, paths) are escaped, and the line is at most 1000 characters.
 #[derive(Debug, Error)]
-#[error("{disk}: {}{problem}", place(*.partition))]
+#[error("{}", one_line(&format!("{disk}: {}{problem}", place(*.partition))))]
 pub struct BootDiskError {
     /// The disk image, as the caller named it.
     pub disk: String,
@@ -14,6 +15,34 @@ pub struct BootDiskError {
     pub partition: Option<u32>,
     /// The problem itself.
     pub problem: Problem,
+}
+
+/// Longest error line.
+const MAX_LINE: usize = 1000;
+
+/// `text` with control characters escaped, cut to `MAX_LINE` characters.
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.chars().count() >= MAX_LINE {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn at_line(line: u32) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" line {line}")
+    }
 }
 
 fn place(partition: Option<u32>) -> String {
@@ -49,7 +78,7 @@ pub enum Problem {
     Ext4(String),
     #[error("no /boot/grub/grub.cfg, /boot/grub2/grub.cfg, /boot/loader/entries/*.conf or /vmlinuz link on any ext2/3/4 filesystem (searched {0})")]
     NoBootConfig(String),
-    #[error("{path} line {line}: {what}")]
+    #[error("{path}{}: {what}", at_line(*.line))]
     Syntax { path: String, line: u32, what: String },
     #[error("{0} has no boot entry with a kernel")]
     NoEntries(String),
@@ -65,9 +94,7 @@ pub enum Problem {
     SearchNotFound { what: String, key: String },
     #[error("no boot entry {choice:?} (choose an index 0..{count}, a title or an id)")]
     NoSuchEntry { choice: String, count: usize },
-    #[error("the boot entry is not one of this menu's")]
-    ForeignEntry,
-    #[error("partition {0} is no longer on the image")]
+    #[error("the disk has no partition {0}")]
     PartitionGone(u32),
 }
 
@@ -93,5 +120,18 @@ impl Fault {
 impl From<Problem> for Fault {
     fn from(problem: Problem) -> Self {
         Fault { partition: None, problem }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_cannot_break_the_line() {
+        let e = Fault::on(2, Problem::Missing { what: "grub.cfg entry 'a\nb'".into(), path: "/k\r".into() }).for_disk("d.img");
+        assert_eq!(e.to_string(), "d.img: partition 2: grub.cfg entry 'a\\nb' names /k\\r, which does not exist");
+        let long = Fault::from(Problem::Missing { what: "x".repeat(5000), path: "/k".into() }).for_disk("d.img");
+        assert_eq!(long.to_string().chars().count(), MAX_LINE + 3);
     }
 }

@@ -10,6 +10,10 @@ use crate::grub_script::{parse, Stmt};
 
 /// Most menu entries and submenus in one grub.cfg.
 pub const MAX_ENTRIES: usize = 1000;
+/// Most bytes one command's words expand to (`set a=$a$a` doubles).
+const MAX_EXPANSION: usize = 64 << 10;
+/// Most bytes all variables hold together.
+const MAX_VAR_BYTES: usize = 1 << 20;
 
 /// Which filesystem a path is on, as grub.cfg says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,29 +91,63 @@ fn initial_vars(env: &HashMap<String, String>) -> HashMap<String, String> {
 
 struct Scope {
     vars: HashMap<String, String>,
+    /// Sum of the lengths of all values in `vars`.
+    var_bytes: usize,
     root: RootSpec,
     has_env: bool,
+    /// Inside a menu entry: the values its assignments replaced, to restore after it.
+    undo: Vec<(String, Option<String>)>,
+    local: usize,
 }
 
 impl Scope {
-    fn expand(&self, w: &Word) -> Option<String> {
+    /// Expand one word; None for an unquoted word that expands to nothing.
+    fn expand(&self, w: &Word, budget: &mut usize) -> Result<Option<String>, String> {
         let mut s = String::new();
         for p in &w.pieces {
-            match p {
-                Piece::Lit(l) => s.push_str(l),
-                Piece::Var(v) => s.push_str(self.vars.get(v).map(String::as_str).unwrap_or("")),
+            let text = match p {
+                Piece::Lit(l) => l.as_str(),
+                Piece::Var(v) => self.vars.get(v).map(String::as_str).unwrap_or(""),
+            };
+            if text.len() > *budget {
+                return Err(format!("a command expands to more than {} KiB", MAX_EXPANSION >> 10));
             }
+            *budget -= text.len();
+            s.push_str(text);
         }
-        (w.quoted || !s.is_empty()).then_some(s)
+        Ok((w.quoted || !s.is_empty()).then_some(s))
     }
 
-    fn expand_all(&self, words: &[Word]) -> Vec<String> {
-        words.iter().filter_map(|w| self.expand(w)).collect()
+    fn expand_all(&self, words: &[Word]) -> Result<Vec<String>, String> {
+        let mut budget = MAX_EXPANSION;
+        let mut out = Vec::new();
+        for w in words {
+            if let Some(s) = self.expand(w, &mut budget)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_var(&mut self, name: &str, value: Option<String>) -> Result<(), String> {
+        let new_len = value.as_ref().map_or(0, String::len);
+        let old = match value {
+            Some(v) => self.vars.insert(name.to_string(), v),
+            None => self.vars.remove(name),
+        };
+        self.var_bytes = self.var_bytes - old.as_ref().map_or(0, String::len) + new_len;
+        if self.local > 0 {
+            self.undo.push((name.to_string(), old));
+        }
+        if self.var_bytes > MAX_VAR_BYTES {
+            return Err(format!("variables hold more than {} KiB", MAX_VAR_BYTES >> 10));
+        }
+        Ok(())
     }
 
     /// The value of an `if` condition (a `[ ... ]` test; other commands are false).
     fn test(&self, words: &[Word]) -> bool {
-        let w = self.expand_all(words);
+        let Ok(w) = self.expand_all(words) else { return false };
         let args: Vec<&str> = match w.first().map(String::as_str) {
             Some("[") if w.last().map(String::as_str) == Some("]") => w[1..w.len() - 1].iter().map(String::as_str).collect(),
             Some("test") => w[1..].iter().map(String::as_str).collect(),
@@ -146,12 +184,13 @@ impl Scope {
         r != negate
     }
 
-    fn assign(&mut self, text: &str) {
+    fn assign(&mut self, text: &str) -> Result<(), String> {
         if let Some((name, value)) = text.split_once('=') {
             if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                self.vars.insert(name.to_string(), value.to_string());
+                self.set_var(name, Some(value.to_string()))?;
             }
         }
+        Ok(())
     }
 }
 
@@ -231,32 +270,52 @@ impl Builder {
                     if self.count > MAX_ENTRIES {
                         return Err((*line, format!("more than {MAX_ENTRIES} menu entries")));
                     }
-                    let (title, id) = menu_args(&scope.expand_all(args)).ok_or((*line, "menuentry without a title".to_string()))?;
-                    let mut inner = Scope { vars: scope.vars.clone(), root: scope.root.clone(), has_env: scope.has_env };
-                    if *submenu {
+                    let words = scope.expand_all(args).map_err(|e| (*line, e))?;
+                    let (title, id) = menu_args(&words).ok_or((*line, "menuentry without a title".to_string()))?;
+                    // The body runs in its own scope: what it sets is undone after it.
+                    let (mark, root) = (scope.undo.len(), scope.root.clone());
+                    scope.local += 1;
+                    let result = if *submenu {
                         let mut children = Vec::new();
-                        self.run(body, &mut inner, &mut children, &mut None)?;
+                        let r = self.run(body, scope, &mut children, &mut None);
                         out.push(Node::Submenu { title, id, children });
+                        r
                     } else {
                         let mut e = Some(GrubEntry { title, id, kernel: None, initrds: Vec::new(), cmdline: String::new() });
-                        self.run(body, &mut inner, &mut Vec::new(), &mut e)?;
+                        let r = self.run(body, scope, &mut Vec::new(), &mut e);
                         if let Some(e) = e {
                             out.push(Node::Entry(e));
                         }
+                        r
+                    };
+                    result?;
+                    scope.local -= 1;
+                    while scope.undo.len() > mark {
+                        if let Some((name, old)) = scope.undo.pop() {
+                            let len = scope.vars.get(&name).map_or(0, String::len);
+                            scope.var_bytes -= len;
+                            scope.var_bytes += old.as_ref().map_or(0, String::len);
+                            match old {
+                                Some(v) => scope.vars.insert(name, v),
+                                None => scope.vars.remove(&name),
+                            };
+                        }
                     }
+                    scope.root = root;
                 }
-                Stmt::Command(words) => {
-                    let w = scope.expand_all(words);
+                Stmt::Command(words, line) => {
+                    let line = *line;
+                    let w = scope.expand_all(words).map_err(|e| (line, e))?;
                     let Some((cmd, args)) = w.split_first() else { continue };
                     match cmd.as_str() {
                         "set" => {
                             for a in args {
-                                scope.assign(a);
+                                scope.assign(a).map_err(|e| (line, e))?;
                             }
                         }
                         "unset" => {
                             for a in args {
-                                scope.vars.remove(a);
+                                scope.set_var(a, None).map_err(|e| (line, e))?;
                             }
                         }
                         "search" | "search.fs_uuid" | "search.fs_label" | "search.file" => {
@@ -288,7 +347,7 @@ impl Builder {
                                 e.initrds = args.iter().filter(|a| !a.starts_with("--")).map(|a| grub_path(scope, a)).collect();
                             }
                         }
-                        _ if args.is_empty() && cmd.contains('=') => scope.assign(cmd),
+                        _ if args.is_empty() && cmd.contains('=') => scope.assign(cmd).map_err(|e| (line, e))?,
                         _ => {}
                     }
                     if cmd == "set" && args.iter().any(|a| a.starts_with("root=")) {
@@ -397,7 +456,9 @@ pub fn parse_grubenv(bytes: &[u8]) -> HashMap<String, String> {
 /// Read a grub.cfg menu; `env` is grubenv's variables (empty if there is none).
 pub fn parse_menu(text: &str, env: &HashMap<String, String>) -> Result<GrubMenu, GrubError> {
     let stmts = parse(text)?;
-    let mut scope = Scope { vars: initial_vars(env), root: RootSpec::Config, has_env: !env.is_empty() };
+    let vars = initial_vars(env);
+    let var_bytes = vars.values().map(String::len).sum();
+    let mut scope = Scope { vars, var_bytes, root: RootSpec::Config, has_env: !env.is_empty(), undo: Vec::new(), local: 0 };
     let mut nodes = Vec::new();
     Builder { count: 0 }.run(&stmts, &mut scope, &mut nodes, &mut None)?;
     let default_text = scope.vars.get("default").cloned().unwrap_or_default();
@@ -494,6 +555,17 @@ mod tests {
         // No search, no root: the filesystem grub.cfg is on.
         let m = parse_menu("menuentry x { linux /vmlinuz }", &HashMap::new()).unwrap();
         assert_eq!(m.entries[0].kernel.as_ref().unwrap().root, RootSpec::Config);
+    }
+
+    #[test]
+    fn variables_cannot_grow_without_bound_and_entries_do_not_leak_them() {
+        let cfg = "set a=xxxxxxxxxxxxxxxx\n".to_string() + &"set a=$a$a\n".repeat(40);
+        assert_eq!(parse_menu(&cfg, &HashMap::new()).unwrap_err(), (13, "a command expands to more than 64 KiB".to_string()));
+        let cfg = "set v=1\nmenuentry a { set v=2\n search --fs-uuid --set=root U\n linux /k $v }\nmenuentry b { linux /k $v }\n";
+        let m = parse_menu(cfg, &HashMap::new()).unwrap();
+        assert_eq!(m.entries[0].cmdline, "2");
+        assert_eq!(m.entries[1].cmdline, "1");
+        assert_eq!(m.entries[1].kernel.as_ref().unwrap().root, RootSpec::Config);
     }
 
     #[test]

@@ -8,7 +8,8 @@ const MAX_DEPTH: usize = 32;
 /// One statement of grub.cfg.
 #[derive(Debug, Clone)]
 pub enum Stmt {
-    Command(Vec<Word>),
+    /// A command's words and its line.
+    Command(Vec<Word>, u32),
     If { branches: Vec<(Vec<Word>, Vec<Stmt>)>, otherwise: Vec<Stmt> },
     /// `menuentry` (submenu: false) or `submenu` with its arguments and body.
     Menu { submenu: bool, args: Vec<Word>, body: Vec<Stmt>, line: u32 },
@@ -180,7 +181,7 @@ impl Parser {
                 Ok(None)
             }
             "then" | "elif" | "else" | "fi" | "do" | "done" => self.err(format!("unexpected '{kw}'")),
-            _ => Ok(Some(Stmt::Command(words))),
+            _ => Ok(Some(Stmt::Command(words, line))),
         }
     }
 }

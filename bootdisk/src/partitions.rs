@@ -254,7 +254,7 @@ fn read_gpt(image: &dyn ReadAt, len: u64) -> Result<Vec<Partition>, Fault> {
         if last < first {
             return Err(gpt(format!("partition {index} ends (LBA {last}) before it starts (LBA {first})")));
         }
-        let (start, plen) = place(index, first, last - first + 1, len)?;
+        let (start, plen) = place(index, first, (last - first).saturating_add(1), len)?;
         parts.push(Partition { index, start, len: plen, kind: PartitionType::Gpt(guid_text(&e[0..16])) });
     }
     Ok(parts)
