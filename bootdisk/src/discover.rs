@@ -174,7 +174,7 @@ fn from_bls(v: &Volume, dir: &str) -> Result<Option<(Vec<BootEntry>, usize)>, Fa
         let bytes = read_file(&v.fs, v.len, &path, MAX_CONFIG, "BLS entry").map_err(|p| fault(v, p))?;
         total += bytes.len() as u64;
         if total > MAX_CONFIG * 16 {
-            return Err(fault(v, Problem::File { what: "BLS entries".into(), path: dir.into(), reason: format!("more than {} MiB together", MAX_CONFIG * 16 >> 20) }));
+            return Err(fault(v, Problem::File { what: "BLS entries".into(), path: dir.into(), reason: format!("more than {} MiB together", (MAX_CONFIG * 16) >> 20) }));
         }
         let e = bls::parse_entry(id, &String::from_utf8_lossy(&bytes), &env)
             .map_err(|what| fault(v, Problem::Syntax { path: path.clone(), line: 0, what }))?;

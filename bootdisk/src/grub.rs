@@ -525,8 +525,8 @@ mod tests {
     fn next_entry_beats_default_and_saved_entry_is_used() {
         let m = parse_menu(DEBIAN, &env(&[("next_entry", "1>1")])).unwrap();
         assert_eq!(m.default, 2);
-        let saved = format!("gnulinux-advanced-aaaaaaaa-1111-2222-3333-444444444444>gnulinux-6.8.0-31-generic-recovery-aaaaaaaa-1111-2222-3333-444444444444");
-        let m = parse_menu(UBUNTU, &env(&[("saved_entry", &saved)])).unwrap();
+        let saved = "gnulinux-advanced-aaaaaaaa-1111-2222-3333-444444444444>gnulinux-6.8.0-31-generic-recovery-aaaaaaaa-1111-2222-3333-444444444444";
+        let m = parse_menu(UBUNTU, &env(&[("saved_entry", saved)])).unwrap();
         assert_eq!(m.default, 2);
         assert_eq!(parse_menu(UBUNTU, &HashMap::new()).unwrap().default, 0);
     }

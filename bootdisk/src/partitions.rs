@@ -227,7 +227,7 @@ fn read_gpt(image: &dyn ReadAt, len: u64) -> Result<Vec<Partition>, Fault> {
     if count > MAX_GPT_ENTRIES {
         return Err(gpt(format!("{count} partition entries (at most {MAX_GPT_ENTRIES})")));
     }
-    if entry_size < 128 || entry_size > 4096 || entry_size % 8 != 0 {
+    if !(128..=4096).contains(&entry_size) || entry_size % 8 != 0 {
         return Err(gpt(format!("partition entry size {entry_size} is not a multiple of 8 in 128..=4096")));
     }
     let array_len = u64::from(count) * u64::from(entry_size);
