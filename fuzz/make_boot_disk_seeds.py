@@ -26,7 +26,7 @@ menuentry 'A' --id a {
  linux /boot/k root=UUID=%s ro
  initrd /boot/u /boot/i
 }
-submenu 'S' { menuentry 'B' { linux (hd0,gpt1)/vmlinuz x } }
+submenu 'S' { menuentry 'B' { linux ($root)/vmlinuz x } }
 """ % (UUID, UUID)
 
 
@@ -108,7 +108,7 @@ def main():
     tmp = tempfile.mkdtemp()
     try:
         kernel = {"boot/k": b"kernel", "boot/u": b"ucode", "boot/i": b"initrd"}
-        grub_fs = mkfs(tmp, {"boot/grub/grub.cfg": GRUB.encode(), "boot/grub/grubenv": grubenv([("saved_entry", "1>0")]), **kernel})
+        grub_fs = mkfs(tmp, {"boot/grub/grub.cfg": GRUB.encode(), "boot/grub/grubenv": grubenv([("saved_entry", "1>0")]), "vmlinuz": b"v", **kernel})
         bls = {
             "boot/loader/entries/m-5.14.0-70.conf": b"title R 70\nversion 5.14.0-70\nlinux /vmlinuz-70\ninitrd /i-70 $tuned_initrd\noptions $kernelopts\n",
             "boot/loader/entries/m-5.14.0-362.conf": b"title R 362\nversion 5.14.0-362\nlinux /vmlinuz-362\noptions root=/dev/vda2\n",
@@ -121,7 +121,7 @@ def main():
             "whole-ext2-links": mkfs(tmp, kernel, [("vmlinuz", "boot/k"), ("initrd.img", "/boot/i")], kind="ext2"),
             "gpt-ext4-grub": gpt(grub_fs),
             "gpt-ext4-bls": gpt(mkfs(tmp, bls)),
-            "mbr-logical-ext2-grub": mbr_logical(mkfs(tmp, {"grub/grub.cfg": b"menuentry 'L' { linux /k ro\n initrd /i }\n", "k": b"K", "i": b"I"}, kind="ext2")),
+            "mbr-logical-ext2-grub": mbr_logical(mkfs(tmp, {"grub/grub.cfg": b"menuentry 'L' { linux /k ro\n initrd /i }\nmenuentry 'M' { linux (hd0,msdos5)/k }\n", "k": b"K", "i": b"I"}, kind="ext2")),
             "whole-ext4-symlink-loop": mkfs(tmp, {}, [("boot/grub", "/boot/grub2"), ("boot/grub2", "grub"), ("vmlinuz", "vmlinuz")]),
         }
         for name, data in seeds.items():

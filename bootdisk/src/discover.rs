@@ -105,7 +105,10 @@ fn resolve(scan: &Scan, cfg: &Volume, p: &GrubPath, what: &str) -> Result<FileRe
     let not_found = |key: String| fault(cfg, Problem::SearchNotFound { what: what.to_string(), key });
     let partition = match &p.root {
         RootSpec::Config => cfg.partition,
-        RootSpec::Partition(n) => *n,
+        RootSpec::Partition(n) => match scan.volumes.iter().find(|v| v.partition == *n) {
+            Some(v) => v.partition,
+            None => return Err(fault(cfg, Problem::NotExtPartition { what: what.to_string(), partition: *n })),
+        },
         RootSpec::Uuid(u) => scan.volumes.iter().find(|v| v.uuid.eq_ignore_ascii_case(u)).ok_or_else(|| not_found(format!("UUID {u}")))?.partition,
         RootSpec::Label(l) => scan.volumes.iter().find(|v| &v.label == l).ok_or_else(|| not_found(format!("label {l}")))?.partition,
         RootSpec::File(f) => {

@@ -92,6 +92,8 @@ pub enum Problem {
     TooLarge { what: String, path: String, size: u64, limit: String },
     #[error("{what} searches for filesystem {key}, which no partition holds")]
     SearchNotFound { what: String, key: String },
+    #[error("{what} names partition {partition}, which holds no ext2/3/4 filesystem on this disk")]
+    NotExtPartition { what: String, partition: u32 },
     #[error("no boot entry {choice:?} (choose an index 0..{count}, a title or an id)")]
     NoSuchEntry { choice: String, count: usize },
     #[error("the disk has no partition {0}")]

@@ -259,3 +259,36 @@ fn read_gpt(image: &dyn ReadAt, len: u64) -> Result<Vec<Partition>, Fault> {
     }
     Ok(parts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_text_is_mixed_endian() {
+        let b = [0x48, 0x61, 0x68, 0x21, 0x49, 0x64, 0x6F, 0x6E, 0x74, 0x4E, 0x65, 0x65, 0x64, 0x45, 0x46, 0x49];
+        assert_eq!(guid_text(&b), GPT_BIOS_BOOT);
+    }
+
+    #[test]
+    fn a_filesystem_boot_sector_is_not_a_partition_table() {
+        // A FAT boot sector: 55 AA, but its "partition entries" are code bytes.
+        let mut img = vec![0u8; 4096];
+        img[446..510].iter_mut().enumerate().for_each(|(i, b)| *b = i as u8 | 1);
+        img[510] = 0x55;
+        img[511] = 0xAA;
+        let parts = read(&img, 4096).unwrap();
+        assert_eq!(parts, [Partition { index: 0, start: 0, len: 4096, kind: PartitionType::WholeDisk }]);
+        // An empty table with a signature is no table either.
+        img[446..510].fill(0);
+        assert_eq!(read(&img, 4096).unwrap()[0].kind, PartitionType::WholeDisk);
+        // A short image is one whole-disk partition; an empty one an error.
+        assert_eq!(read(&vec![1u8; 100], 100).unwrap()[0].len, 100);
+        assert!(matches!(read(&Vec::new(), 0).unwrap_err().problem, Problem::Empty));
+    }
+
+    #[test]
+    fn gpt_last_lba_at_the_maximum_does_not_overflow() {
+        assert!(matches!(place(1, 0, u64::MAX, 1 << 20).unwrap_err().problem, Problem::PastEnd { .. }));
+    }
+}

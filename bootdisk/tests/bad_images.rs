@@ -197,3 +197,15 @@ fn mbr_extended_chain_that_loops() {
     let e = inspect_error(&img);
     assert!(e.ends_with("MBR: the extended partition's chain loops back to LBA 4096"), "{e}");
 }
+
+#[test]
+fn grub_device_naming_a_partition_without_ext4() {
+    let t = TempDir::new("nodev");
+    let root = t.path("root");
+    put(&root, "boot/grub/grub.cfg", b"menuentry 'x' {\n linux (hd0,gpt7)/vmlinuz ro\n}\n");
+    let img = gpt_image(&t, |img| mkfs(img, MIB, 8 * MIB, &root, "01234567-89ab-cdef-0123-456789abcdef"));
+    assert_eq!(
+        inspect_error(&img),
+        format!("{}: partition 1: grub.cfg entry 'x' names partition 7, which holds no ext2/3/4 filesystem on this disk", img.display())
+    );
+}
