@@ -7,11 +7,11 @@
 //! /vmlinuz links (`debian_links`) -> a `BootMenu` (`discover`); `load` reads the chosen
 //! entry's kernel and initrds.
 
-pub mod bls;
+mod bls;
 mod debian_links;
 mod discover;
 pub mod error;
-pub mod filesystem;
+mod filesystem;
 pub mod grub;
 mod grub_lexer;
 mod grub_script;
