@@ -209,3 +209,17 @@ fn grub_device_naming_a_partition_without_ext4() {
         format!("{}: partition 1: grub.cfg entry 'x' names partition 7, which holds no ext2/3/4 filesystem on this disk", img.display())
     );
 }
+
+#[test]
+fn a_grub_cfg_over_one_mib_is_refused_before_it_is_read() {
+    let t = TempDir::new("bigcfg");
+    let root = t.path("root");
+    let mut cfg = b"menuentry 'x' { linux /k }\n".to_vec();
+    cfg.resize((1 << 20) + 1, b'#');
+    put(&root, "boot/grub/grub.cfg", &cfg);
+    let img = gpt_image(&t, |img| mkfs(img, MIB, 8 * MIB, &root, "01234567-89ab-cdef-0123-456789abcdef"));
+    assert_eq!(
+        inspect_error(&img),
+        format!("{}: partition 1: grub.cfg /boot/grub/grub.cfg is 1048577 bytes, more than the 1 MiB limit", img.display())
+    );
+}
