@@ -1,5 +1,6 @@
 //! The `tern` command line.
 
+mod boot_entries;
 mod console;
 mod console_attach;
 mod console_ring;
@@ -44,6 +45,8 @@ enum Command {
     /// at a time: tern refuses a second with one line. Without a terminal, bytes are
     /// copied as they are and the end of stdin detaches.
     Console(console_attach::ConsoleArgs),
+    /// List what a disk image can boot (grub.cfg, BLS entries or /vmlinuz links), read-only.
+    BootEntries(boot_entries::BootEntriesArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Receive(args) => receive::receive(args),
         Command::Migrate(args) => migrate::migrate(args),
         Command::Console(args) => console_attach::attach(args),
+        Command::BootEntries(args) => boot_entries::boot_entries(args, cli.verbose > 0),
     };
     match result {
         Ok(code) => code,
