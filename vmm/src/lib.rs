@@ -16,7 +16,9 @@ pub mod memory_placement;
 pub mod migrate;
 pub mod msi_routing;
 pub mod pci_devices;
+pub mod reboot;
 pub mod state;
 pub mod vcpu;
 
 pub use machine::{Boot, Machine, MachineConfig, MachineError, MachineExit};
+pub use reboot::OnReboot;
