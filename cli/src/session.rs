@@ -97,7 +97,7 @@ pub fn serve(
         None => None,
     };
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "starting the vCPUs");
-    let exit = reboot::run(kvm, machine, on_reboot, already_running, |next| {
+    let exit = reboot::run(kvm, machine, on_reboot, already_running, None, |next| {
         // A raw terminal needs the carriage return spelled out.
         let end = if interactive { "\r\n" } else { "\n" };
         eprint!("{}{end}", reboot_message(next));

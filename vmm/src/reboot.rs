@@ -9,7 +9,7 @@
 //! owner thread. With [`OnReboot::Exit`], or a machine that cannot boot again, the
 //! calling thread is the owner, confined as before.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
 
@@ -50,13 +50,15 @@ pub fn reboot_reason(exit: &MachineExit) -> String {
 /// Starts `machine` (unless `already_running`) and runs it until it ends for good:
 /// with [`OnReboot::Restart`] every reboot builds the machine again
 /// ([`Machine::reboot`]) and calls `rebooted` before it starts; the machine's last
-/// exit is returned (`None`: its event channel closed). An error building a later
-/// boot ends the run with that error.
+/// exit is returned (`None`: its event channel closed, or a boot outlived
+/// `timeout`, which tests set). An error building a later boot ends the run with
+/// that error.
 pub fn run(
     kvm: &Kvm,
     machine: Machine,
     on_reboot: OnReboot,
     already_running: bool,
+    timeout: Option<Duration>,
     mut rebooted: impl FnMut(&Rebooted),
 ) -> Result<Option<MachineExit>, MachineError> {
     let mut machine = machine;
@@ -64,13 +66,13 @@ pub fn run(
         machine.start()?;
     }
     if on_reboot == OnReboot::Exit || !machine.can_reboot() {
-        return Ok(machine.wait_for_exit(None));
+        return Ok(machine.wait_for_exit(timeout));
     }
     loop {
         let owner = std::thread::Builder::new()
             .name("machine".into())
             .spawn(move || {
-                let exit = machine.wait_for_exit(None);
+                let exit = machine.wait_for_exit(timeout);
                 match exit {
                     Some(exit) if is_reboot(&exit) => (Some(machine), Some(exit)),
                     // The end: torn down here, under the main class's filter.
