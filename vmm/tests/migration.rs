@@ -423,3 +423,49 @@ fn xsave_area_moves_through_this_hosts_kvm_at_its_size() {
     let err = ioctls.set(&vcpu, 0, &too_big).unwrap_err().to_string();
     assert!(err.contains("is larger than this host's"), "{err}");
 }
+
+#[test]
+fn a_migration_after_a_guest_reboot_moves_the_new_boot() {
+    let _serial = one_at_a_time();
+    // Boot 1 resets through 0xCF9 (a byte in the PCI configuration ports) before it
+    // stamps anything; boot 2 finds COM1 input waiting and stamps forever.
+    let mut code = vec![0xba, 0xfd, 0x03, 0x00, 0x00, 0xec, 0xa8, 0x01]; // mov edx, 0x3fd; in al, dx; test al, 1
+    let reset = [0xba, 0xf9, 0x0c, 0x00, 0x00, 0xb0, 0x02, 0xee, 0xb0, 0x06, 0xee, 0xeb, 0xfe];
+    code.extend_from_slice(&[0x75, reset.len() as u8]); // jnz stamping
+    code.extend_from_slice(&reset);
+    code.extend(stamping_guest());
+    let source = Machine::new(&kvm(), config(Boot::Flat32 { code, load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let serial = source.serial();
+    let dir = std::env::temp_dir().join(format!("tern-migration-reboot-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (boots_tx, boots_rx) = std::sync::mpsc::channel();
+    let source_owner = std::thread::spawn(move || {
+        vmm::reboot::run(&kvm(), source, vmm::OnReboot::Restart, false, Some(Duration::from_secs(300)), |next| {
+            serial.lock().unwrap().enqueue_input(b"x").unwrap();
+            boots_tx.send(next.boot).unwrap();
+        })
+        .unwrap()
+    });
+    assert_eq!(boots_rx.recv_timeout(Duration::from_secs(60)), Ok(2));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (port, dest) = receiver(ReceiveOptions { expect: Expectations { memory: Some(MEMORY), cpus: Some(1) }, ..Default::default() });
+    let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
+    assert!(reply.contains("\"ok\":true") && reply.contains("\"report\""), "{reply}");
+    assert_eq!(source_owner.join().unwrap(), Some(MachineExit::MigratedAway));
+    assert!(boots_rx.try_recv().is_err(), "no further reboot on the source");
+
+    // Boot 1 never stamps: a counting guest on the destination came from boot 2.
+    let mut dest = dest.join().unwrap().expect("destination received the guest");
+    let dest_mem = dest.guest_memory().clone();
+    let arrived = generation(&dest_mem);
+    assert!(arrived >= 1, "the destination holds boot 1's memory");
+    let t = Instant::now();
+    while generation(&dest_mem) < arrived + 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep stamping on the destination");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dest.stop_vcpus();
+}
