@@ -156,3 +156,27 @@ fn a_reboot_boots_again_in_the_same_process_and_reads_the_kernel_again() {
     assert_eq!(console, format!("{}P", "A".repeat(reboots.len())), "one mark per boot, the last from the new kernel");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_kernel_gone_at_a_reboot_ends_tern_with_one_error_line() {
+    let dir = scratch("gone");
+    install(&dir.join("kernel"), &pvh_elf(&marking(b'A', RESET_CF9)));
+    let mut child = tern_run(&dir, &[]).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    let mut line = String::new();
+    while !text.contains("booting again (boot 2)") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "tern ended before a reboot: {text}");
+        text.push_str(&line);
+    }
+    std::fs::remove_file(dir.join("kernel")).unwrap();
+    let status = child.wait().unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("tern: error:")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains("booting the guest again after its reboot (boot ") && errors[0].contains("cannot open kernel"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -143,6 +143,8 @@ pub enum MachineError {
     VirtioNeedsIrqchip,
     #[error("starting the machine's owner thread: {0}")]
     OwnerThread(std::io::Error),
+    #[error("booting the guest again after its reboot (boot {boot}): {source}")]
+    Reboot { boot: u32, source: Box<MachineError> },
 }
 
 /// A machine; see the module docs.

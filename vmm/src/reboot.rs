@@ -93,7 +93,7 @@ pub fn run(
         };
         let next = Rebooted { reason: reboot_reason(&exit), boot: old.boot_number().saturating_add(1) };
         let began = Instant::now();
-        machine = old.reboot(kvm)?;
+        machine = old.reboot(kvm).map_err(|source| MachineError::Reboot { boot: next.boot, source: Box::new(source) })?;
         tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, boot = next.boot, "machine rebuilt for a reboot");
         rebooted(&next);
         machine.start()?;
