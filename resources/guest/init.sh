@@ -265,7 +265,7 @@ job_reboot() {
     esac
     n=$((n + 1))
     # One 512-byte block: the count, a newline, zero padding (conv=sync).
-    if ! printf '%s\n' "$n" | dd of="$dev" bs=512 count=1 conv=sync,fsync 2>/dev/null; then
+    if ! printf '%s\n' "$n" | dd of="$dev" bs=512 count=1 conv=sync,fsync,notrunc 2>/dev/null; then
         echo "TERN-JOB error cannot write the boot count to $dev"; return
     fi
     sync
