@@ -104,7 +104,12 @@ pub fn serve(
     });
     drop(raw_guard);
     let exit = exit?;
-    let (message, status) = outcome(exit, started.elapsed().as_millis())?;
+    let mut result = outcome(exit, started.elapsed().as_millis());
+    if already_running {
+        // A received guest: reboots end tern whatever the flag (it has no kernel to boot).
+        result = result.map(|(message, status)| (message.replace("(--on-reboot exit)", "(a received guest is not booted again)"), status));
+    }
+    let (message, status) = result?;
     eprintln!("{message}");
     Ok(ExitCode::from(status))
 }
