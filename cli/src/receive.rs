@@ -107,7 +107,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     })
     .context("incoming migration failed")?;
     eprintln!("tern: guest received and running after {} ms", started.elapsed().as_millis());
-    session::serve(machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true)
+    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, vmm::OnReboot::Exit)
 }
 
 /// The TLS server configuration, or why plaintext is (or is not) acceptable here.

@@ -4,15 +4,16 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use devices::virtio::block::BlockConfig;
 use devices::virtio::net::NetConfig;
-use vmm::boot::{kernel, BootSource};
+use vmm::boot::{kernel, BootImage, BootProvider, BootSource};
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
-use vmm::{Boot, Machine, MachineConfig};
+use vmm::{Boot, Machine, MachineConfig, OnReboot};
 
 use crate::device_args;
 use crate::guest_devices;
@@ -63,6 +64,34 @@ pub struct RunArgs {
     /// kernel logs it instead), off.
     #[arg(long, default_value = "on", value_name = "on|log|off")]
     pub seccomp: tern_seccomp::Mode,
+    /// What a guest reboot (reset request or triple fault) does: restart boots the
+    /// guest again in this process (same disks, TAPs, console and API socket; the
+    /// kernel and initrd are read again), exit ends tern (status 0 for a requested
+    /// reset, 3 for a triple fault).
+    #[arg(long, default_value = "restart", value_name = "restart|exit", value_parser = parse_on_reboot)]
+    pub on_reboot: OnReboot,
+}
+
+/// `--on-reboot` values.
+fn parse_on_reboot(s: &str) -> Result<OnReboot, String> {
+    match s {
+        "restart" => Ok(OnReboot::Restart),
+        "exit" => Ok(OnReboot::Exit),
+        _ => Err(format!("`{s}` is not a reboot action (restart, exit)")),
+    }
+}
+
+/// The boot source of `tern run`: --kernel and --initrd opened again at every boot,
+/// so a kernel replaced on disk boots at the next reboot, as on a real machine.
+fn boot_provider(kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String) -> BootProvider {
+    Arc::new(move || {
+        let open = |path: &Path, what: &str| BootImage::open(path).map_err(|e| format!("cannot open {what} {}: {e}", path.display()));
+        Ok(BootSource {
+            kernel: open(&kernel, "kernel")?,
+            initrd: initrd.as_deref().map(|path| open(path, "initrd")).transpose()?,
+            cmdline: cmdline.clone(),
+        })
+    })
 }
 
 fn check_readable_file(path: &Path, what: &str) -> Result<()> {
@@ -78,7 +107,7 @@ fn check_readable_file(path: &Path, what: &str) -> Result<()> {
 fn validate(args: &RunArgs) -> Result<()> {
     check_readable_file(&args.kernel, "kernel")?;
     let mut file = File::open(&args.kernel).with_context(|| format!("kernel {}", args.kernel.display()))?;
-    kernel::detect_format(&mut file, &args.kernel)?;
+    kernel::detect_format(&mut file, &args.kernel.display().to_string())?;
     if let Some(initrd) = &args.initrd {
         check_readable_file(initrd, "initrd")?;
     }
@@ -113,11 +142,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = MachineConfig {
         cpus: args.cpus,
         memory: args.memory,
-        boot: Boot::Linux(BootSource {
-            kernel: args.kernel.clone(),
-            initrd: args.initrd.clone(),
-            cmdline: args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-        }),
+        boot: Boot::Linux(boot_provider(
+            args.kernel.clone(),
+            args.initrd.clone(),
+            args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+        )),
         serial_output: serial.output,
         in_kernel_irqchip: true,
         track_dirty_pages: false,
@@ -126,6 +155,41 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let machine = Machine::new(&kvm, config, started)?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
-    session::serve(machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, false)
+    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_reboot_values() {
+        assert_eq!(parse_on_reboot("restart"), Ok(OnReboot::Restart));
+        assert_eq!(parse_on_reboot("exit"), Ok(OnReboot::Exit));
+        assert!(parse_on_reboot("reboot").unwrap_err().contains("restart, exit"));
+    }
+
+    #[test]
+    fn the_provider_opens_the_files_again_at_every_call() {
+        let dir = std::env::temp_dir().join(format!("tern-boot-provider-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = dir.join("kernel");
+        std::fs::write(&kernel, b"first").unwrap();
+        let provider = boot_provider(kernel.clone(), None, "console=ttyS0".into());
+        let read = |source: BootSource| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut &source.kernel.file, &mut text).unwrap();
+            (source.kernel.label, text, source.cmdline)
+        };
+        assert_eq!(read(provider().unwrap()), (kernel.display().to_string(), "first".into(), "console=ttyS0".into()));
+        // Replaced on disk (a new inode, as a package upgrade does): the next boot reads it.
+        std::fs::write(dir.join("new"), b"second").unwrap();
+        std::fs::rename(dir.join("new"), &kernel).unwrap();
+        assert_eq!(read(provider().unwrap()).1, "second");
+        std::fs::remove_file(&kernel).unwrap();
+        let missing = provider().unwrap_err();
+        assert!(missing.starts_with("cannot open kernel ") && missing.contains(&kernel.display().to_string()), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 

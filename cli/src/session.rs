@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use kvm_ioctls::Kvm;
-use vmm::{Machine, MachineExit};
+use vmm::reboot::{self, Rebooted};
+use vmm::{Machine, MachineExit, OnReboot};
 
 use crate::console;
 use crate::console_socket::ConsoleSocket;
@@ -84,18 +85,21 @@ pub fn open_kvm() -> Result<Kvm> {
     })
 }
 
-/// Console and API around a built machine. With `already_running` the vCPUs were
-/// started elsewhere (an incoming migration). Returns tern's exit status: 0 when the
-/// guest powered off, rebooted, or was quit or migrated away;
-/// [`TRIPLE_FAULT_EXIT_STATUS`] when it triple-faulted; an error (status 1) when a
-/// vCPU failed.
+/// Console and API around a built machine, kept across guest reboots (which
+/// `on_reboot` decides). With `already_running` the vCPUs were started elsewhere (an
+/// incoming migration). Returns tern's exit status: 0 when the guest powered off,
+/// asked for a reset with `--on-reboot exit`, or was quit or migrated away;
+/// [`TRIPLE_FAULT_EXIT_STATUS`] when it triple-faulted (`--on-reboot exit`); an error
+/// (status 1) when a vCPU failed.
 pub fn serve(
-    mut machine: Machine,
+    kvm: &Kvm,
+    machine: Machine,
     serial: &SerialArg,
     console_socket: Option<ConsoleSocket>,
     api_socket: Option<&Path>,
     started: Instant,
     already_running: bool,
+    on_reboot: OnReboot,
 ) -> Result<ExitCode> {
     let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
     let raw_guard = if interactive {
@@ -117,15 +121,27 @@ pub fn serve(
         Some(path) => Some(vmm::api::serve(path, machine.event_sender())?),
         None => None,
     };
-    if !already_running {
-        machine.start()?;
-    }
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "vCPUs running");
-    let exit = machine.wait_for_exit(None);
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "starting the vCPUs");
+    let exit = reboot::run(kvm, machine, on_reboot, already_running, None, |next| {
+        // A raw terminal needs the carriage return spelled out.
+        let end = if interactive { "\r\n" } else { "\n" };
+        eprint!("{}{end}", reboot_message(next));
+    });
     drop(raw_guard);
-    let (message, status) = outcome(exit, started.elapsed().as_millis())?;
+    let exit = exit?;
+    let mut result = outcome(exit, started.elapsed().as_millis());
+    if already_running {
+        // A received guest: reboots end tern whatever the flag (it has no kernel to boot).
+        result = result.map(|(message, status)| (message.replace("(--on-reboot exit)", "(a received guest is not booted again)"), status));
+    }
+    let (message, status) = result?;
     eprintln!("{message}");
     Ok(ExitCode::from(status))
+}
+
+/// The line tern prints at a guest reboot.
+fn reboot_message(next: &Rebooted) -> String {
+    format!("tern: guest rebooted ({}); booting again (boot {})", next.reason, next.boot)
 }
 
 /// What tern says and its exit status for how the machine ended; a vCPU failure (or
@@ -133,7 +149,7 @@ pub fn serve(
 fn outcome(exit: Option<MachineExit>, elapsed_ms: u128) -> Result<(String, u8)> {
     Ok(match exit {
         Some(MachineExit::PowerOff) => (format!("tern: guest powered off after {elapsed_ms} ms"), 0),
-        Some(MachineExit::Reset { reason }) => (format!("tern: guest reset ({reason}); exiting"), 0),
+        Some(MachineExit::Reset { reason }) => (format!("tern: guest reset ({reason}); exiting (--on-reboot exit)"), 0),
         Some(MachineExit::TripleFault { vcpu: _, reason }) => (format!("tern: guest crashed: {reason}"), TRIPLE_FAULT_EXIT_STATUS),
         Some(MachineExit::UserQuit) => ("tern: quit".into(), 0),
         Some(MachineExit::AllHalted) => ("tern: all vCPUs halted".into(), 0),
@@ -159,6 +175,12 @@ mod tests {
         assert_eq!(outcome(Some(MachineExit::Reset { reason: "guest requested reset".into() }), 5).unwrap().1, 0);
         assert_eq!(outcome(Some(MachineExit::UserQuit), 5).unwrap().1, 0);
         assert!(outcome(Some(MachineExit::VcpuFailed { vcpu: 0, reason: "x".into() }), 5).is_err());
+    }
+
+    #[test]
+    fn a_reboot_is_one_line_with_its_reason_and_boot_number() {
+        let line = reboot_message(&Rebooted { reason: "reset through the i8042 keyboard controller".into(), boot: 2 });
+        assert_eq!(line, "tern: guest rebooted (reset through the i8042 keyboard controller); booting again (boot 2)");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 pub enum PowerRequest {
     /// ACPI S5 or equivalent: the guest is done.
     PowerOff,
-    /// Keyboard-controller reset, ACPI reset register, or triple fault.
+    /// Keyboard-controller reset, ACPI reset register, or the 0xCF9 reset control.
     Reset,
 }
 

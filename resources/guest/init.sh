@@ -2,7 +2,7 @@
 # tern test guest: /init (PID 1) of initramfs.cpio.gz and rootfs.ext4.
 #
 # Kernel command line (all optional):
-#   tern.job=boot|shell|netserver|netperf|dirty|disk|iobench   (default boot)
+#   tern.job=boot|shell|netserver|netperf|dirty|disk|iobench|reboot   (default boot)
 #   tern.ip=A.B.C.D/NN        address for eth0 (the VMM sets the MAC)
 #   tern.peer=A.B.C.D         netperf server (job netperf)
 #   tern.netperf=T:S:B,...    netperf tests: TEST:SECONDS:SIZE (job netperf)
@@ -12,6 +12,10 @@
 #   tern.disk_mb=N            disk job size in MiB (default 64)
 #   tern.dirty_mb=N           dirty job working set in MiB (default 64)
 #   tern.dirty_report=S       dirty job report interval in seconds (default 5)
+#   tern.reboots=N            reboot job: reboot until boot N+1, then power off (default 1);
+#                             the boot counter is a decimal number at the start of
+#                             tern.disk (default /dev/vda, a raw scratch image, zeroes at
+#                             first); the method is the kernel's reboot= parameter
 #   root=/dev/vdX [init=/init]  with the initramfs: mount that ext4 root and
 #                             switch_root into it (virtio_blk is a module in the
 #                             Debian cloud kernel, so the initramfs is needed)
@@ -25,6 +29,7 @@
 #   TERN-NETPERF test=T size=B seconds=S result=error rc=N
 #   TERN-DIRTY counter=N sum=MD5 | TERN-DIRTY verify ok|fail counter=N sum=MD5 [expected=MD5]
 #   TERN-DISK written sum=MD5 bytes=N target=T | TERN-DISK verify ok|fail sum=MD5
+#   TERN-GUEST-BOOT n=N (reboot job: this is boot N) | TERN-GUEST-REBOOT n=N reboot=METHOD
 #   TERN-GUEST-POWEROFF
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 umask 022
@@ -244,6 +249,35 @@ job_disk() {
     fi
 }
 
+# Counts this boot on the scratch disk, then reboots (reboot -f: the kernel's reboot=
+# method, no init scripts) until the count passes tern.reboots, then returns to power
+# off. A count that cannot be read or written is an error and powers off.
+job_reboot() {
+    dev=${T_disk:-/dev/vda}
+    i=0; while [ ! -b "$dev" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    if [ ! -b "$dev" ]; then
+        echo "TERN-JOB error no block device $dev"; return
+    fi
+    n=$(dd if="$dev" bs=512 count=1 2>/dev/null | tr -d '\000' | head -n 1)
+    case "$n" in
+    "") n=0 ;;
+    *[!0-9]*) echo "TERN-JOB error $dev does not start with a boot count: $n"; return ;;
+    esac
+    n=$((n + 1))
+    # One 512-byte block: the count, a newline, zero padding (conv=sync).
+    if ! printf '%s\n' "$n" | dd of="$dev" bs=512 count=1 conv=sync,fsync,notrunc 2>/dev/null; then
+        echo "TERN-JOB error cannot write the boot count to $dev"; return
+    fi
+    sync
+    echo "TERN-GUEST-BOOT n=$n"
+    [ "$n" -gt "${T_reboots:-1}" ] && return
+    method=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^reboot=//p')
+    echo "TERN-GUEST-REBOOT n=$n reboot=${method:-default}"
+    reboot -f
+    sleep 10
+    echo "TERN-JOB error reboot -f returned"
+}
+
 case "${T_job:-boot}" in
 boot) ;;
 shell)
@@ -263,6 +297,7 @@ iobench)
     tern-io seqwrite "$dev" "${T_io_mb:-256}"
     tern-io seqread "$dev" "${T_io_mb:-256}"
     tern-io randread "$dev" "${T_io_secs:-10}" ;;
+reboot) job_reboot ;;
 *) echo "TERN-JOB error unknown job $T_job" ;;
 esac
 guest_poweroff

@@ -76,10 +76,30 @@ pub fn set_mode(wanted: Mode) -> Result<(), ModeError> {
     for class in ThreadClass::ALL {
         crate::compile(class, wanted)?;
     }
+    fix_malloc_arena_limit();
     if wanted == Mode::On {
         crate::report::install_sigsys_reporter().map_err(ModeError::Reporter)?;
     }
     Ok(())
+}
+
+/// glibc's malloc works out its arena limit the first time the process needs a ninth
+/// arena, by reading /sys/devices/system/cpu/online (openat) on whichever thread that
+/// is; a confined thread may not open files and died of SIGSYS (seen on a fresh
+/// api-connection thread once a guest reboot had started new vCPU threads). Setting the
+/// limit now, before any thread is confined, at glibc's own default (8 arenas per
+/// online CPU on 64-bit), means malloc never looks.
+fn fix_malloc_arena_limit() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: sysconf only reads a system value; mallopt only sets a malloc tunable
+        // (M_ARENA_MAX takes a count) and is safe to call at any time.
+        unsafe {
+            let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1);
+            let arenas = i32::try_from(cpus.saturating_mul(8)).unwrap_or(i32::MAX);
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
 }
 
 /// The process's mode: what [`set_mode`] set, [`Mode::Off`] if nothing did (a

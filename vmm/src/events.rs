@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum VmEvent {
     /// The guest powered off (ACPI S5 or a KVM shutdown system event).
     PowerOff,
-    /// The guest asked for a reset (keyboard controller, ACPI reset, KVM reset event).
+    /// The guest asked for a reset (keyboard controller, ACPI reset register, the 0xCF9
+    /// reset control, KVM reset event).
     Reset { reason: String },
     /// A vCPU triple-faulted (`KVM_EXIT_SHUTDOWN`): the guest crashed; `reason` says
     /// which vCPU and where it was.
@@ -75,6 +76,9 @@ pub struct ApiReply {
     pub cpus: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Which boot of the guest this is (1, then one more at every reboot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u32>,
     /// Migration progress sample (more replies follow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<migration::report::Progress>,

@@ -17,7 +17,9 @@ pub mod migrate;
 pub mod msi_routing;
 pub mod owner_socket;
 pub mod pci_devices;
+pub mod reboot;
 pub mod state;
 pub mod vcpu;
 
 pub use machine::{Boot, Machine, MachineConfig, MachineError, MachineExit};
+pub use reboot::OnReboot;

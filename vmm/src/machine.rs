@@ -1,5 +1,11 @@
 //! A whole machine: KVM VM, guest memory, vCPU threads, devices, and the event loop
 //! that says when it ends. Built stopped; `start` runs the vCPUs.
+//!
+//! A guest reboot ([`Machine::reboot`]) builds the machine again from the same
+//! blueprint: new VM, vCPUs, guest memory and device models' transports, the boot
+//! source asked again; what outlives the boot is the event channel (the console and
+//! API threads hold senders), the UART (reset to power-on state, same output) and
+//! the virtio device models with their host backends (reset as a driver reset does).
 
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -7,16 +13,18 @@ use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use devices::legacy::serial::{SerialOutput, COM1_IRQ};
+use devices::interrupt::Interrupt;
 use devices::legacy::{DebugPort, Serial};
 use devices::sync::lock;
+use devices::virtio::VirtioDevice;
 use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::events::{ApiCommand, ApiReply, ApiRequest};
-use crate::boot::{self, regs, BootEntry, BootError, BootSource};
+use crate::boot::{self, regs, BootEntry, BootError, BootProvider};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
-use crate::legacy_devices::{add_legacy_devices, LegacyError};
+use crate::legacy_devices::{add_legacy_devices, new_serial, place_reset_control, LegacyError};
 use crate::machine_parts::MachineParts;
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
 use crate::migrate;
@@ -31,14 +39,42 @@ use crate::events::VmEvent;
 pub const CONSOLE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How the boot vCPU starts.
+#[derive(Clone)]
 pub enum Boot {
-    /// Direct Linux boot.
-    Linux(BootSource),
+    /// Direct Linux boot of what the provider gives, asked again at every boot.
+    Linux(BootProvider),
     /// Code copied to `load_addr` and entered there in 32-bit protected mode with flat
     /// 4 GiB segments and paging off (tiny test guests).
     Flat32 { code: Vec<u8>, load_addr: u64 },
     /// Nothing: memory and vCPU state arrive from a migration source.
     Incoming,
+}
+
+impl Boot {
+    /// Whether a machine booted so can boot again by itself (a received guest has
+    /// nothing to boot from).
+    pub fn can_boot_again(&self) -> bool {
+        !matches!(self, Boot::Incoming)
+    }
+}
+
+/// What every boot of a machine is built from.
+#[derive(Clone)]
+struct Blueprint {
+    cpus: u8,
+    memory: u64,
+    boot: Boot,
+    in_kernel_irqchip: bool,
+    track_dirty_pages: bool,
+}
+
+/// What outlives one boot of the machine.
+struct Carried {
+    events_tx: Sender<VmEvent>,
+    events_rx: Receiver<VmEvent>,
+    serial: Arc<Mutex<Serial>>,
+    serial_interrupt: Interrupt,
+    virtio_devices: Vec<Box<dyn VirtioDevice>>,
 }
 
 /// Machine configuration.
@@ -105,24 +141,51 @@ pub enum MachineError {
     Irqfd { gsi: u32, source: kvm_ioctls::Error },
     #[error("virtio devices need the in-kernel irqchip (MSI routing)")]
     VirtioNeedsIrqchip,
+    #[error("starting the machine's owner thread: {0}")]
+    OwnerThread(std::io::Error),
+    #[error("booting the guest again after its reboot (boot {boot}): {source}")]
+    Reboot { boot: u32, source: Box<MachineError> },
 }
 
 /// A machine; see the module docs.
 pub struct Machine {
     parts: MachineParts,
+    blueprint: Blueprint,
     events_tx: Sender<VmEvent>,
     events_rx: Receiver<VmEvent>,
+    serial_interrupt: Interrupt,
     halted: usize,
     pio: Arc<Bus>,
     debug_port: Arc<Mutex<DebugPort>>,
     started_at: Instant,
     migrating: bool,
+    /// A reset or triple fault that came while a migration ran: acted on when the
+    /// migration fails (if it succeeds, the guest runs on the destination).
+    deferred_reset: Option<MachineExit>,
+    /// 1 for the first boot, one more at every reboot.
+    boot_number: u32,
 }
 
 impl Machine {
     /// Builds the machine (stopped). `started_at` is when the user asked for it, for
     /// boot timing.
     pub fn new(kvm: &Kvm, config: MachineConfig, started_at: Instant) -> Result<Self, MachineError> {
+        let (serial, serial_interrupt) = new_serial(config.serial_output)?;
+        let (events_tx, events_rx) = channel();
+        let carried = Carried { events_tx, events_rx, serial, serial_interrupt, virtio_devices: config.virtio_devices };
+        let blueprint = Blueprint {
+            cpus: config.cpus,
+            memory: config.memory,
+            boot: config.boot,
+            in_kernel_irqchip: config.in_kernel_irqchip,
+            track_dirty_pages: config.track_dirty_pages,
+        };
+        Self::build(kvm, blueprint, carried, started_at, 1)
+    }
+
+    /// Builds one boot of the machine.
+    fn build(kvm: &Kvm, config: Blueprint, carried: Carried, started_at: Instant, boot_number: u32) -> Result<Self, MachineError> {
+        let Carried { events_tx, events_rx, serial, serial_interrupt, virtio_devices } = carried;
         let max = kvm.get_max_vcpus().min(254);
         if config.cpus == 0 || usize::from(config.cpus) > max {
             return Err(MachineError::CpuCount { requested: config.cpus, max });
@@ -135,7 +198,10 @@ impl Machine {
 
         phase("KVM VM created");
         let entry = match &config.boot {
-            Boot::Linux(source) => Some(boot::load(&mem, config.memory, source, config.cpus)?),
+            Boot::Linux(provider) => {
+                let source = provider().map_err(BootError::Provider)?;
+                Some(boot::load(&mem, config.memory, source, config.cpus)?)
+            }
             Boot::Flat32 { code, load_addr } => {
                 mem.write_slice(code, GuestAddress(*load_addr)).map_err(BootError::GuestMemory)?;
                 None
@@ -144,17 +210,17 @@ impl Machine {
         };
 
         phase("boot image loaded");
-        let (events_tx, events_rx) = channel();
         let pio = Arc::new(Bus::new());
-        let legacy = add_legacy_devices(&pio, config.serial_output, events_tx.clone(), started_at)?;
+        let legacy = add_legacy_devices(&pio, &serial, events_tx.clone(), started_at)?;
         if config.in_kernel_irqchip {
-            vm.register_irqfd(legacy.serial_interrupt.event(), COM1_IRQ)
+            vm.register_irqfd(serial_interrupt.event(), COM1_IRQ)
                 .map_err(|source| MachineError::Irqfd { gsi: COM1_IRQ, source })?;
         }
         let mmio = Arc::new(Bus::new());
         let virtio = if config.in_kernel_irqchip {
-            add_pci_devices(&vm, &mem, &pio, &mmio, config.virtio_devices)?
-        } else if config.virtio_devices.is_empty() {
+            add_pci_devices(&vm, &mem, &pio, &mmio, virtio_devices, legacy.reset_control)?
+        } else if virtio_devices.is_empty() {
+            place_reset_control(&pio, legacy.reset_control)?;
             Vec::new()
         } else {
             return Err(MachineError::VirtioNeedsIrqchip);
@@ -184,7 +250,7 @@ impl Machine {
         phase("vCPUs configured");
         // Console coalescing needs the in-kernel irqchip (the kernel console it helps).
         let console = match (config.in_kernel_irqchip, fds.first()) {
-            (true, Some(fd)) => CoalescedConsole::new(&vm, fd).map(|ring| ConsoleLink { ring, vm: vm.clone(), serial: legacy.serial.clone() }),
+            (true, Some(fd)) => CoalescedConsole::new(&vm, fd).map(|ring| ConsoleLink { ring, vm: vm.clone(), serial: serial.clone() }),
             _ => None,
         };
         Ok(Self {
@@ -193,21 +259,72 @@ impl Machine {
                 mem,
                 vcpus: Arc::new(VcpuSet::new(fds, console)),
                 virtio,
-                serial: legacy.serial,
+                serial,
                 mmio,
                 cpus: config.cpus,
                 memory: config.memory,
                 cpuid: Arc::new(cpuid0),
                 msr_indices: Arc::new(msr_indices),
             },
+            blueprint: config,
             events_tx,
             events_rx,
+            serial_interrupt,
             halted: 0,
             pio,
             debug_port: legacy.debug_port,
             started_at,
             migrating: false,
+            deferred_reset: None,
+            boot_number,
         })
+    }
+
+    /// Whether [`Machine::reboot`] can boot this machine again (not a received guest).
+    pub fn can_reboot(&self) -> bool {
+        self.blueprint.boot.can_boot_again()
+    }
+
+    /// Which boot this is: 1, then one more at every reboot.
+    pub fn boot_number(&self) -> u32 {
+        self.boot_number
+    }
+
+    /// Stops this boot and builds the machine again in power-on state (see the module
+    /// docs), stopped: `start` runs it. The old VM, vCPUs and guest memory are gone
+    /// before the new ones are made. Events of the old boot still queued (a guest
+    /// that tried several reset methods, halts) are dropped; API requests and a
+    /// console quit stay queued for the new boot. Call it on a thread that is not
+    /// confined as the main class: it needs KVM's VM-building calls.
+    pub fn reboot(mut self, kvm: &Kvm) -> Result<Machine, MachineError> {
+        self.stop_vcpus();
+        let virtio_devices: Vec<_> = self.parts.virtio.iter().map(|function| lock(function).detach_device()).collect();
+        if let Err(e) = lock(&self.parts.serial).reset() {
+            tracing::warn!("writing console output at the reboot: {e}");
+        }
+        let events_rx = std::mem::replace(&mut self.events_rx, channel().1);
+        let mut kept = Vec::new();
+        while let Ok(event) = events_rx.try_recv() {
+            match event {
+                VmEvent::Api(_) | VmEvent::UserQuit => kept.push(event),
+                stale => tracing::debug!("dropping an event of the previous boot: {stale:?}"),
+            }
+        }
+        for event in kept {
+            let _ = self.events_tx.send(event);
+        }
+        let carried = Carried {
+            events_tx: self.events_tx.clone(),
+            events_rx,
+            serial: self.parts.serial.clone(),
+            serial_interrupt: self.serial_interrupt.clone(),
+            virtio_devices,
+        };
+        let blueprint = self.blueprint.clone();
+        let boot_number = self.boot_number.saturating_add(1);
+        // The old VM and its memory go first: two guests' RAM need not fit at once.
+        drop(self);
+        Self::build(kvm, blueprint, carried, Instant::now(), boot_number)
     }
 
     /// The parts other threads may share.
@@ -316,6 +433,14 @@ impl Machine {
             };
             let exit = match event {
                 VmEvent::PowerOff => MachineExit::PowerOff,
+                VmEvent::Reset { reason } if self.migrating => {
+                    self.defer_reset(MachineExit::Reset { reason });
+                    continue;
+                }
+                VmEvent::TripleFault { vcpu, reason } if self.migrating => {
+                    self.defer_reset(MachineExit::TripleFault { vcpu, reason });
+                    continue;
+                }
                 VmEvent::Reset { reason } => MachineExit::Reset { reason },
                 VmEvent::TripleFault { vcpu, reason } => MachineExit::TripleFault { vcpu, reason },
                 VmEvent::UserQuit => MachineExit::UserQuit,
@@ -323,7 +448,10 @@ impl Machine {
                 VmEvent::MigratedAway => MachineExit::MigratedAway,
                 VmEvent::MigrationFailed => {
                     self.migrating = false;
-                    continue;
+                    match self.deferred_reset.take() {
+                        Some(exit) => exit,
+                        None => continue,
+                    }
                 }
                 VmEvent::Api(request) => match self.handle_api(request) {
                     Some(exit) => exit,
@@ -346,6 +474,15 @@ impl Machine {
         }
     }
 
+    /// Holds a reset that came during a migration (the first one: a guest tries
+    /// several methods in a row) until the migration ends.
+    fn defer_reset(&mut self, exit: MachineExit) {
+        if self.deferred_reset.is_none() {
+            tracing::info!("the guest asked for a reset during a migration: held until the migration ends ({exit:?})");
+            self.deferred_reset = Some(exit);
+        }
+    }
+
     /// Executes a control-API request; returns an exit when the request ends the VM.
     fn handle_api(&mut self, request: ApiRequest) -> Option<MachineExit> {
         let busy = || ApiReply::error("a migration is in progress");
@@ -355,6 +492,7 @@ impl Machine {
                     state: Some(if self.migrating { "migrating" } else if self.is_paused() { "paused" } else { "running" }.into()),
                     cpus: Some(self.parts.cpus),
                     memory_bytes: Some(self.parts.memory),
+                    boot: Some(self.boot_number),
                     ..ApiReply::ok()
                 },
                 None,

@@ -43,13 +43,15 @@ impl BarAllocator {
     }
 }
 
-/// Creates the bus with `virtio` devices in slots 1.. and wires everything.
+/// Creates the bus with `virtio` devices in slots 1.. and wires everything; byte
+/// accesses at 0xCF9, inside the configuration ports, go to `reset_control`.
 pub fn add_pci_devices(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     pio: &Bus,
     mmio: &Arc<Bus>,
     virtio: Vec<Box<dyn VirtioDevice>>,
+    reset_control: Arc<Mutex<dyn devices::bus::BusDevice>>,
 ) -> Result<Vec<Arc<Mutex<VirtioPciDevice>>>, PciSetupError> {
     let router = Arc::new(KvmMsiRouter::new(vm.clone()));
     let ioevents = Arc::new(KvmIoEvents::new(vm.clone()));
@@ -65,7 +67,7 @@ pub fn add_pci_devices(
         mmio.insert(pci.clone(), bar, bar_layout::SIZE)?;
         functions.push(pci);
     }
-    let config_io = PciConfigIo::new(bus, mmio.clone());
+    let config_io = PciConfigIo::new(bus, mmio.clone()).with_byte_register_at_cf9(reset_control);
     pio.insert(Arc::new(Mutex::new(config_io)), u64::from(CONFIG_ADDRESS_PORT), CONFIG_IO_PORT_COUNT)?;
     Ok(functions)
 }

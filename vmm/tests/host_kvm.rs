@@ -332,3 +332,162 @@ fn guest_cpuid_announces_tsc_deadline_and_a_processor_name() {
         assert_ne!([name.eax, name.ebx, name.ecx, name.edx], [0; 4], "processor name filled in");
     }
 }
+
+// Reboots: a tiny guest marks each boot with a 'B' on COM1, then powers off if the
+// UART has input waiting and otherwise asks for a reset its own way. The test queues
+// that input when the Nth reboot is built, so it sees N+1 boots, then a power-off.
+
+/// `mov edx, 0xcf9; mov al, 2; out dx, al; mov al, 6; out dx, al` (Linux `reboot=pci`).
+fn reset_by_cf9() -> Vec<u8> {
+    let mut code = mov_edx(0xcf9);
+    code.extend_from_slice(&[0xb0, 0x02, 0xee, 0xb0, 0x06, 0xee]);
+    code
+}
+
+/// `mov al, 0xfe; out 0x64, al` (Linux `reboot=kbd`).
+fn reset_by_keyboard_controller() -> Vec<u8> {
+    vec![0xb0, 0xfe, 0xe6, 0x64]
+}
+
+/// `mov edx, 0x602; mov al, 1; out dx, al`: the FADT's reset register (`reboot=acpi`).
+fn reset_by_acpi() -> Vec<u8> {
+    let mut code = mov_edx(0x602);
+    code.extend_from_slice(&[0xb0, 0x01, 0xee]);
+    code
+}
+
+/// `lidt [0x600]` (zero bytes: an empty IDT); `ud2` (Linux `reboot=triple`).
+fn reset_by_triple_fault() -> Vec<u8> {
+    vec![0x0f, 0x01, 0x1d, 0x00, 0x06, 0x00, 0x00, 0x0f, 0x0b]
+}
+
+/// Marks the boot, then powers off if COM1 has input, else runs `reset` and spins
+/// (a reset request does not stop the vCPU by itself: the machine does).
+fn rebooting_guest(reset: Vec<u8>) -> Vec<u8> {
+    let mut code = mov_edx(0x3f8);
+    code.extend_from_slice(&[0xb0, b'B', 0xee]);
+    code.extend(mov_edx(0x3fd));
+    code.extend_from_slice(&[0xec, 0xa8, 0x01]); // in al, dx; test al, 1
+    code.extend_from_slice(&[0x75, reset.len() as u8 + 2]); // jnz power_off
+    code.extend(reset);
+    code.extend_from_slice(&[0xeb, 0xfe]); // jmp $
+    code.extend(mov_edx(0x600)); // power_off:
+    code.extend_from_slice(&[0xb0, (5 << 2) | (1 << 5), 0xee, HLT]);
+    code
+}
+
+/// Runs `code` with `--on-reboot restart` until it powers off, queuing the "stop"
+/// input when reboot `reboots` is built; returns the reboots seen and the console.
+fn run_rebooting(code: Vec<u8>, reboots: u32) -> (Vec<vmm::reboot::Rebooted>, Option<MachineExit>, String) {
+    let out = Capture::default();
+    let m = machine(code, 1, false, out.clone());
+    let serial = m.serial();
+    let mut seen = Vec::new();
+    let exit = vmm::reboot::run(&kvm(), m, vmm::OnReboot::Restart, false, Some(TIMEOUT), |next| {
+        seen.push(next.clone());
+        if seen.len() as u32 == reboots {
+            serial.lock().unwrap().enqueue_input(b"x").unwrap();
+        }
+    })
+    .expect("every boot builds");
+    let console = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    (seen, exit, console)
+}
+
+fn assert_rebooted(code: Vec<u8>, reason: &str) {
+    let (seen, exit, console) = run_rebooting(code, 3);
+    assert_eq!(exit, Some(MachineExit::PowerOff), "the fourth boot powers off");
+    assert_eq!(console, "BBBB", "one mark per boot");
+    assert_eq!(seen.iter().map(|r| r.boot).collect::<Vec<_>>(), vec![2, 3, 4]);
+    for r in &seen {
+        assert!(r.reason.contains(reason), "{r:?}");
+    }
+}
+
+#[test]
+fn a_write_of_6_to_port_cf9_boots_the_machine_again() {
+    assert_rebooted(rebooting_guest(reset_by_cf9()), "reset control register (port 0xCF9)");
+}
+
+#[test]
+fn the_keyboard_controller_reset_boots_the_machine_again() {
+    assert_rebooted(rebooting_guest(reset_by_keyboard_controller()), "i8042 keyboard controller");
+}
+
+#[test]
+fn the_acpi_reset_register_boots_the_machine_again() {
+    assert_rebooted(rebooting_guest(reset_by_acpi()), "ACPI reset register");
+}
+
+#[test]
+fn a_triple_fault_boots_the_machine_again_and_says_where_the_guest_was() {
+    assert_rebooted(rebooting_guest(reset_by_triple_fault()), "triple fault: vCPU 0 triple fault (KVM_EXIT_SHUTDOWN) [");
+}
+
+#[test]
+fn with_on_reboot_exit_a_reset_or_a_triple_fault_ends_the_run() {
+    for (reset, triple) in [(reset_by_cf9(), false), (reset_by_acpi(), false), (reset_by_triple_fault(), true)] {
+        let out = Capture::default();
+        let m = machine(rebooting_guest(reset), 1, false, out.clone());
+        // With exit the calling thread owns the machine and confines itself: one
+        // thread per run.
+        let exit = std::thread::spawn(move || {
+            vmm::reboot::run(&kvm(), m, vmm::OnReboot::Exit, false, Some(TIMEOUT), |r| panic!("no reboot with exit: {r:?}")).unwrap()
+        })
+        .join()
+        .unwrap();
+        match exit {
+            Some(MachineExit::Reset { .. }) if !triple => {}
+            Some(MachineExit::TripleFault { .. }) if triple => {}
+            other => panic!("expected the reset to end the run, got {other:?}"),
+        }
+        assert_eq!(&*out.0.lock().unwrap(), b"B", "one boot only");
+    }
+}
+
+#[test]
+fn the_control_api_follows_the_machine_across_a_reboot() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+
+    // Boot 1 resets through 0xCF9; boot 2 finds input and counts forever.
+    let mut code = mov_edx(0x3f8);
+    code.extend_from_slice(&[0xb0, b'B', 0xee]);
+    code.extend(mov_edx(0x3fd));
+    code.extend_from_slice(&[0xec, 0xa8, 0x01]);
+    let reset = reset_by_cf9();
+    code.extend_from_slice(&[0x75, reset.len() as u8 + 2]);
+    code.extend(reset);
+    code.extend_from_slice(&[0xeb, 0xfe]);
+    code.extend(counting_loop());
+    let m = machine(code, 1, false, Capture::default());
+    let serial = m.serial();
+    let dir = std::env::temp_dir().join(format!("tern-host-kvm-reboot-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("api.sock");
+    let _socket = vmm::api::serve(&path, m.event_sender()).unwrap();
+    let (boots_tx, boots_rx) = std::sync::mpsc::channel();
+    let owner = std::thread::spawn(move || {
+        vmm::reboot::run(&kvm(), m, vmm::OnReboot::Restart, false, Some(TIMEOUT), |next| {
+            serial.lock().unwrap().enqueue_input(b"x").unwrap();
+            boots_tx.send(next.boot).unwrap();
+        })
+        .unwrap()
+    });
+    assert_eq!(boots_rx.recv_timeout(TIMEOUT), Ok(2));
+    let conn = UnixStream::connect(&path).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut ask = |request: &str| -> String {
+        (&conn).write_all(format!("{request}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    };
+    let info = ask(r#"{"command":"info"}"#);
+    assert!(info.contains(r#""state":"running""#) && info.contains(r#""boot":2"#), "{info}");
+    assert!(ask(r#"{"command":"pause"}"#).contains(r#""ok":true"#));
+    assert!(ask(r#"{"command":"info"}"#).contains(r#""state":"paused""#));
+    assert!(ask(r#"{"command":"resume"}"#).contains(r#""ok":true"#));
+    assert!(ask(r#"{"command":"shutdown"}"#).contains(r#""ok":true"#));
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
+}

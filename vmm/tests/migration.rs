@@ -544,3 +544,103 @@ fn a_destination_reset_mid_transfer_leaves_a_source_that_migrates_again() {
     let mut dest = dest.join().unwrap().unwrap();
     dest.stop_vcpus();
 }
+
+#[test]
+fn a_migration_after_a_guest_reboot_moves_the_new_boot() {
+    let _serial = one_at_a_time();
+    // Boot 1 resets through 0xCF9 (a byte in the PCI configuration ports) before it
+    // stamps anything; boot 2 finds COM1 input waiting and stamps forever.
+    let mut code = vec![0xba, 0xfd, 0x03, 0x00, 0x00, 0xec, 0xa8, 0x01]; // mov edx, 0x3fd; in al, dx; test al, 1
+    let reset = [0xba, 0xf9, 0x0c, 0x00, 0x00, 0xb0, 0x02, 0xee, 0xb0, 0x06, 0xee, 0xeb, 0xfe];
+    code.extend_from_slice(&[0x75, reset.len() as u8]); // jnz stamping
+    code.extend_from_slice(&reset);
+    code.extend(stamping_guest());
+    let source = Machine::new(&kvm(), config(Boot::Flat32 { code, load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let serial = source.serial();
+    let dir = std::env::temp_dir().join(format!("tern-migration-reboot-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (boots_tx, boots_rx) = std::sync::mpsc::channel();
+    let source_owner = std::thread::spawn(move || {
+        vmm::reboot::run(&kvm(), source, vmm::OnReboot::Restart, false, Some(Duration::from_secs(300)), |next| {
+            serial.lock().unwrap().enqueue_input(b"x").unwrap();
+            boots_tx.send(next.boot).unwrap();
+        })
+        .unwrap()
+    });
+    assert_eq!(boots_rx.recv_timeout(Duration::from_secs(60)), Ok(2));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (port, dest) = receiver(ReceiveOptions { expect: Expectations { memory: Some(MEMORY), cpus: Some(1) }, ..Default::default() });
+    let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
+    assert!(reply.contains("\"ok\":true") && reply.contains("\"report\""), "{reply}");
+    assert_eq!(source_owner.join().unwrap(), Some(MachineExit::MigratedAway));
+    assert!(boots_rx.try_recv().is_err(), "no further reboot on the source");
+
+    // Boot 1 never stamps: a counting guest on the destination came from boot 2.
+    let mut dest = dest.join().unwrap().expect("destination received the guest");
+    let dest_mem = dest.guest_memory().clone();
+    let arrived = generation(&dest_mem);
+    assert!(arrived >= 1, "the destination holds boot 1's memory");
+    let t = Instant::now();
+    while generation(&dest_mem) < arrived + 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep stamping on the destination");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dest.stop_vcpus();
+}
+
+#[test]
+fn a_reset_during_a_migration_waits_for_its_end_and_a_failed_one_then_reboots() {
+    let _serial = one_at_a_time();
+    // The guest polls COM1 and resets through 0xCF9 once input arrives.
+    let mut code = vec![0xba, 0xfd, 0x03, 0x00, 0x00, 0xec, 0xa8, 0x01]; // mov edx, 0x3fd; in al, dx; test al, 1
+    code.extend_from_slice(&[0x74, 0xf6]); // jz back to the mov (10 bytes back from the jz's end)
+    code.extend_from_slice(&[0xba, 0xf9, 0x0c, 0x00, 0x00, 0xb0, 0x02, 0xee, 0xb0, 0x06, 0xee, 0xeb, 0xfe]);
+    let source = Machine::new(&kvm(), config(Boot::Flat32 { code, load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let serial = source.serial();
+    let dir = std::env::temp_dir().join(format!("tern-migration-reset-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (boots_tx, boots_rx) = std::sync::mpsc::channel();
+    let owner = std::thread::spawn(move || {
+        vmm::reboot::run(&kvm(), source, vmm::OnReboot::Restart, false, Some(Duration::from_secs(120)), |next| {
+            boots_tx.send(next.clone()).unwrap();
+        })
+        .unwrap()
+    });
+
+    // A "destination" that accepts and never answers: the migration stays in progress.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stalled.local_addr().unwrap().port();
+    let api_for_migrate = api.clone();
+    let migrate = std::thread::spawn(move || migrate_via_api(&api_for_migrate, &format!("127.0.0.1:{port}")));
+    let (held, _) = stalled.accept().unwrap();
+
+    serial.lock().unwrap().enqueue_input(b"x").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(boots_rx.try_recv().is_err(), "the machine rebooted under a running migration");
+    let info = {
+        let conn = UnixStream::connect(&api).unwrap();
+        (&conn).write_all(b"{\"command\":\"info\"}\n").unwrap();
+        BufReader::new(conn).lines().next().unwrap().unwrap()
+    };
+    assert!(info.contains("\"state\":\"migrating\"") && info.contains("\"boot\":1"), "{info}");
+
+    // The destination goes away: the migration fails, then the held reset reboots.
+    drop(held);
+    let reply = migrate.join().unwrap();
+    assert!(reply.contains("\"ok\":false"), "{reply}");
+    let rebooted = boots_rx.recv_timeout(Duration::from_secs(60)).expect("the held reset rebooted the guest");
+    assert_eq!(rebooted.boot, 2);
+    assert!(rebooted.reason.contains("port 0xCF9"), "{rebooted:?}");
+    assert!(boots_rx.recv_timeout(Duration::from_millis(200)).is_err(), "one reset, one reboot");
+
+    let conn = UnixStream::connect(&api).unwrap();
+    (&conn).write_all(b"{\"command\":\"info\"}\n{\"command\":\"shutdown\"}\n").unwrap();
+    let info = BufReader::new(conn).lines().next().unwrap().unwrap();
+    assert!(info.contains("\"state\":\"running\"") && info.contains("\"boot\":2"), "{info}");
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
+}

@@ -55,6 +55,17 @@ impl Serial {
         s.interrupt_enable & IER_THRI != 0 && s.line_control & LCR_DLAB == 0
     }
 
+    /// Puts the registers back to their power-on state (a machine reset), keeping the
+    /// interrupt and the output (pending output is flushed first). Unread input is
+    /// dropped, as a reset UART drops it.
+    pub fn reset(&mut self) -> io::Result<()> {
+        let flushed = self.flush_output();
+        let placeholder = vm_superio::Serial::new(self.interrupt.clone(), Output::new(Box::new(io::sink())));
+        let output = std::mem::replace(&mut self.inner, placeholder).into_writer();
+        self.inner = vm_superio::Serial::new(self.interrupt.clone(), output);
+        flushed
+    }
+
     /// Register state.
     pub fn snapshot(&self) -> SerialSnapshot {
         let s = self.inner.state();
@@ -205,6 +216,26 @@ mod tests {
         b.write(0, b"z");
         b.flush_output().unwrap();
         assert_eq!(&*out2.0.lock().unwrap(), b"z", "restored UART writes to its own output");
+    }
+
+    #[test]
+    fn reset_restores_power_on_registers_and_keeps_the_output() {
+        let out = SharedBuf::default();
+        let mut s = Serial::new(Interrupt::new().unwrap(), Box::new(out.clone()));
+        let power_on = s.snapshot();
+        s.write(3, &[0x83]);
+        s.write(0, &[0x0c]);
+        s.write(3, &[0x03]);
+        s.write(1, &[0x02]);
+        s.write(0, b"a");
+        s.enqueue_input(b"q").unwrap();
+        assert_ne!(s.snapshot(), power_on);
+        s.reset().unwrap();
+        assert_eq!(s.snapshot(), power_on);
+        assert_eq!(&*out.0.lock().unwrap(), b"a", "pending output flushed before the reset");
+        s.write(0, b"b");
+        s.flush_output().unwrap();
+        assert_eq!(&*out.0.lock().unwrap(), b"ab", "same output after the reset");
     }
 
     #[test]

@@ -110,12 +110,26 @@ pub struct PciConfigIo {
     address: u32,
     bus: PciBus,
     remapper: Arc<dyn BarRemapper>,
+    /// The byte register at 0xCF9 (reset control), when the machine has one.
+    byte_at_1: Option<Arc<Mutex<dyn BusDevice>>>,
 }
 
 impl PciConfigIo {
     /// Serves `bus`, moving BARs through `remapper`.
     pub fn new(bus: PciBus, remapper: Arc<dyn BarRemapper>) -> Self {
-        Self { address: 0, bus, remapper }
+        Self { address: 0, bus, remapper, byte_at_1: None }
+    }
+
+    /// Routes byte accesses at 0xCF9 to `device` (the reset control register, which
+    /// shares this range on a PC).
+    pub fn with_byte_register_at_cf9(mut self, device: Arc<Mutex<dyn BusDevice>>) -> Self {
+        self.byte_at_1 = Some(device);
+        self
+    }
+
+    /// The 0xCF9 register when this access is a byte at offset 1.
+    fn cf9(&self, offset: u64, len: usize) -> Option<&Arc<Mutex<dyn BusDevice>>> {
+        self.byte_at_1.as_ref().filter(|_| offset == 1 && len == 1)
     }
 
     /// Decodes the address register: (slot, register offset) for bus 0 function 0.
@@ -136,6 +150,10 @@ impl PciConfigIo {
 impl BusDevice for PciConfigIo {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
+        if let Some(register) = self.cf9(offset, data.len()) {
+            lock(register).read(0, data);
+            return;
+        }
         if offset < 4 {
             if offset == 0 && data.len() == 4 {
                 data.copy_from_slice(&self.address.to_le_bytes());
@@ -152,6 +170,10 @@ impl BusDevice for PciConfigIo {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some(register) = self.cf9(offset, data.len()) {
+            lock(register).write(0, data);
+            return;
+        }
         if offset < 4 {
             if offset == 0 && data.len() == 4 {
                 self.address = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
@@ -182,6 +204,28 @@ mod tests {
 
     fn select(io: &mut PciConfigIo, slot: u32, reg: u32) {
         io.write(0, &(ENABLE_BIT | (slot << 11) | reg).to_le_bytes());
+    }
+
+    #[test]
+    fn a_byte_at_cf9_goes_to_the_reset_register_and_the_address_dword_does_not() {
+        use crate::legacy::reset_control::{ResetControl, RST_CPU};
+        use crate::power::PowerRequest;
+        let seen = Arc::new(Mutex::new(vec![]));
+        let s = seen.clone();
+        let reset = Arc::new(Mutex::new(ResetControl::new(Arc::new(move |r| s.lock().unwrap().push(r)))));
+        let mut io = PciConfigIo::new(PciBus::new(), Arc::new(NoRemap)).with_byte_register_at_cf9(reset);
+        // A configuration address with bit 10 (byte 1, bit 2) set is not a reset.
+        io.write(0, &(ENABLE_BIT | 0x0400).to_le_bytes());
+        assert!(seen.lock().unwrap().is_empty());
+        let mut d = [0u8; 4];
+        io.read(0, &mut d);
+        assert_eq!(u32::from_le_bytes(d), ENABLE_BIT | 0x0400);
+        io.write(1, &[0x02]);
+        io.write(1, &[0x02 | RST_CPU]);
+        assert_eq!(*seen.lock().unwrap(), vec![PowerRequest::Reset]);
+        let mut b = [0u8; 1];
+        io.read(1, &mut b);
+        assert_eq!(b[0], 0x02);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
@@ -10,7 +9,7 @@ use linux_loader::loader::{bzimage::BzImage, KernelLoader};
 use vm_memory::GuestAddress;
 
 use super::parallel_reader::ParallelFileReader;
-use super::BootError;
+use super::{BootError, BootImage};
 use crate::layout::HIGH_MEMORY_START;
 use crate::memory::GuestMemoryMmap;
 
@@ -47,10 +46,11 @@ const BZIMAGE_ENTRY_64_OFFSET: u64 = 0x200;
 const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
 
 /// Detects the image format from its magic numbers.
-pub fn detect_format(file: &mut File, path: &Path) -> Result<KernelFormat, BootError> {
-    let not_kernel = |reason: &str| BootError::NotAKernel { path: path.to_path_buf(), reason: reason.into() };
+/// `label` names the image in errors.
+pub fn detect_format(file: &mut File, label: &str) -> Result<KernelFormat, BootError> {
+    let not_kernel = |reason: &str| BootError::NotAKernel { path: label.to_string(), reason: reason.into() };
     let mut head = [0u8; 0x210];
-    let open_err = |source| BootError::OpenKernel { path: path.to_path_buf(), source };
+    let open_err = |source| BootError::OpenKernel { path: label.to_string(), source };
     file.seek(SeekFrom::Start(0)).map_err(open_err)?;
     let mut read = 0;
     while read < head.len() {
@@ -69,13 +69,14 @@ pub fn detect_format(file: &mut File, path: &Path) -> Result<KernelFormat, BootE
     Err(not_kernel("neither an ELF vmlinux nor a bzImage (no ELF magic, no HdrS setup header)"))
 }
 
-/// Loads the kernel at `path` into `mem`.
-pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, BootError> {
-    let mut file = File::open(path).map_err(|source| BootError::OpenKernel { path: path.to_path_buf(), source })?;
+/// Loads the kernel `image` into `mem`.
+pub fn load_kernel(mem: &GuestMemoryMmap, image: BootImage) -> Result<LoadedKernel, BootError> {
+    let BootImage { label, mut file } = image;
+    let path = label.as_str();
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(BootError::NotAKernel { path: path.to_path_buf(), reason: "not a regular file".into() });
+        return Err(BootError::NotAKernel { path: label.clone(), reason: "not a regular file".into() });
     }
-    let load_err = |source| BootError::LoadKernel { path: path.to_path_buf(), source };
+    let load_err = |source| BootError::LoadKernel { path: label.clone(), source };
     let format = detect_format(&mut file, path)?;
     // The image's segments are read into guest memory by every CPU at once.
     let mut file = ParallelFileReader::new(file);
@@ -98,13 +99,13 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
         KernelFormat::BzImage => {
             let res = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIGH_MEMORY_START))).map_err(load_err)?;
             let header = res.setup_header.ok_or_else(|| BootError::NotAKernel {
-                path: path.to_path_buf(),
+                path: label.clone(),
                 reason: "bzImage without a setup header".into(),
             })?;
             let xloadflags = header.xloadflags;
             if xloadflags & XLF_KERNEL_64 == 0 {
                 return Err(BootError::NotAKernel {
-                    path: path.to_path_buf(),
+                    path: label.clone(),
                     reason: "bzImage has no 64-bit entry point (XLF_KERNEL_64)".into(),
                 });
             }

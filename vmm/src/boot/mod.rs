@@ -7,10 +7,12 @@ pub mod kernel;
 pub mod parallel_reader;
 pub mod pvh;
 pub mod regs;
+pub mod reset_vector;
 pub mod zero_page;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
@@ -35,27 +37,52 @@ pub struct BootEntry {
     pub entry: GuestAddress,
 }
 
-/// What to boot.
-#[derive(Clone, Debug)]
+/// One image to load: an open file (from a path, or a memfd another component
+/// filled) and how errors name it.
+#[derive(Debug)]
+pub struct BootImage {
+    /// What errors call the image (normally its path).
+    pub label: String,
+    /// The image, read from its start (any offset it is at is ignored).
+    pub file: File,
+}
+
+impl BootImage {
+    /// Opens `path` read-only; the label is the path.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self { label: path.display().to_string(), file: File::open(path)? })
+    }
+}
+
+/// What one boot loads.
+#[derive(Debug)]
 pub struct BootSource {
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
+    pub kernel: BootImage,
+    pub initrd: Option<BootImage>,
     pub cmdline: String,
 }
+
+/// Gives the [`BootSource`] for each boot of a machine: called when the machine is
+/// built and again at every guest reboot, so what it returns then (a kernel replaced
+/// on disk, a new boot entry) is what boots. An error is one line naming the cause;
+/// at a reboot it ends tern.
+pub type BootProvider = Arc<dyn Fn() -> Result<BootSource, String> + Send + Sync>;
 
 /// Errors preparing the guest for boot.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("cannot open kernel {path}: {source}")]
-    OpenKernel { path: PathBuf, source: std::io::Error },
+    #[error("the boot source: {0}")]
+    Provider(String),
+    #[error("cannot read kernel {path}: {source}")]
+    OpenKernel { path: String, source: std::io::Error },
     #[error("{path} is not a kernel tern can boot: {reason}")]
-    NotAKernel { path: PathBuf, reason: String },
+    NotAKernel { path: String, reason: String },
     #[error("cannot load kernel {path}: {source}")]
-    LoadKernel { path: PathBuf, source: linux_loader::loader::Error },
+    LoadKernel { path: String, source: linux_loader::loader::Error },
     #[error("cannot read initrd {path}: {source}")]
-    ReadInitrd { path: PathBuf, source: std::io::Error },
+    ReadInitrd { path: String, source: std::io::Error },
     #[error("initrd {path} ({size} bytes) does not fit in guest memory below {limit:#x} above the kernel")]
-    InitrdTooLarge { path: PathBuf, size: u64, limit: u64 },
+    InitrdTooLarge { path: String, size: u64, limit: u64 },
     #[error("kernel command line is {len} bytes; the limit is {max}")]
     CmdlineTooLong { len: usize, max: usize },
     #[error("kernel command line contains a NUL byte")]
@@ -78,15 +105,16 @@ pub struct InitrdPlacement {
 pub fn load(
     mem: &GuestMemoryMmap,
     mem_size: u64,
-    source: &BootSource,
+    source: BootSource,
     cpus: u8,
 ) -> Result<BootEntry, BootError> {
-    let kernel = kernel::load_kernel(mem, &source.kernel)?;
-    let initrd = match &source.initrd {
-        Some(path) => Some(load_initrd(mem, mem_size, path, &kernel)?),
+    let kernel = kernel::load_kernel(mem, source.kernel)?;
+    let initrd = match source.initrd {
+        Some(image) => Some(load_initrd(mem, mem_size, image, &kernel)?),
         None => None,
     };
     write_cmdline(mem, &source.cmdline)?;
+    reset_vector::write(mem)?;
     let rsdp = acpi::write_tables(mem, cpus).map_err(|e| BootError::Acpi(e.to_string()))?;
     let cmdline_len = source.cmdline.len() as u32;
     match kernel.pvh_entry {
@@ -120,11 +148,12 @@ fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<(), BootError> 
 fn load_initrd(
     mem: &GuestMemoryMmap,
     mem_size: u64,
-    path: &Path,
+    image: BootImage,
     kernel: &LoadedKernel,
 ) -> Result<InitrdPlacement, BootError> {
-    let read_err = |source| BootError::ReadInitrd { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(read_err)?;
+    let BootImage { label, mut file } = image;
+    let read_err = |source| BootError::ReadInitrd { path: label.clone(), source };
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if !meta.is_file() {
         return Err(read_err(std::io::Error::other("not a regular file")));
@@ -136,7 +165,7 @@ fn load_initrd(
         .checked_sub(size)
         .map(|a| a & !0xfff)
         .filter(|a| *a >= lowest && size > 0)
-        .ok_or(BootError::InitrdTooLarge { path: path.to_path_buf(), size, limit })?;
+        .ok_or_else(|| BootError::InitrdTooLarge { path: label.clone(), size, limit })?;
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
         .map_err(|e| read_err(std::io::Error::other(e.to_string())))?;
     Ok(InitrdPlacement { addr: GuestAddress(addr), size })

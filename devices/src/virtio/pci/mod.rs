@@ -7,6 +7,7 @@
 //! handler. When the guest moves BAR 0, the ioeventfds move with it.
 
 pub mod common_config;
+mod detached;
 pub mod interrupt;
 pub mod snapshot;
 
@@ -343,6 +344,17 @@ impl VirtioPciDevice {
         self.device.as_mut()
     }
 
+    /// Takes the device model out for the machine's next boot (a guest reboot): the
+    /// function is reset first as a driver reset does (worker stopped and joined,
+    /// queues dropped), so the model comes out in its power-on state with its host
+    /// backend (disk image and its lock, TAP) kept. This function keeps an inert
+    /// stand-in until it is dropped.
+    pub fn detach_device(&mut self) -> Box<dyn VirtioDevice> {
+        self.reset();
+        let stand_in = Box::new(detached::Detached::like(self.device.as_ref()));
+        std::mem::replace(&mut self.device, stand_in)
+    }
+
     /// Parks the device's worker (migration).
     pub fn pause_device(&mut self) -> Result<(), MigrationError> {
         if self.active { self.device.pause() } else { Ok(()) }
@@ -582,6 +594,36 @@ mod tests {
         assert_eq!(log.lock().unwrap().resets, 1);
         BusDevice::read(&mut d, 0x14, &mut s);
         assert_eq!(s[0], 0);
+    }
+
+    #[test]
+    fn detaching_resets_an_active_device_and_leaves_an_inert_function() {
+        let (mut d, log, _) = device();
+        init_driver(&mut d);
+        w16(&mut d, 0x16, 0);
+        w32(&mut d, 0x20, 0x1000);
+        w32(&mut d, 0x28, 0x2000);
+        w32(&mut d, 0x30, 0x3000);
+        w16(&mut d, 0x1c, 1);
+        BusDevice::write(&mut d, 0x14, &[0x0f]);
+        assert_eq!(log.lock().unwrap().activations.len(), 1);
+        let model = d.detach_device();
+        assert_eq!(log.lock().unwrap().resets, 1, "the worker was stopped before the model left");
+        assert_eq!(model.device_type(), crate::virtio::device_type::BLOCK);
+        let mut s = [0xffu8];
+        BusDevice::read(&mut d, 0x14, &mut s);
+        assert_eq!(s[0], 0, "the old function is reset");
+        // A new transport around the same model starts from power-on state.
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut again = VirtioPciDevice::new(model, 0xc000_0000, mem, Arc::new(NullRouter), Arc::new(Registrations::default())).unwrap();
+        init_driver(&mut again);
+        w16(&mut again, 0x16, 0);
+        w32(&mut again, 0x20, 0x1000);
+        w32(&mut again, 0x28, 0x2000);
+        w32(&mut again, 0x30, 0x3000);
+        w16(&mut again, 0x1c, 1);
+        BusDevice::write(&mut again, 0x14, &[0x0f]);
+        assert_eq!(log.lock().unwrap().activations.len(), 2, "the model activates again in the new machine");
     }
 
     fn init_driver(d: &mut VirtioPciDevice) {
