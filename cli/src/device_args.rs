@@ -1,5 +1,6 @@
 //! The `--disk` and `--net` option syntax, parsed into the devices' configurations:
-//! `path=FILE[,readonly=on|off][,serial=ID]` and `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]`.
+//! `path=FILE[,readonly=on|off][,serial=ID][,boot=on|off]` and
+//! `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]`.
 //! Items are comma-separated `key=value` pairs in any order, each key at most once.
 //! Paths containing commas cannot be expressed in this syntax.
 
@@ -17,8 +18,8 @@ pub enum DiskArgError {
     /// An item without `=`.
     #[error("disk option item '{0}' is not key=value")]
     NotKeyValue(String),
-    /// A key that is not `path`, `readonly` or `serial`.
-    #[error("unknown disk option '{0}' (expected path, readonly, serial)")]
+    /// A key that is not `path`, `readonly`, `serial` or `boot`.
+    #[error("unknown disk option '{0}' (expected path, readonly, serial, boot)")]
     UnknownKey(String),
     /// The same key twice.
     #[error("disk option '{0}' given twice")]
@@ -26,9 +27,9 @@ pub enum DiskArgError {
     /// `key=` with nothing after it.
     #[error("disk option '{0}' has an empty value")]
     EmptyValue(String),
-    /// `readonly=` with something other than on/off.
-    #[error("disk option readonly='{0}' must be on or off")]
-    BadReadOnly(String),
+    /// `readonly=` or `boot=` with something other than on/off.
+    #[error("disk option {0}='{1}' must be on or off")]
+    NotOnOff(&'static str, String),
     /// A serial longer than the device's GET_ID answer.
     #[error(transparent)]
     SerialTooLong(#[from] SerialTooLong),
@@ -79,11 +80,20 @@ fn items(s: &str) -> impl Iterator<Item = Item<'_>> {
     })
 }
 
-/// Parses a `--disk` value: `path=FILE[,readonly=on|off][,serial=ID]`.
-pub fn parse_disk(s: &str) -> Result<BlockConfig, DiskArgError> {
+/// A `--disk` value: the device's configuration, and whether it is the disk to boot
+/// from when no `--kernel` is given (`boot=on`; otherwise the first disk is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskArg {
+    pub config: BlockConfig,
+    pub boot: bool,
+}
+
+/// Parses a `--disk` value: `path=FILE[,readonly=on|off][,serial=ID][,boot=on|off]`.
+pub fn parse_disk(s: &str) -> Result<DiskArg, DiskArgError> {
     let mut path: Option<PathBuf> = None;
     let mut read_only: Option<bool> = None;
     let mut serial: Option<String> = None;
+    let mut boot: Option<bool> = None;
 
     for item in items(s) {
         let (key, value) = match item {
@@ -93,7 +103,8 @@ pub fn parse_disk(s: &str) -> Result<BlockConfig, DiskArgError> {
         };
         let duplicate = match key {
             "path" => path.replace(PathBuf::from(value)).is_some(),
-            "readonly" => read_only.replace(parse_on_off(value)?).is_some(),
+            "readonly" => read_only.replace(parse_on_off("readonly", value)?).is_some(),
+            "boot" => boot.replace(parse_on_off("boot", value)?).is_some(),
             "serial" => {
                 validate_serial(value)?;
                 serial.replace(value.to_string()).is_some()
@@ -105,11 +116,8 @@ pub fn parse_disk(s: &str) -> Result<BlockConfig, DiskArgError> {
         }
     }
 
-    Ok(BlockConfig {
-        path: path.ok_or(DiskArgError::MissingPath)?,
-        read_only: read_only.unwrap_or(false),
-        serial,
-    })
+    let config = BlockConfig { path: path.ok_or(DiskArgError::MissingPath)?, read_only: read_only.unwrap_or(false), serial };
+    Ok(DiskArg { config, boot: boot.unwrap_or(false) })
 }
 
 /// Parses a `--net` value: `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]`.
@@ -140,11 +148,11 @@ pub fn parse_net(s: &str) -> Result<NetConfig, NetArgError> {
 }
 
 /// `on` or `off`, for `readonly=`.
-fn parse_on_off(value: &str) -> Result<bool, DiskArgError> {
+fn parse_on_off(key: &'static str, value: &str) -> Result<bool, DiskArgError> {
     match value {
         "on" => Ok(true),
         "off" => Ok(false),
-        _ => Err(DiskArgError::BadReadOnly(value.to_string())),
+        _ => Err(DiskArgError::NotOnOff(key, value.to_string())),
     }
 }
 
@@ -155,18 +163,18 @@ mod tests {
     #[test]
     fn disk_option_full_and_defaults() {
         assert_eq!(
-            parse_disk("path=/var/lib/disk.img,readonly=on,serial=abc123").expect("parse"),
+            parse_disk("path=/var/lib/disk.img,readonly=on,serial=abc123").expect("parse").config,
             BlockConfig {
                 path: PathBuf::from("/var/lib/disk.img"),
                 read_only: true,
                 serial: Some("abc123".into())
             }
         );
-        assert_eq!(parse_disk("path=disk.img").expect("parse"), BlockConfig::new("disk.img"));
-        assert_eq!(parse_disk("readonly=off,path=d").expect("parse"), BlockConfig::new("d"));
+        assert_eq!(parse_disk("path=disk.img").expect("parse").config, BlockConfig::new("disk.img"));
+        assert_eq!(parse_disk("readonly=off,path=d").expect("parse").config, BlockConfig::new("d"));
         let twenty = "s".repeat(20);
         assert_eq!(
-            parse_disk(&format!("path=d,serial={twenty}")).expect("parse").serial,
+            parse_disk(&format!("path=d,serial={twenty}")).expect("parse").config.serial,
             Some(twenty)
         );
     }
@@ -185,8 +193,17 @@ mod tests {
             ("path=x,readonly=on,serial=q", disk("x", true, Some("q"))),
             ("serial=q,readonly=on,path=x", disk("x", true, Some("q"))),
         ] {
-            assert_eq!(parse_disk(text).expect(text), want, "{text}");
+            assert_eq!(parse_disk(text).expect(text).config, want, "{text}");
         }
+    }
+
+    #[test]
+    fn disk_option_boot_marks_the_disk_to_boot_from() {
+        assert!(!parse_disk("path=a").unwrap().boot);
+        assert!(parse_disk("path=a,boot=on").unwrap().boot);
+        assert!(!parse_disk("boot=off,path=a").unwrap().boot);
+        assert_eq!(parse_disk("path=a,boot=yes"), Err(DiskArgError::NotOnOff("boot", "yes".into())));
+        assert_eq!(parse_disk("path=a,boot=on,boot=on"), Err(DiskArgError::DuplicateKey("boot".into())));
     }
 
     #[test]
@@ -194,7 +211,7 @@ mod tests {
         use DiskArgError as E;
         assert_eq!(parse_disk("readonly=on"), Err(E::MissingPath));
         assert_eq!(parse_disk("path=a,size=1"), Err(E::UnknownKey("size".into())));
-        assert_eq!(parse_disk("path=a,readonly=yes"), Err(E::BadReadOnly("yes".into())));
+        assert_eq!(parse_disk("path=a,readonly=yes"), Err(E::NotOnOff("readonly", "yes".into())));
         assert_eq!(parse_disk("path=a,readonly"), Err(E::NotKeyValue("readonly".into())));
         assert_eq!(parse_disk("/disk.img"), Err(E::NotKeyValue("/disk.img".into())));
         assert_eq!(parse_disk(""), Err(E::NotKeyValue(String::new())));
@@ -222,13 +239,13 @@ mod tests {
         assert_eq!(msg(E::NotKeyValue("x".into())), "disk option item 'x' is not key=value");
         assert_eq!(
             msg(E::UnknownKey("k".into())),
-            "unknown disk option 'k' (expected path, readonly, serial)"
+            "unknown disk option 'k' (expected path, readonly, serial, boot)"
         );
         assert_eq!(msg(E::DuplicateKey("path".into())), "disk option 'path' given twice");
         assert_eq!(msg(E::EmptyValue("path".into())), "disk option 'path' has an empty value");
         assert_eq!(
-            msg(E::BadReadOnly("v".into())),
-            "disk option readonly='v' must be on or off"
+            msg(E::NotOnOff("boot", "v".into())),
+            "disk option boot='v' must be on or off"
         );
         let long = "z".repeat(21);
         let err = parse_disk(&format!("path=a,serial={long}")).expect_err("too long");

@@ -6,6 +6,7 @@ mod console_attach;
 mod console_ring;
 mod console_socket;
 mod device_args;
+mod disk_boot;
 mod guest_devices;
 mod migrate;
 mod panic_report;

@@ -45,7 +45,7 @@ pub struct ReceiveArgs {
     /// path=FILE[,readonly=on][,serial=ID]. Locked when the source hands them over.
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]",
           value_parser = device_args::parse_disk)]
-    pub disks: Vec<BlockConfig>,
+    pub disks: Vec<device_args::DiskArg>,
     /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
     /// (repeatable; an existing TAP is used, a missing one created when permitted).
     #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
@@ -76,7 +76,8 @@ pub struct ReceiveArgs {
 pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let started = Instant::now();
     tern_seccomp::set_mode(args.seccomp)?;
-    let virtio_devices = guest_devices::open(&args.disks, &args.nets, Locking::AtHandOver)?;
+    let disks: Vec<BlockConfig> = args.disks.iter().map(|d| d.config.clone()).collect();
+    let virtio_devices = guest_devices::open(&disks, &args.nets, Locking::AtHandOver)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }

@@ -16,6 +16,7 @@ use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::{Boot, Machine, MachineConfig, OnReboot};
 
 use crate::device_args;
+use crate::disk_boot::{self, DiskBoot};
 use crate::guest_devices;
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
@@ -27,14 +28,25 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Kernel image: uncompressed ELF vmlinux (PVH entry used when present) or bzImage.
+    /// Without it, tern boots the disk marked boot=on (or the first --disk) by its own
+    /// boot configuration: grub.cfg, BLS entries or Debian's /vmlinuz links (see
+    /// `tern boot-entries`); the image is read again at every guest reboot.
     #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
-    /// Initial ramdisk (initramfs) image.
-    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk (initramfs) image (with --kernel).
+    #[arg(long, value_name = "PATH", requires = "kernel")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line [default: console=ttyS0].
+    /// Kernel command line [default: console=ttyS0; for a disk boot: the entry's].
     #[arg(long, value_name = "STR")]
     pub cmdline: Option<String>,
+    /// Disk boot: the entry to boot, by index (as `tern boot-entries` numbers them),
+    /// title or id [default: the boot configuration's default].
+    #[arg(long, value_name = "N|TITLE", conflicts_with = "kernel")]
+    pub boot_entry: Option<String>,
+    /// Disk boot: words added to the entry's command line. When the result names no
+    /// console, tern adds console=ttyS0.
+    #[arg(long, value_name = "STR", conflicts_with = "kernel")]
+    pub cmdline_append: Option<String>,
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub cpus: u8,
@@ -45,11 +57,12 @@ pub struct RunArgs {
     /// `tern console PATH`; recent output is kept for whoever attaches).
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
-    /// Attach a raw disk image as virtio-blk: path=FILE[,readonly=on][,serial=ID]
-    /// (repeatable; the first is /dev/vda in the guest).
-    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]",
+    /// Attach a raw disk image as virtio-blk: path=FILE[,readonly=on][,serial=ID][,boot=on]
+    /// (repeatable; the first is /dev/vda in the guest; boot=on: the disk to boot from
+    /// when no --kernel is given, else the first).
+    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID][,boot=on]",
           value_parser = device_args::parse_disk)]
-    pub disks: Vec<BlockConfig>,
+    pub disks: Vec<device_args::DiskArg>,
     /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
     /// (repeatable; an existing TAP is used, a missing one created when permitted).
     #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
@@ -105,9 +118,11 @@ fn check_readable_file(path: &Path, what: &str) -> Result<()> {
 
 /// Checks flags and files before touching KVM, so bad input fails fast and clearly.
 fn validate(args: &RunArgs) -> Result<()> {
-    check_readable_file(&args.kernel, "kernel")?;
-    let mut file = File::open(&args.kernel).with_context(|| format!("kernel {}", args.kernel.display()))?;
-    kernel::detect_format(&mut file, &args.kernel.display().to_string())?;
+    if let Some(kernel) = &args.kernel {
+        check_readable_file(kernel, "kernel")?;
+        let mut file = File::open(kernel).with_context(|| format!("kernel {}", kernel.display()))?;
+        kernel::detect_format(&mut file, &kernel.display().to_string())?;
+    }
     if let Some(initrd) = &args.initrd {
         check_readable_file(initrd, "initrd")?;
     }
@@ -119,6 +134,27 @@ fn validate(args: &RunArgs) -> Result<()> {
         bail!("--memory {} MiB is more than this host's {} MiB of RAM", args.memory >> 20, host_ram >> 20);
     }
     Ok(())
+}
+
+/// What this run boots: --kernel's files, or the boot disk's own configuration.
+fn boot(args: &RunArgs) -> Result<BootProvider> {
+    if let Some(kernel) = &args.kernel {
+        let cmdline = args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+        return Ok(boot_provider(kernel.clone(), args.initrd.clone(), cmdline));
+    }
+    let marked: Vec<&device_args::DiskArg> = args.disks.iter().filter(|d| d.boot).collect();
+    let disk = match (marked.as_slice(), args.disks.first()) {
+        ([one], _) => *one,
+        ([], Some(first)) => first,
+        ([], None) => bail!("nothing to boot: give --kernel PATH, or a --disk whose image holds a boot configuration"),
+        _ => bail!("more than one --disk is marked boot=on"),
+    };
+    Ok(disk_boot::provider(DiskBoot {
+        disk: disk.config.path.clone(),
+        entry: args.boot_entry.clone(),
+        cmdline: args.cmdline.clone(),
+        append: args.cmdline_append.clone(),
+    }))
 }
 
 /// Physical RAM of the host in bytes (0 if unknown).
@@ -133,7 +169,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     tern_seccomp::set_mode(args.seccomp)?;
     validate(&args)?;
-    let virtio_devices = guest_devices::open(&args.disks, &args.nets, guest_devices::Locking::Now)?;
+    let boot = boot(&args)?;
+    let disks: Vec<BlockConfig> = args.disks.iter().map(|d| d.config.clone()).collect();
+    let virtio_devices = guest_devices::open(&disks, &args.nets, guest_devices::Locking::Now)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
@@ -142,11 +180,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = MachineConfig {
         cpus: args.cpus,
         memory: args.memory,
-        boot: Boot::Linux(boot_provider(
-            args.kernel.clone(),
-            args.initrd.clone(),
-            args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-        )),
+        boot: Boot::Linux(boot),
         serial_output: serial.output,
         in_kernel_irqchip: true,
         track_dirty_pages: false,

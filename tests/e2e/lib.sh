@@ -133,7 +133,7 @@ threads_cpu() {
 # is a failure.
 net_guest_ended() {
     _why=$1 _con=$2 _log=$3
-    _reset=$(grep -a -m 1 'guest reset (vCPU [0-9]* triple fault' "$_log" 2>/dev/null)
+    _reset=$(grep -a -m 1 'guest crashed: vCPU [0-9]* triple fault' "$_log" 2>/dev/null)
     if [ -n "$_reset" ] && ! grep -a -q -E "$CRASH_SIGNATURES" "$_con" 2>/dev/null; then
         rig_fault "$_why (L2 guest reset silently under network load: $_reset)" "$_con" "$_log"
     fi
@@ -197,7 +197,7 @@ start_boot_job() {
             -initrd "$GUEST/initramfs.cpio.gz" -append "$_cmdline" \
             -display none -nodefaults -no-reboot -serial "file:$_con"
     else
-        start_vmm "$_label" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
+        start_vmm "$_label" "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
             --cpus "$_cpus" --memory 512M --cmdline "$_cmdline" --serial "file=$_con"
     fi
 }

@@ -28,7 +28,7 @@ con=$WORK/console-$vmm.log
 case $vmm in
 tern | tern-seccomp-off)
     seccomp=on; [ $vmm = tern-seccomp-off ] && seccomp=off
-    start_vmm $vmm "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+    start_vmm $vmm "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
         --cmdline "$append" --net "tap=$tap,mac=52:54:00:12:34:56" --serial "file=$con" --seccomp $seccomp ;;
 qemu-*)
     vhost=off; [ $vmm = qemu-vhost ] && vhost=on

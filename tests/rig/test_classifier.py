@@ -280,7 +280,7 @@ class ShellClassifiers(unittest.TestCase):
 
     def test_no_init_triple_fault_in_vmm_log_is_rig_fault(self):
         self.check("no_init", ["no init marker", data("l2-stopped-early.console"), data("tern-triple-fault.out")],
-                   "rig-fault", "L2 guest crashed in early boot: tern: guest reset (vCPU 1 triple fault")
+                   "rig-fault", "L2 guest crashed in early boot: tern: guest crashed: vCPU 1 triple fault")
 
     def test_no_init_after_run_init_is_fail(self):
         self.check("no_init", ["no init marker", data("l2-init-no-marker.console"), data("tern-error.out")],
@@ -294,7 +294,7 @@ class ShellClassifiers(unittest.TestCase):
     def test_net_silent_reset_is_rig_fault(self):
         self.check("net_guest_ended", ["no TCP_RR result", data("l2-net-silent-reset.console"),
                                        data("tern-triple-fault.out")],
-                   "rig-fault", "no TCP_RR result (L2 guest reset silently under network load: tern: guest reset")
+                   "rig-fault", "no TCP_RR result (L2 guest reset silently under network load: tern: guest crashed: vCPU")
 
     def test_net_guest_panic_is_fail(self):
         self.check("net_guest_ended", ["no TCP_RR result", data("l2-net-panic.console"), data("tern-triple-fault.out")],

@@ -24,7 +24,7 @@ while [ $round -lt "${BLK_BENCH_ROUNDS:-2}" ]; do
         con=$WORK/console-$vmm-$round.log
         if [ $vmm != qemu ]; then
             seccomp=on; [ $vmm = tern-seccomp-off ] && seccomp=off
-            start_vmm $vmm "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+            start_vmm $vmm "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
                 --cmdline "$append" --disk "path=$img" --serial "file=$con" --seccomp $seccomp
         else
             start_vmm $vmm "$QEMU" -accel kvm -cpu host -m 512M -smp 1 -kernel "$GUEST/vmlinux" \

@@ -63,7 +63,7 @@ bench summary=console_cost tern_ms=$((tv - TM)) qemu_ms=$((qv - QM)) \
 
 # Memory overhead: keep a guest running (netserver job) and read tern's smaps.
 con=$WORK/console-rss.log
-start_vmm tern-rss "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
+start_vmm tern-rss "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
     --memory ${mem_mb}M --cmdline "console=ttyS0 tern.job=netserver $GUEST_APPEND" --serial "file=$con"
 wait_for_marker "$con" '^TERN-JOB netserver ready' 120 || fail "rss guest did not come up" "$con"
 sleep 2

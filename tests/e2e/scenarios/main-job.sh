@@ -60,7 +60,7 @@ figures host "$base"
 
 step "1b. tern run: netperf inside the guest"
 con=$WORK/netperf.log
-start_vmm tern "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --cpus 2 --memory 512M \
+start_vmm tern "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --cpus 2 --memory 512M \
     --cmdline "$append_net" --net "tap=$tap_src" --serial "file=$con"
 wait_exit "$VMM_PID" 240 || fail "netperf guest did not finish" "$con" "$WORK/tern.out"
 grep -a -q '^TERN-GUEST-INIT' "$con" || no_init "netperf guest did not reach init" "$con" "$WORK/tern.out"
@@ -100,7 +100,7 @@ done | awk '
 step "2. tern run + tern receive + tern migrate (mutual TLS)"
 truncate -s 64M "$WORK/data.img"
 mkfifo "$WORK/dst.in"
-start_vmm src "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --cpus 2 --memory 512M \
+start_vmm src "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --cpus 2 --memory 512M \
     --cmdline "console=ttyS0 tern.job=dirty tern.ip=$ip/24 tern.dirty_report=2 $GUEST_APPEND" \
     --disk "path=$WORK/data.img" --net "tap=$tap_src" --serial "file=$WORK/src.log" --api-socket "$WORK/src.sock"
 src=$VMM_PID

@@ -7,7 +7,7 @@
 # net-bench, NET_BENCH_SECONDS each), and counts per VMM how each run ended:
 #   ok        all 8 figures, the VMM exited 0
 #   reset     the guest ended before its 8th figure with no crash message on its
-#             console (tern: its "guest reset (vCPU N triple fault" report; QEMU under
+#             console (tern under --on-reboot exit: its "guest crashed: vCPU N triple fault" report; QEMU under
 #             -no-reboot just exits 0): the silent reset this study is about
 #   crash     a kernel panic/oops/fault message on the console
 #   no-init   the guest never reached init (early-boot rig crashes, counted apart)
@@ -40,7 +40,7 @@ while [ $i -le "$n" ]; do
     log=$WORK/run-$i.out
     t0=$(now_ms)
     if [ $vmm = tern ]; then
-        start_vmm "run-$i" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+        start_vmm "run-$i" "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
             --cmdline "$append" --net "tap=$tap,mac=52:54:00:12:34:56" --serial "file=$con"
     else
         start_vmm "run-$i" "$QEMU" -accel kvm -cpu host -m 512M -smp 1 -kernel "$GUEST/vmlinux" \
@@ -57,7 +57,7 @@ while [ $i -le "$n" ]; do
             outcome=crash
         elif [ "$figures" -eq 8 ] && [ "$EXIT_RC" = 0 ]; then
             outcome=ok
-        elif [ $vmm = tern ] && grep -a -q 'guest reset (vCPU [0-9]* triple fault' "$log"; then
+        elif [ $vmm = tern ] && grep -a -q 'guest crashed: vCPU [0-9]* triple fault' "$log"; then
             outcome=reset
         elif [ $vmm = qemu ] && [ "$EXIT_RC" = 0 ]; then
             outcome=reset

@@ -16,7 +16,7 @@ cp "$GUEST/rootfs.ext4" "$WORK/rootfs.ext4" || fail "cannot copy rootfs.ext4 to 
 # 1. root on virtio-blk, 64 MiB file written, verified in the guest and from the image.
 con=$WORK/console.log
 t0=$(now_ms)
-start_vmm tern "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+start_vmm tern "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
     --cmdline "console=ttyS0 root=/dev/vda init=/init tern.job=disk tern.disk=file:/data/pattern.bin tern.disk_mb=$mb $GUEST_APPEND" \
     --disk "path=$WORK/rootfs.ext4,serial=tern-root" --serial "file=$con"
 pid=$VMM_PID
@@ -42,7 +42,7 @@ step "64 MiB file verified in the guest and in the image ($got)"
 truncate -s 128M "$WORK/ro.img"
 before=$(md5sum <"$WORK/ro.img" | cut -d' ' -f1)
 con2=$WORK/console-ro.log
-start_vmm tern-ro "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+start_vmm tern-ro "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
     --cmdline "console=ttyS0 tern.job=disk tern.disk=/dev/vda tern.disk_mb=8 $GUEST_APPEND" \
     --disk "path=$WORK/ro.img,readonly=on" --serial "file=$con2"
 wait_exit "$VMM_PID" 180 || fail "read-only disk job did not finish" "$con2" "$WORK/tern-ro.out"

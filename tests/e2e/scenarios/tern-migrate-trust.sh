@@ -16,7 +16,7 @@ ip=10.0.2.15
 set -- $TAPS
 tap_src=$1 tap_dst=$2
 mkfifo "$WORK/src.in"
-"$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 768M \
+"$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 768M \
     --cmdline "console=ttyS0 tern.job=dirty tern.ip=$ip/24 tern.dirty_mb=16 tern.dirty_report=1 $GUEST_APPEND" \
     --serial stdio --api-socket "$WORK/src.sock" --net "tap=$tap_src" <"$WORK/src.in" >"$WORK/src.log" 2>"$WORK/src.out" &
 src=$!

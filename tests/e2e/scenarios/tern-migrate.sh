@@ -33,7 +33,7 @@ truncate -s 64M "$WORK/data.img"
 
 # Consoles on FIFOs: fd 5 types into the source, fd 6 into the destination.
 mkfifo "$WORK/src.in" "$WORK/dst.in" "$WORK/dst2.in"
-"$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory "${mem}M" \
+"$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory "${mem}M" \
     --cmdline "$args" --serial stdio --api-socket "$WORK/src.sock" \
     --disk "path=$WORK/data.img" --net "tap=$tap_src,mac=52:54:00:12:34:56" <"$WORK/src.in" >"$WORK/src.log" 2>"$WORK/src.out" &
 src=$!

@@ -15,7 +15,7 @@ tests=${NETPERF_TESTS:-TCP_STREAM:5:16384,TCP_RR:5:1}
 start_vmm netserver netserver -D -p 12865
 con=$WORK/console.log
 # A short pause at the start gives L1 time to ping the guest before netperf runs.
-start_vmm tern "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
+start_vmm tern "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
     --cmdline "console=ttyS0 tern.job=netperf tern.ip=$ip/24 tern.peer=$BRIDGE_IP tern.netperf=$tests $GUEST_APPEND" \
     --net "tap=$tap,mac=$mac" --serial "file=$con"
 pid=$VMM_PID

@@ -2,7 +2,7 @@
 # rig: timeout=900 needs=tern
 # tern-reboot: a guest reboot boots the guest again in the same tern process. The
 # default guest's reboot job counts its boots on a raw scratch disk (/dev/vda) and
-# reboots with `reboot -f` until boot N+1, which powers off. For each of Linux's
+# reboots with `reboot -f` until boot N+1 (N = TERN_REBOOTS, default 1), which powers off. For each of Linux's
 # reboot methods (reboot=acpi, kbd, pci, triple) and the kernel's default choice
 # (2 vCPUs: the other vCPU is stopped first), tern must print one "guest rebooted"
 # line per reboot naming the device that asked (or the triple fault), keep the same
@@ -12,7 +12,7 @@
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
-N=2
+N=${TERN_REBOOTS:-1}
 
 disk_count() { # IMAGE
     dd if="$1" bs=512 count=1 2>/dev/null | tr -d '\000' | head -n 1

@@ -12,7 +12,7 @@ boot() { # LABEL KERNEL CPUS
     label=$1 kernel=$2 cpus=$3
     con=$WORK/console-$label.log
     t0=$(now_ms)
-    start_vmm "tern-$label" "$TERN" run --kernel "$kernel" --initrd "$GUEST/initramfs.cpio.gz" --cpus "$cpus" \
+    start_vmm "tern-$label" "$TERN" run --on-reboot exit --kernel "$kernel" --initrd "$GUEST/initramfs.cpio.gz" --cpus "$cpus" \
         --cmdline "console=ttyS0 tern.job=boot $GUEST_APPEND" --serial "file=$con"
     pid=$VMM_PID
     wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$VMM_PID" || no_init "$label: no TERN-GUEST-INIT within 120 s or tern ended" "$con" "$WORK/tern-$label.out"
