@@ -5,7 +5,7 @@
 #   2. rig classifier tests (tests/rig/test_*.py), then
 #      cargo test --workspace --release   (unit tests and host-KVM tests)
 #   3. cargo build --release              (target/release/tern, used by the e2e scenarios);
-#      tests/fuzz.sh 20                   (every cargo-fuzz target for 20 s: fuzz/README.md)
+#      tests/fuzz.sh 12                   (every cargo-fuzz target for 12 s: fuzz/README.md)
 #   4. resources/guest/build.sh           (guest kernel, initramfs, rootfs; cached)
 #   5. tests/rig/rig.py --suite tests/e2e/suite.txt   (e2e scenarios: nested rig, or
 #      directly on a host whose /dev/kvm can boot Linux)
@@ -74,7 +74,7 @@ if [ $do_cargo -eq 1 ]; then
     run_step "cargo test --workspace --release" cargo test --workspace --release
     run_step "cargo build --release" cargo build --release ||
         no_tern=(--no-tern "cargo build --release failed")
-    run_step "fuzz targets, 20 s each (tests/fuzz.sh)" bash tests/fuzz.sh 20
+    run_step "fuzz targets, 12 s each (tests/fuzz.sh)" bash tests/fuzz.sh 12
 fi
 
 if [ $do_e2e -eq 1 ]; then

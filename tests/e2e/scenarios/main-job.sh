@@ -18,7 +18,7 @@ need_tls
 set -- $TAPS
 tap_src=$1 tap_dst=$2
 ip=10.0.2.15
-tests=TCP_STREAM:5:16384,TCP_STREAM:5:1024,TCP_RR:5:1
+tests=TCP_STREAM:3:16384,TCP_STREAM:3:1024,TCP_RR:3:1
 append_net="console=ttyS0 tern.job=netperf tern.ip=$ip/24 tern.peer=$BRIDGE_IP tern.netperf=$tests $GUEST_APPEND"
 
 # figures SETUP FILE: TERN-NETPERF lines of FILE as TERN-BENCH lines for SETUP.
@@ -79,7 +79,7 @@ else
     stop_pid "$VMM_PID"
     step "QEMU's guest did not finish its netperf run (the rig's anchor): its column stays empty"
 fi
-echo "TERN-MAIN-TABLE netperf: guest (or namespace) -> netserver on the bridge, 5 s per test"
+echo "TERN-MAIN-TABLE netperf: guest (or namespace) -> netserver on the bridge, 3 s per test"
 for f in host:"$base" tern:"$con" qemu:"$qcon"; do
     grep -a '^TERN-NETPERF .*result=[0-9]' "${f#*:}" 2>/dev/null | sed "s/^/${f%%:*} /"
 done | awk '
