@@ -190,6 +190,20 @@ start_vmm() {
     echo "$VMM_PID" >"$WORK/$_label.pid"
 }
 
+# net_bench_guest: the netperf load of net-bench and net-soak: sets `append` (the
+# guest's command line for 8 tests of NET_BENCH_SECONDS (default 5) each: TCP_STREAM
+# at 128..2048 bytes with 8 KiB socket buffers, TCP_MAERTS, TCP_RR, UDP_RR) and
+# starts netserver on the host side.
+net_bench_guest() {
+    secs=${NET_BENCH_SECONDS:-5}
+    _tests=
+    for _size in 128 256 512 1024 2048; do _tests="$_tests,TCP_STREAM:$secs:$_size"; done
+    _tests="${_tests#,},TCP_MAERTS:$secs:16384,TCP_RR:$secs:1,UDP_RR:$secs:1"
+    append="console=ttyS0 tern.job=netperf tern.ip=10.0.2.15/24 tern.peer=$BRIDGE_IP tern.netperf=$_tests tern.netperf_buf=8192 $GUEST_APPEND"
+    start_vmm netserver netserver -D -p 12865
+    sleep 0.5
+}
+
 start_boot_job() {
     _label=$1 _vmm=$2 _cpus=$3 _con=$4 _cmdline="console=ttyS0 tern.job=boot $GUEST_APPEND ${5:-}"
     if [ "$_vmm" = qemu ]; then

@@ -16,13 +16,7 @@ case $NET_BENCH_VMM in tern*) need_tern ;; esac
 [ -x "$QEMU" ] || fail "no QEMU at '$QEMU'"
 set -- $TAPS
 tap=$1
-secs=${NET_BENCH_SECONDS:-5}
-tests=
-for size in 128 256 512 1024 2048; do tests="$tests,TCP_STREAM:$secs:$size"; done
-tests="${tests#,},TCP_MAERTS:$secs:16384,TCP_RR:$secs:1,UDP_RR:$secs:1"
-append="console=ttyS0 tern.job=netperf tern.ip=10.0.2.15/24 tern.peer=$BRIDGE_IP tern.netperf=$tests tern.netperf_buf=8192 $GUEST_APPEND"
-start_vmm netserver netserver -D -p 12865
-sleep 0.5
+net_bench_guest
 vmm=$NET_BENCH_VMM
 con=$WORK/console-$vmm.log
 case $vmm in

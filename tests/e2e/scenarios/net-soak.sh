@@ -22,13 +22,7 @@ need_tern
 set -- $TAPS
 tap=$1
 n=${NET_SOAK_RUNS:-10}
-secs=${NET_BENCH_SECONDS:-5}
-tests=
-for size in 128 256 512 1024 2048; do tests="$tests,TCP_STREAM:$secs:$size"; done
-tests="${tests#,},TCP_MAERTS:$secs:16384,TCP_RR:$secs:1,UDP_RR:$secs:1"
-append="console=ttyS0 tern.job=netperf tern.ip=10.0.2.15/24 tern.peer=$BRIDGE_IP tern.netperf=$tests tern.netperf_buf=8192 $GUEST_APPEND"
-start_vmm netserver netserver -D -p 12865
-sleep 0.5
+net_bench_guest
 for vmm in tern qemu; do
     for outcome in ok reset crash noinit stuck badexit; do eval "${vmm}_$outcome=0"; done
 done
