@@ -35,6 +35,9 @@
 # Usage: resources/distro/build.sh [--force] [RELEASE...]   (default: bookworm bullseye trixie)
 # Needs root (mmdebstrap in root mode, chroot for grub-mkconfig).
 set -euo pipefail
+# The whole script is one block: bash reads it all before running, so editing it during a
+# (long) build cannot change what the running build does.
+{
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -232,7 +235,8 @@ EOF
 #  - /usr/sbin/grub-probe is a script answering device, fs, fs_uuid, partuuid, partmap,
 #    abstraction, compatibility_hint, hints_string and drive for the filesystems this image
 #    will hold (values in /run/tern-grub-probe.env);
-#  - /usr/bin/grub-mkrelpath strips /boot when /boot is its own filesystem;
+#  - /usr/bin/grub-mkrelpath strips /boot when /boot is its own filesystem (and, like the
+#    real one, trailing slashes: a filesystem's root directory is "");
 #  - /dev/vdaN are empty files and /dev/disk/by-uuid/<root uuid> a link to the root one
 #    (10_linux writes root=UUID=... only when that link exists).
 # grub-mkconfig then writes /boot/grub/grub.cfg as on an installed Debian system (with
@@ -293,8 +297,10 @@ EOF
 . /run/tern-grub-probe.env
 p=$1
 if [ "$BOOT_DEV" != "$ROOT_DEV" ]; then
-    case "$p" in /boot) p=/ ;; /boot/*) p=${p#/boot} ;; esac
+    case "$p" in /boot | /boot/*) p=${p#/boot} ;; esac
 fi
+# Like grub's own: no trailing slash, so a filesystem's root directory is "".
+while [ "${p%/}" != "$p" ]; do p=${p%/}; done
 echo "$p"
 EOF
     local made=()
@@ -313,6 +319,11 @@ EOF
     mv "$t/usr/sbin/grub-probe.tern-real" "$t/usr/sbin/grub-probe"
     mv "$t/usr/bin/grub-mkrelpath.tern-real" "$t/usr/bin/grub-mkrelpath"
     [ $rc = 0 ] || die "grub-mkconfig in the chroot failed"
+}
+
+# parts_of IMG: "number start size type" per partition (sectors), from sfdisk -d.
+parts_of() {
+    sfdisk -d "$1" | sed -n 's|^.*[^0-9]\([0-9][0-9]*\) : start= *\([0-9]*\), size= *\([0-9]*\), type=\([^,]*\).*|\1 \2 \3 \4|p'
 }
 
 build_image() {
@@ -374,12 +385,11 @@ build_image() {
     } >"$sf"
     sfdisk -q --no-reread --no-tell-kernel "$img.tmp" <"$sf" >/dev/null || die "sfdisk on $img.tmp failed"
     # Each filesystem goes where sfdisk put its partition (start/size read back from it).
-    local dump; dump=$(sfdisk -d "$img.tmp")
+    local dump; dump=$(parts_of "$img.tmp")
     for p in ${spec#* }; do
         IFS=: read -r num role _ _ <<<"$p"
         local pstart psize
-        pstart=$(sed -n "s|^$img.tmp$num : start= *\([0-9]*\), size= *\([0-9]*\).*|\1|p" <<<"$dump")
-        psize=$(sed -n "s|^$img.tmp$num : start= *\([0-9]*\), size= *\([0-9]*\).*|\2|p" <<<"$dump")
+        read -r _ pstart psize _ < <(awk -v n="$num" '$1 == n' <<<"$dump")
         [ -n "$pstart" ] && [ -n "$psize" ] || die "no partition $num in $img.tmp"
         case "$role" in
         root | boot)
@@ -411,25 +421,24 @@ verify_image() {
     local ok=0 dump; dump=$(sfdisk -d "$img")
     echo "== $rel-$layout: sfdisk -d"
     echo "$dump"
-    local boot_off= root_off=
-    while read -r dev _ start _ size _; do
-        local off=$((${start%,} * 512)) sz=$((${size%,} * 512))
-        local info; info=$(blkid -p -O "$off" -S "$sz" -o export "$img" 2>/dev/null | tr '\n' ' ')
-        echo "== ${dev##*/} at $off: $info"
+    local boot_off= root_off= num start size type
+    while read -r num start size type; do
+        local off=$((start * 512)) sz=$((size * 512))
+        local info; info=$(blkid -p -O "$off" -S "$sz" -o export "$img" 2>/dev/null | grep -E '^(TYPE|UUID|LABEL)=' | tr '\n' ' ')
+        echo "== partition $num at $off ($((sz >> 20)) MiB, type $type): $info"
         case "$info" in
         *"UUID=$root_uuid "*) root_off=$off ;;
         *"UUID=$boot_uuid "*) [ -n "$boot_uuid" ] && boot_off=$off ;;
-        *"TYPE=vfat"*) [ -n "$esp_id" ] && [[ "$info" == *"UUID=${esp_id:0:4}-${esp_id:4:4} "* ]] || { echo "ESP UUID mismatch"; ok=1; } ;;
+        *"TYPE=vfat"*) [[ -n "$esp_id" && "$info" == *"UUID=${esp_id:0:4}-${esp_id:4:4} "* ]] || { echo "ESP UUID mismatch"; ok=1; } ;;
         esac
-    done < <(grep '^/' <<<"$dump")
+    done < <(parts_of "$img")
     [ -n "$root_off" ] || { echo "no root filesystem with UUID $root_uuid"; return 1; }
     [ -z "$boot_uuid" ] || [ -n "$boot_off" ] || { echo "no /boot filesystem with UUID $boot_uuid"; return 1; }
     local part
     for part in "$root_off" $boot_off; do
-        # e2fsck has no offset option: check through a copy-free loop-less path with debugfs'
-        # image?offset syntax is not in e2fsck either, so extract the partition (sparse).
-        local pf=$cache/$rel/fsck.part
-        local sectors; sectors=$(awk -v o="$part" '/^\// { s = $4 + 0; if (s * 512 == o) { print $6 + 0 } }' <<<"$dump")
+        # e2fsck has no offset option: check a sparse copy of the partition.
+        local pf=$cache/$rel/fsck.part sectors
+        sectors=$(awk -v o="$part" '$2 * 512 == o { print $3 }' < <(parts_of "$img"))
         dd if="$img" of="$pf" bs=512 skip=$((part / 512)) count="$sectors" conv=sparse status=none
         if e2fsck -fn "$pf" >"$pf.log" 2>&1; then echo "== e2fsck -fn at $part: clean"; else cat "$pf.log"; ok=1; fi
         rm -f "$pf" "$pf.log"
@@ -439,14 +448,14 @@ verify_image() {
     local ls; ls=$(debugfs -R "ls -l $bdir/" "$img?offset=${boot_off:-$root_off}" 2>/dev/null)
     local krel; krel=$(grep -o 'vmlinuz-[^ ]*' <<<"$ls" | head -n1 | sed 's/vmlinuz-//')
     [ -n "$krel" ] && grep -q "initrd.img-$krel" <<<"$ls" || { echo "no vmlinuz/initrd.img in $bdir/"; return 1; }
-    echo "== kernel $krel, /boot: $(grep -o '[0-9]* [0-9-]* [0-9:]* \(vmlinuz\|initrd.img\)-[^ ]*' <<<"$ls" | awk '{ print $4 "=" $1 }' | tr '\n' ' ')"
+    echo "== kernel $krel, /boot (bytes): $(awk '$NF ~ /^(vmlinuz|initrd.img)-/ { printf "%s=%s ", $NF, $6 }' <<<"$ls")"
     local cfg; cfg=$(debugfs -R "cat $bdir/grub/grub.cfg" "$bdev" 2>/dev/null)
     debugfs -R "stat $bdir/grub/grubenv" "$bdev" 2>/dev/null | grep -q 'Size: 1024' || { echo "no 1 KiB grubenv"; ok=1; }
     local search; search=$(sed -n "/^menuentry 'Debian GNU/,/^}/p" <<<"$cfg")
     echo "== first menuentry"
     echo "$search"
     grep -q "search --no-floppy --fs-uuid --set=root ${boot_uuid:-$root_uuid}\$" <<<"$search" || { echo "grub.cfg searches another UUID"; ok=1; }
-    grep -Eq "^[[:space:]]*linux[[:space:]]+${bdir}/vmlinuz-$krel root=UUID=$root_uuid ro quiet\$" <<<"$search" || { echo "grub.cfg linux line is not as expected"; ok=1; }
+    grep -Eq "^[[:space:]]*linux[[:space:]]+${bdir}/vmlinuz-$krel root=UUID=$root_uuid ro +quiet\$" <<<"$search" || { echo "grub.cfg linux line is not as expected"; ok=1; }
     grep -Eq "^[[:space:]]*initrd[[:space:]]+${bdir}/initrd.img-$krel\$" <<<"$search" || { echo "grub.cfg initrd line is not as expected"; ok=1; }
     grep -q 'console=' <<<"$cfg" && { echo "grub.cfg names a console"; ok=1; }
     echo "KERNEL_RELEASE=$krel"
@@ -463,3 +472,5 @@ for rel in "${releases[@]}"; do
     done
 done
 say "done: $(cd "$out" && ls -s --block-size=M ./*.img | tr '\n' ' ')"
+exit 0
+}
