@@ -88,8 +88,6 @@ vfat_id_of() { local h; h=$(hexof "$@"); echo "${h:0:8}" | tr a-f A-F; }
 packages_for() {
     local p=(systemd systemd-sysv udev dbus kmod iproute2 e2fsprogs linux-image-amd64 initramfs-tools
         grub-pc-bin grub2-common)
-    # trixie splits systemd-networkd out of the systemd package.
-    [ "$1" = trixie ] && p+=(systemd-networkd)
     local IFS=,
     echo "${p[*]}"
 }
@@ -451,12 +449,13 @@ verify_image() {
     echo "== kernel $krel, /boot (bytes): $(awk '$NF ~ /^(vmlinuz|initrd.img)-/ { printf "%s=%s ", $NF, $6 }' <<<"$ls")"
     local cfg; cfg=$(debugfs -R "cat $bdir/grub/grub.cfg" "$bdev" 2>/dev/null)
     debugfs -R "stat $bdir/grub/grubenv" "$bdev" 2>/dev/null | grep -q 'Size: 1024' || { echo "no 1 KiB grubenv"; ok=1; }
+    local kre; kre=$(sed 's/[].+[]/\\&/g' <<<"$krel") # as an extended regex (trixie: 6.12.x+deb13)
     local search; search=$(sed -n "/^menuentry 'Debian GNU/,/^}/p" <<<"$cfg")
     echo "== first menuentry"
     echo "$search"
     grep -q "search --no-floppy --fs-uuid --set=root ${boot_uuid:-$root_uuid}\$" <<<"$search" || { echo "grub.cfg searches another UUID"; ok=1; }
-    grep -Eq "^[[:space:]]*linux[[:space:]]+${bdir}/vmlinuz-$krel root=UUID=$root_uuid ro +quiet\$" <<<"$search" || { echo "grub.cfg linux line is not as expected"; ok=1; }
-    grep -Eq "^[[:space:]]*initrd[[:space:]]+${bdir}/initrd.img-$krel\$" <<<"$search" || { echo "grub.cfg initrd line is not as expected"; ok=1; }
+    grep -Eq "^[[:space:]]*linux[[:space:]]+${bdir}/vmlinuz-$kre root=UUID=$root_uuid ro +quiet\$" <<<"$search" || { echo "grub.cfg linux line is not as expected"; ok=1; }
+    grep -Eq "^[[:space:]]*initrd[[:space:]]+${bdir}/initrd.img-$kre\$" <<<"$search" || { echo "grub.cfg initrd line is not as expected"; ok=1; }
     grep -q 'console=' <<<"$cfg" && { echo "grub.cfg names a console"; ok=1; }
     echo "KERNEL_RELEASE=$krel"
     echo "ROOT_UUID=$root_uuid"
