@@ -29,7 +29,8 @@
 # to /dev/ttyS0 (Type=simple, not oneshot: a oneshot start job would keep the boot from
 # ever finishing while it waits for the boot to finish). With tern.reboots=N on the kernel command line it then runs
 # `systemctl reboot` while n <= N and `systemctl poweroff` once n > N (N reboots, N+1
-# boots); without tern.reboots the guest stays up. Boot from a fresh copy of the image
+# boots), after tern.hold=S seconds if given (the e2e pings the guest meanwhile); without
+# tern.reboots the guest stays up. Boot from a fresh copy of the image
 # to start counting at 1.
 #
 # Downloaded .debs are kept in target/distro-cache/<release>/debs; the bootstrapped tree
@@ -185,7 +186,8 @@ EOF
 #!/bin/sh
 # tern boot counter (resources/distro/build.sh): waits for the boot to finish, counts it in
 # /var/lib/tern-boots and reports on /dev/ttyS0. tern.reboots=N on the kernel command line:
-# reboot while the count is <= N, then power off (N reboots, N + 1 boots).
+# reboot while the count is <= N, then power off (N reboots, N + 1 boots); tern.hold=S
+# first waits S seconds.
 state=$(systemctl is-system-running --wait 2>/dev/null)
 . /etc/os-release
 echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) state=$state" >>/var/lib/tern-boots
@@ -196,8 +198,12 @@ line="TERN-DISTRO-BOOT n=$n release=$VERSION_CODENAME failed_units=$failed state
 echo "$line" >/dev/ttyS0
 echo "$line"
 [ "$failed" = 0 ] || systemctl list-units --state=failed --no-legend --plain >/dev/ttyS0
-reboots=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^tern\.reboots=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
+param() { tr ' ' '\n' </proc/cmdline | sed -n "s/^tern\\.$1=\\([0-9][0-9]*\\)\$/\\1/p" | tail -n 1; }
+reboots=$(param reboots)
 [ -n "$reboots" ] || exit 0
+# tern.hold=S: stay up S seconds before the reboot or poweroff (time for a host to ping).
+hold=$(param hold)
+[ -z "$hold" ] || sleep "$hold"
 if [ "$n" -le "$reboots" ]; then
     echo "TERN-DISTRO-REBOOT n=$n of $reboots" >/dev/ttyS0
     systemctl reboot

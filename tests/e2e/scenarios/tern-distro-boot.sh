@@ -4,13 +4,15 @@
 # $GUEST/../distro: DISTRO_DIR) from the disk alone: no --kernel, tern reads the image's
 # grub.cfg and loads its kernel and initrd. For each image (a fresh sparse copy):
 #   tern run --disk path=IMG --memory 1G --cpus 2 --net tap=TAP --serial file=CON
-#            --cmdline-append 'tern.reboots=1'
+#            --cmdline-append 'tern.reboots=1 tern.hold=15'
 # systemd must report TERN-DISTRO-BOOT n=1 with failed_units=0 (the image's boot counter
-# writes it after `systemctl is-system-running --wait`), L1 pings the guest at 10.0.2.15,
-# the guest reboots itself (tern.reboots=1), reports n=2 and powers off; tern exits 0.
+# writes it after `systemctl is-system-running --wait`), L1 pings the guest at 10.0.2.15
+# while it holds (tern.hold=15 s), the guest reboots itself (tern.reboots=1), reports n=2
+# and powers off; tern exits 0.
 # Then, for comparison, QEMU boots the same image with the kernel and initrd read out of it
 # (debugfs at the partition offset, IMG.txt) by direct kernel boot, same markers.
-# Figures (bench, per image and VMM): ms from start to n=1, to n=2, to exit.
+# Figures (bench, per image and VMM): ms from start to n=1, to n=2, to exit; the times to
+# n=2 and to exit include the two 15 s holds (the same for both VMMs).
 # Env: DISTRO_DIR (default $GUEST/../distro), DISTRO_IMAGES (names without .img; default
 # every *.img there), DISTRO_QEMU=0 to skip the QEMU comparison.
 . "$E2E_DIR/lib.sh"
@@ -22,6 +24,7 @@ dir=${DISTRO_DIR:-$GUEST/../distro}
 set -- $TAPS
 tap=$1
 ip=10.0.2.15
+hold=15
 images=${DISTRO_IMAGES:-$(cd "$dir" && ls *.img 2>/dev/null | sed 's/\.img$//')}
 [ -n "$images" ] || fail "no *.img in $dir"
 
@@ -41,11 +44,11 @@ boot_markers() {
     wait_for_marker "$_con" 'TERN-DISTRO-BOOT n=1 ' 300 "$_pid" || fail "$_label: no TERN-DISTRO-BOOT n=1" "$_con" "$_out"
     t1=$(since_ms "$_t0")
     echo "$MARKER_LINE" | grep -q ' failed_units=0' || fail "$_label: units failed on the first boot: $MARKER_LINE" "$_con"
-    _i=0
+    # The guest holds $hold s after n=1 before it reboots: ping within that window.
+    _until=$(($(now_ms) + (hold - 3) * 1000))
     until ping -c 1 -W 1 $ip >"$WORK/$_label-ping.out" 2>&1; do
-        _i=$((_i + 1))
-        # The guest reboots right after n=1: a ping may race it; the second boot answers too.
-        [ $_i -lt 60 ] || fail "$_label: L1 cannot ping the guest at $ip" "$_con" "$WORK/$_label-ping.out"
+        sleep 0.3
+        [ "$(now_ms)" -lt $_until ] || fail "$_label: L1 cannot ping the guest at $ip" "$_con" "$WORK/$_label-ping.out"
     done
     step "$_label: n=1 after ${t1} ms, answers ping"
     wait_for_marker "$_con" 'TERN-DISTRO-BOOT n=2 ' 300 "$_pid" || fail "$_label: no TERN-DISTRO-BOOT n=2 after the reboot" "$_con" "$_out"
@@ -67,7 +70,7 @@ for name in $images; do
     con=$WORK/$name-tern.console
     t0=$(now_ms)
     start_vmm "$name-tern" "$TERN" run --disk "path=$WORK/$name.img" --memory 1G --cpus 2 \
-        --net "tap=$tap" --serial "file=$con" --cmdline-append "tern.reboots=1 $GUEST_APPEND"
+        --net "tap=$tap" --serial "file=$con" --cmdline-append "tern.reboots=1 tern.hold=$hold $GUEST_APPEND"
     boot_markers tern "$name-tern" "$con" "$VMM_PID" "$t0"
     grep -a -q "TERN-DISTRO-BOOT n=1 release=$release " "$con" || fail "$name: the guest says another release" "$con"
     bench vmm=tern image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit
@@ -87,7 +90,7 @@ for name in $images; do
     # No -no-reboot: the guest's own reboot must restart it (-kernel again), like tern.
     start_vmm "$name-qemu" "$QEMU" -accel kvm -cpu host -m 1G -smp 2 \
         -kernel "$WORK/$name.vmlinuz" -initrd "$WORK/$name.initrd.img" \
-        -append "root=UUID=$ROOT_UUID ro quiet console=ttyS0 tern.reboots=1 $GUEST_APPEND" \
+        -append "root=UUID=$ROOT_UUID ro quiet console=ttyS0 tern.reboots=1 tern.hold=$hold $GUEST_APPEND" \
         -display none -nodefaults -serial "file:$con" \
         -drive "file=$WORK/$name.img,if=none,id=root,format=raw" -device virtio-blk-pci,drive=root \
         -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-pci,netdev=n0,romfile=
