@@ -39,6 +39,12 @@ done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 mount -t ext4 -o ro /dev/vda /payload || echo "TERN-RIG-ERROR cannot mount the payload disk /dev/vda"
+# Debian disk images (rig.py attaches them, writable through a throwaway overlay, when a
+# scenario says needs=distro).
+if [ -b /dev/vdb ]; then
+    mkdir -p /distro
+    mount -t ext4 /dev/vdb /distro || echo "TERN-RIG-ERROR cannot mount the distro disk /dev/vdb"
+fi
 # Shared libraries the tern binary needs beyond those already here.
 if [ -d /payload/lib ]; then
     for f in /payload/lib/*; do

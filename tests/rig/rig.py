@@ -148,7 +148,7 @@ def cache_gc(keep):
     for 10 minutes (a running L1 keeps its open image even when it is unlinked; every L1
     boot marks its images as used, see L1Boot.command)."""
     now = time.time()
-    for prefix in ("l1-", "payload-"):
+    for prefix in ("l1-", "payload-", "distro-"):
         files = []
         for f in os.listdir(CACHE):
             path = os.path.join(CACHE, f)
@@ -327,6 +327,54 @@ def build_payload(with_tern, base_libs):
     return out, tern is not None
 
 
+def build_distro_disk():
+    """ext4 image for L1's /distro (second drive, attached with snapshot=on: the guests'
+    writes go to a throwaway overlay): the disk images of resources/distro/build.sh
+    (releases in TERN_DISTRO_RELEASES, default all; images named in TERN_DISTRO_IMAGES,
+    default all built), with their .img.txt. Cached by the images' build stamps."""
+    releases = os.environ.get("TERN_DISTRO_RELEASES", "").split()
+    r = subprocess.run([os.path.join(ROOT, "resources", "distro", "build.sh"), *releases])
+    if r.returncode != 0:
+        die("resources/distro/build.sh failed")
+    src = os.path.join(TARGET, "distro")
+    wanted = os.environ.get("TERN_DISTRO_IMAGES", "").split()
+    names = sorted(f[:-4] for f in os.listdir(src) if f.endswith(".img") and (not wanted or f[:-4] in wanted))
+    if not names:
+        die(f"no distro images in {os.path.relpath(src, ROOT)} (TERN_DISTRO_IMAGES={' '.join(wanted)})")
+    h = hashlib.sha256()
+    for n in names:
+        h.update(n.encode())
+        with open(os.path.join(src, n + ".img.stamp"), "rb") as f:
+            h.update(f.read())
+    out = os.path.join(CACHE, f"distro-{h.hexdigest()[:16]}.ext4")
+    if os.path.exists(out):
+        os.utime(out)
+        return out
+    print(f"rig: building the distro disk ({', '.join(names)})", flush=True)
+    stage = tempfile.mkdtemp(prefix="distro-stage.", dir=CACHE)
+    used = 0
+    for n in names:
+        for suffix in (".img", ".img.txt"):
+            dst = os.path.join(stage, n + suffix)
+            try:
+                os.link(os.path.join(src, n + suffix), dst)
+            except OSError:
+                subprocess.run(["cp", "--sparse=always", os.path.join(src, n + suffix), dst], check=True)
+            used += os.stat(dst).st_blocks * 512
+    tmp = f"{out}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        # Allocated bytes (the images are sparse) plus room for what the guests write.
+        f.truncate((used // (1 << 20) + 512 + 256 * len(names)) << 20)
+    r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "tern-distro", "-E", "root_owner=0:0", "-d", stage, tmp],
+                       capture_output=True, text=True)
+    shutil.rmtree(stage, ignore_errors=True)
+    if r.returncode != 0:
+        os.unlink(tmp)
+        die(f"mkfs.ext4 -d for the distro disk failed: {r.stderr}")
+    os.replace(tmp, out)
+    return out
+
+
 # ---------------------------------------------------------------- scenarios
 def scenario_meta(name):
     path = os.path.join(E2E, "scenarios", name + ".sh")
@@ -494,7 +542,7 @@ class L1Boot:
         o = self.o
         # Mark the images as in use: cache_gc in a concurrent rig run only removes
         # images unused for 10 minutes, and a long run boots many L1s from them.
-        for image in (o.l1_initrd, o.payload):
+        for image in filter(None, (o.l1_initrd, o.payload, o.distro)):
             try:
                 os.utime(image)
             except OSError:
@@ -507,7 +555,9 @@ class L1Boot:
                 "-kernel", os.path.join(GUEST, "vmlinux"), "-initrd", o.l1_initrd, "-append", append,
                 "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio", "-monitor", "none",
                 "-drive", f"file={o.payload},if=none,id=payload,format=raw,readonly=on",
-                "-device", "virtio-blk-pci,drive=payload"]
+                "-device", "virtio-blk-pci,drive=payload"] + (
+                ["-drive", f"file={o.distro},if=none,id=distro,format=raw,snapshot=on",
+                 "-device", "virtio-blk-pci,drive=distro"] if o.distro else [])
 
     def run(self):
         o = self.o
@@ -917,7 +967,11 @@ def main():
         o.l1_initrd = build_l1_initrd(kenv, a.initrd_compress)
         base_libs = {os.path.basename(x) for x in ldd([o.qemu, shutil.which("netperf")])}
         o.payload, _ = build_payload(o.with_tern, base_libs)
-        cache_gc({o.l1_initrd, o.payload})
+        # Scenarios with needs=distro boot Debian disk images: L1 gets them on /distro.
+        o.distro = None
+        if any("distro" in scenario_meta(n)["needs"] for g in groups for n in g):
+            o.distro = build_distro_disk()
+        cache_gc({o.l1_initrd, o.payload} | ({o.distro} if o.distro else set()))
     else:
         made = host_network(os.geteuid() == 0)
     say(f"rig: mode={o.mode} prep {time.monotonic() - t_prep:.1f}s; logs: {os.path.relpath(LOGS, ROOT)}/{o.stamp}-*",

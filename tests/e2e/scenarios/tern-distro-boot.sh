@@ -1,25 +1,31 @@
 #!/bin/sh
-# rig: timeout=1500 needs=tern
-# tern-distro-boot: tern boots real Debian disk images (resources/distro/build.sh, found in
-# $GUEST/../distro: DISTRO_DIR) from the disk alone: no --kernel, tern reads the image's
-# grub.cfg and loads its kernel and initrd. For each image (a fresh sparse copy):
+# rig: timeout=2400 needs=tern,distro
+# tern-distro-boot (on demand, not in the CI suite: building the images takes ~12 min
+# and each boots twice per VMM): tern boots real Debian disk images
+# (resources/distro/build.sh) from the disk alone: no --kernel, tern reads the image's
+# grub.cfg and loads its kernel and initrd. In the rig the images are on L1's /distro
+# (rig.py attaches them writable over a throwaway overlay; TERN_DISTRO_IMAGES on the host
+# picks which); on a host, in target/distro (each booted from a fresh sparse copy).
+# For each image:
 #   tern run --disk path=IMG --memory 1G --cpus 2 --net tap=TAP --serial file=CON
 #            --cmdline-append 'tern.reboots=1 tern.hold=15'
 # systemd must report TERN-DISTRO-BOOT n=1 with failed_units=0 (the image's boot counter
 # writes it after `systemctl is-system-running --wait`), L1 pings the guest at 10.0.2.15
 # while it holds (tern.hold=15 s), the guest reboots itself (tern.reboots=1), reports n=2
 # and powers off; tern exits 0.
-# Then, for comparison, QEMU boots the same image with the kernel and initrd read out of it
-# (debugfs at the partition offset, IMG.txt) by direct kernel boot, same markers.
+# First, for comparison, QEMU boots the same image with the kernel and initrd read out of
+# it (debugfs at the partition offset, IMG.txt) by direct kernel boot, same markers, with
+# -snapshot (the image stays as built for tern).
 # Figures (bench, per image and VMM): ms from start to n=1, to n=2, to exit; the times to
 # n=2 and to exit include the two 15 s holds (the same for both VMMs).
-# Env: DISTRO_DIR (default $GUEST/../distro), DISTRO_IMAGES (names without .img; default
-# every *.img there), DISTRO_QEMU=0 to skip the QEMU comparison.
+# Env: DISTRO_DIR (default /distro, else $GUEST/../distro), DISTRO_IMAGES (names without
+# .img; default every *.img there), DISTRO_QEMU=0 to skip the QEMU comparison.
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
 for t in debugfs ping; do command -v $t >/dev/null || fail "missing tool in L1: $t"; done
-dir=${DISTRO_DIR:-$GUEST/../distro}
+dir=${DISTRO_DIR:-/distro}
+[ -d "$dir" ] || dir=$GUEST/../distro
 [ -d "$dir" ] || fail "no distro images in $dir: build them with resources/distro/build.sh (and ship target/distro in rig.py's payload)"
 set -- $TAPS
 tap=$1
@@ -28,8 +34,15 @@ hold=15
 images=${DISTRO_IMAGES:-$(cd "$dir" && ls *.img 2>/dev/null | sed 's/\.img$//')}
 [ -n "$images" ] || fail "no *.img in $dir"
 
-# fresh_copy NAME: a private sparse copy of the image (the guest writes its boot count).
+# fresh_copy NAME: sets IMG to a writable image as built (the guest writes its boot
+# count): in the rig /distro's own (an overlay thrown away with L1), else a private
+# sparse copy.
 fresh_copy() {
+    if [ "$RIG_MODE" = nested ]; then
+        IMG=$dir/$1.img
+        return
+    fi
+    IMG=$WORK/$1.img
     rm -f "$WORK/$1.img"
     if ! cp --sparse=always "$dir/$1.img" "$WORK/$1.img" 2>/dev/null; then
         dd if="$dir/$1.img" of="$WORK/$1.img" bs=1M conv=sparse 2>/dev/null ||
@@ -65,21 +78,10 @@ for name in $images; do
     [ -f "$dir/$name.img.txt" ] || fail "no $name.img.txt beside the image (build.sh writes it)"
     release=${name%%-*}
 
-    # 1. tern: disk boot through the image's grub.cfg.
-    fresh_copy "$name"
-    con=$WORK/$name-tern.console
-    t0=$(now_ms)
-    start_vmm "$name-tern" "$TERN" run --disk "path=$WORK/$name.img" --memory 1G --cpus 2 \
-        --net "tap=$tap" --serial "file=$con" --cmdline-append "tern.reboots=1 tern.hold=$hold $GUEST_APPEND"
-    boot_markers tern "$name-tern" "$con" "$VMM_PID" "$t0"
-    grep -a -q "TERN-DISTRO-BOOT n=1 release=$release " "$con" || fail "$name: the guest says another release" "$con"
-    bench vmm=tern image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit
-
-    # 2. QEMU: direct kernel boot of the kernel and initrd read out of the same image.
-    [ "${DISTRO_QEMU:-1}" = 1 ] || continue
+    # 1. QEMU: direct kernel boot of the kernel and initrd read out of the same image.
+    if [ "${DISTRO_QEMU:-1}" = 1 ]; then
     [ -n "$QEMU" ] || fail "QEMU not set"
     eval "$(grep -E '^(KERNEL_RELEASE|ROOT_UUID|BOOT_OFFSET|BOOT_PREFIX)=' "$dir/$name.img.txt")"
-    fresh_copy "$name"
     for f in vmlinuz initrd.img; do
         rm -f "$WORK/$name.$f"
         debugfs -R "dump $BOOT_PREFIX/$f-$KERNEL_RELEASE $WORK/$name.$f" "$dir/$name.img?offset=$BOOT_OFFSET" >"$WORK/$name-debugfs.out" 2>&1
@@ -88,14 +90,28 @@ for name in $images; do
     con=$WORK/$name-qemu.console
     t0=$(now_ms)
     # No -no-reboot: the guest's own reboot must restart it (-kernel again), like tern.
-    start_vmm "$name-qemu" "$QEMU" -accel kvm -cpu host -m 1G -smp 2 \
+    # -snapshot keeps its overlay in TMPDIR: WORK, not a directory L1 may lack.
+    start_vmm "$name-qemu" env TMPDIR="$WORK" "$QEMU" -accel kvm -cpu host -m 1G -smp 2 \
         -kernel "$WORK/$name.vmlinuz" -initrd "$WORK/$name.initrd.img" \
         -append "root=UUID=$ROOT_UUID ro quiet console=ttyS0 tern.reboots=1 tern.hold=$hold $GUEST_APPEND" \
         -display none -nodefaults -serial "file:$con" \
-        -drive "file=$WORK/$name.img,if=none,id=root,format=raw" -device virtio-blk-pci,drive=root \
+        -drive "file=$dir/$name.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root \
         -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-pci,netdev=n0,romfile=
     boot_markers qemu "$name-qemu" "$con" "$VMM_PID" "$t0"
     bench vmm=qemu image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit
-    rm -f "$WORK/$name.img" "$WORK/$name.vmlinuz" "$WORK/$name.initrd.img"
+    rm -f "$WORK/$name.vmlinuz" "$WORK/$name.initrd.img"
+    fi
+
+    # 2. tern: disk boot through the image's grub.cfg.
+    fresh_copy "$name"
+    con=$WORK/$name-tern.console
+    t0=$(now_ms)
+    start_vmm "$name-tern" "$TERN" run --disk "path=$IMG" --memory 1G --cpus 2 \
+        --net "tap=$tap" --serial "file=$con" --cmdline-append "tern.reboots=1 tern.hold=$hold $GUEST_APPEND"
+    boot_markers tern "$name-tern" "$con" "$VMM_PID" "$t0"
+    grep -a -q "TERN-DISTRO-BOOT n=1 release=$release " "$con" || fail "$name: the guest says another release" "$con"
+    bench vmm=tern image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit
+
+    [ "$RIG_MODE" = nested ] || rm -f "$IMG"
 done
 pass

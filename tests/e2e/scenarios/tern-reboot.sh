@@ -26,7 +26,7 @@ reboots() { # METHOD CPUS EXPECTED_REASON
     [ "$m" = default ] || arg="reboot=$m"
     t0=$(now_ms)
     start_vmm "tern-$m" "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --cpus "$cpus" \
-        --memory 512M --cmdline "console=ttyS0 tern.job=reboot tern.reboots=$N $arg $GUEST_APPEND" \
+        --memory 512M --cmdline "console=ttyS0 quiet tern.job=reboot tern.reboots=$N $arg $GUEST_APPEND" \
         --disk "path=$img" --serial "file=$con"
     pid=$VMM_PID
     wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$pid" || no_init "$m: no TERN-GUEST-INIT within 120 s or tern ended" "$con" "$out"
@@ -69,7 +69,7 @@ reboots default 2 "ACPI reset register"
 con=$WORK/console-exit.log out=$WORK/tern-exit.out img=$WORK/count-exit.img
 rm -f "$img" && truncate -s 1M "$img" || fail "exit: cannot make the scratch disk"
 start_vmm tern-exit "$TERN" run --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" --memory 512M \
-    --cmdline "console=ttyS0 tern.job=reboot tern.reboots=$N reboot=pci $GUEST_APPEND" \
+    --cmdline "console=ttyS0 quiet tern.job=reboot tern.reboots=$N reboot=pci $GUEST_APPEND" \
     --disk "path=$img" --serial "file=$con" --on-reboot exit
 pid=$VMM_PID
 wait_for_marker "$con" '^TERN-GUEST-INIT ' 120 "$pid" || no_init "exit: no TERN-GUEST-INIT within 120 s or tern ended" "$con" "$out"
