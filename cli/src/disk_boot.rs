@@ -31,11 +31,14 @@ const SERIAL_CONSOLE: &str = "console=ttyS0";
 /// initrd into anonymous memory files. Errors are one line naming the disk.
 pub fn provider(boot: DiskBoot) -> BootProvider {
     Arc::new(move || {
+        let started = std::time::Instant::now();
         let menu = tern_bootdisk::inspect(&boot.disk).map_err(|e| e.to_string())?;
         let entry = menu.select(boot.entry.as_deref()).map_err(|e| e.to_string())?;
         let loaded = tern_bootdisk::load(&menu, entry).map_err(|e| e.to_string())?;
         let cmdline = command_line(boot.cmdline.as_deref().unwrap_or(&loaded.cmdline), boot.append.as_deref());
-        tracing::info!(disk = %boot.disk.display(), entry = %loaded.title, kernel = %entry.kernel.path, %cmdline, "booting from the disk's boot configuration");
+        let read_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(disk = %boot.disk.display(), entry = %loaded.title, kernel = %entry.kernel.path, %cmdline, read_ms,
+            "booting from the disk's boot configuration");
         let label = |what: &str, path: &str| format!("{} ({what} {path} of '{}')", boot.disk.display(), loaded.title);
         let kernel = memory_file("tern-kernel", &loaded.kernel).map_err(|e| format!("cannot hold the kernel in memory: {e}"))?;
         let initrd = match &loaded.initrd {

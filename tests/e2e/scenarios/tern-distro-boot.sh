@@ -16,7 +16,8 @@
 # First, for comparison, QEMU boots the same image with the kernel and initrd read out of
 # it (debugfs at the partition offset, IMG.txt) by direct kernel boot, same markers, with
 # -snapshot (the image stays as built for tern).
-# Figures (bench, per image and VMM): ms from start to n=1, to n=2, to exit; the times to
+# Figures (bench, per image and VMM): ms from start to n=1, to n=2, to exit (tern also:
+# boot_read_ms, the time to read the boot configuration, kernel and initrd); the times to
 # n=2 and to exit include the two 15 s holds (the same for both VMMs).
 # Env: DISTRO_DIR (default /distro, else $GUEST/../distro), DISTRO_IMAGES (names without
 # .img; default every *.img there), DISTRO_QEMU=0 to skip the QEMU comparison.
@@ -106,11 +107,13 @@ for name in $images; do
     fresh_copy "$name"
     con=$WORK/$name-tern.console
     t0=$(now_ms)
-    start_vmm "$name-tern" "$TERN" run --disk "path=$IMG" --memory 1G --cpus 2 \
+    start_vmm "$name-tern" "$TERN" -v run --disk "path=$IMG" --memory 1G --cpus 2 \
         --net "tap=$tap" --serial "file=$con" --cmdline-append "tern.reboots=1 tern.hold=$hold $GUEST_APPEND"
     boot_markers tern "$name-tern" "$con" "$VMM_PID" "$t0"
     grep -a -q "TERN-DISTRO-BOOT n=1 release=$release " "$con" || fail "$name: the guest says another release" "$con"
-    bench vmm=tern image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit
+    # -v logs what each boot read out of the image and how long that took.
+    read_ms=$(sed -n 's/.*booting from the disk.s boot configuration.* read_ms=\([0-9]*\).*/\1/p; s/.* read_ms=\([0-9]*\) .*booting from the disk.*/\1/p' "$WORK/$name-tern.out" | head -n 1)
+    bench vmm=tern image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit boot_read_ms=${read_ms:-unknown}
 
     [ "$RIG_MODE" = nested ] || rm -f "$IMG"
 done
