@@ -40,7 +40,7 @@ pub(crate) fn install_sigsys_reporter() -> std::io::Result<()> {
     Ok(())
 }
 
-extern "C" fn on_sigsys(signal: libc::c_int, info: *mut libc::siginfo_t, _context: *mut libc::c_void) {
+extern "C" fn on_sigsys(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo_t for an SA_SIGINFO handler; for a
     // seccomp SIGSYS its `_sigsys` member is filled, read at its fixed offset.
     let syscall = unsafe {
@@ -52,7 +52,11 @@ extern "C" fn on_sigsys(signal: libc::c_int, info: *mut libc::siginfo_t, _contex
     };
     let mut message = StackText::default();
     let class = crate::confined_as();
-    let _ = describe(&mut message, class, syscall);
+    // SAFETY: for an SA_SIGINFO handler the kernel passes the interrupted thread's
+    // ucontext_t; the path argument of a file syscall is a string the thread itself
+    // handed to the kernel (read at most PATH_SHOWN bytes, up to its NUL).
+    let path = unsafe { syscall.and_then(|nr| path_argument(nr, context as *const libc::ucontext_t)) };
+    let _ = describe(&mut message, class, syscall, path.as_ref().map(|p| p.text()));
     // SAFETY: writes bytes of a live stack buffer to stderr; raw syscalls with no
     // pointers; restoring SIG_DFL and raising are async-signal-safe.
     unsafe {
@@ -64,14 +68,69 @@ extern "C" fn on_sigsys(signal: libc::c_int, info: *mut libc::siginfo_t, _contex
     }
 }
 
+/// How much of a path argument the report shows.
+const PATH_SHOWN: usize = 160;
+
+/// A path argument copied out of the offending call, without allocating.
+struct PathArg {
+    bytes: [u8; PATH_SHOWN],
+    len: usize,
+}
+
+impl PathArg {
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("(not UTF-8)")
+    }
+}
+
+/// The path a file syscall was given: the first argument (rdi) of open-style calls,
+/// the second (rsi) of the *at ones.
+///
+/// # Safety
+/// `context` must be the ucontext_t the kernel passed to the SIGSYS handler.
+unsafe fn path_argument(nr: libc::c_int, context: *const libc::ucontext_t) -> Option<PathArg> {
+    let register = match libc::c_long::from(nr) {
+        libc::SYS_open | libc::SYS_stat | libc::SYS_lstat | libc::SYS_access | libc::SYS_readlink | libc::SYS_unlink => libc::REG_RDI,
+        libc::SYS_openat
+        | libc::SYS_openat2
+        | libc::SYS_newfstatat
+        | libc::SYS_statx
+        | libc::SYS_faccessat
+        | libc::SYS_faccessat2
+        | libc::SYS_readlinkat
+        | libc::SYS_unlinkat => libc::REG_RSI,
+        _ => return None,
+    };
+    if context.is_null() {
+        return None;
+    }
+    let pointer = (*context).uc_mcontext.gregs[register as usize] as *const u8;
+    if pointer.is_null() {
+        return None;
+    }
+    let mut path = PathArg { bytes: [0; PATH_SHOWN], len: 0 };
+    while path.len < PATH_SHOWN {
+        let byte = std::ptr::read_volatile(pointer.add(path.len));
+        if byte == 0 {
+            break;
+        }
+        path.bytes[path.len] = byte;
+        path.len += 1;
+    }
+    Some(path)
+}
+
 /// The one line printed before tern ends.
-fn describe(out: &mut impl std::fmt::Write, class: Option<ThreadClass>, syscall: Option<libc::c_int>) -> std::fmt::Result {
+fn describe(out: &mut impl std::fmt::Write, class: Option<ThreadClass>, syscall: Option<libc::c_int>, path: Option<&str>) -> std::fmt::Result {
     let thread = class.map_or("an unconfined", ThreadClass::name);
     match syscall {
         Some(nr) => {
             write!(out, "tern: fatal: the {thread} thread made syscall {nr}")?;
             if let Some(name) = syscall_name(nr) {
                 write!(out, " ({name})")?;
+            }
+            if let Some(path) = path {
+                write!(out, " on {path:?}")?;
             }
             writeln!(out, ", which its seccomp filter forbids; ending tern (a tern bug: please report this line; --seccomp log lets it through)")
         }
@@ -153,7 +212,7 @@ mod tests {
 
     fn text(class: Option<ThreadClass>, syscall: Option<libc::c_int>) -> String {
         let mut out = StackText::default();
-        describe(&mut out, class, syscall).unwrap();
+        describe(&mut out, class, syscall, None).unwrap();
         String::from_utf8(out.bytes().to_vec()).unwrap()
     }
 
@@ -165,6 +224,10 @@ mod tests {
         let unnamed = text(Some(ThreadClass::Vcpu), Some(1000));
         assert!(unnamed.contains("syscall 1000, which"), "{unnamed}");
         assert!(text(None, None).contains("an unconfined thread got SIGSYS"));
+        let mut out = StackText::default();
+        describe(&mut out, Some(ThreadClass::MigrationIncoming), Some(libc::SYS_openat as i32), Some("/etc/x")).unwrap();
+        let line = String::from_utf8(out.bytes().to_vec()).unwrap();
+        assert!(line.starts_with("tern: fatal: the migration-in thread made syscall 257 (openat) on \"/etc/x\", which"), "{line}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ fn forbidden_socket_on_a_block_worker_kills_the_process() {
 #[test]
 fn forbidden_open_on_a_vcpu_kills_the_process() {
     assert_killed_by_sigsys("forbidden-vcpu-open");
+    let (_, stderr) = run_child("forbidden-vcpu-open");
+    assert!(stderr.contains("the vcpu thread made syscall 257 (openat) on \"/etc/hostname\""), "{stderr}");
 }
 
 #[test]
