@@ -7,6 +7,8 @@
 #   rootfs.ext4        the same userland as an ext4 image (boot: initramfs + root=/dev/vda)
 #   kernel.env         KERNEL_RELEASE, KERNEL_PACKAGE, MODULES_DIR (the kernel's module
 #                      tree, kept under target/guest-cache/ for the rig's L1 initramfs)
+#   i386/              32-bit guests (build-i386.sh, run after this build or its
+#                      up-to-date check): the 686-pae bzImage and i386 initramfs images
 # Cached: skipped when the stamp (hash of these scripts + package versions) matches.
 # Usage: resources/guest/build.sh [--force]
 # Env: TERN_GUEST_KERNEL_PKG (default: what linux-image-cloud-amd64 depends on)
@@ -60,7 +62,7 @@ if [ "${1:-}" != "--force" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" 
         . "$out/kernel.env"
         if [ -d "$MODULES_DIR" ]; then
             echo "guest/build.sh: up to date ($out)"
-            exit 0
+            exec "$here/build-i386.sh" "$@"
         fi
     fi
 fi
@@ -176,3 +178,4 @@ EOF
 printf '%s\n' "${versions[@]}" >"$out/packages.txt"
 echo "$stamp" >"$out/.stamp"
 echo "guest/build.sh: done: $(cd "$out" && ls -s --block-size=K "${outputs[@]}" | tr '\n' ' ')"
+exec "$here/build-i386.sh" "$@"
