@@ -14,7 +14,7 @@ need_kvm
 need_tern
 I386=$GUEST/i386
 for f in bzImage initramfs.cpio.gz initramfs-k64.cpio.gz; do
-    [ -s "$I386/$f" ] || rig_fault "missing $I386/$f (resources/guest/build-i386.sh, run by build.sh)"
+    [ -s "$I386/$f" ] || fail "missing $I386/$f (resources/guest/build-i386.sh, run by build.sh, failed?)"
 done
 command -v md5sum >/dev/null || fail "missing tool in L1: md5sum"
 set -- $TAPS
