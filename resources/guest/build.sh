@@ -7,6 +7,8 @@
 #   rootfs.ext4        the same userland as an ext4 image (boot: initramfs + root=/dev/vda)
 #   kernel.env         KERNEL_RELEASE, KERNEL_PACKAGE, MODULES_DIR (the kernel's module
 #                      tree, kept under target/guest-cache/ for the rig's L1 initramfs)
+#   i386/              32-bit guests (build-i386.sh, run after this build or its
+#                      up-to-date check): the 686-pae bzImage and i386 initramfs images
 # Cached: skipped when the stamp (hash of these scripts + package versions) matches.
 # Usage: resources/guest/build.sh [--force]
 # Env: TERN_GUEST_KERNEL_PKG (default: what linux-image-cloud-amd64 depends on)
@@ -48,6 +50,13 @@ if ! resolve 2>/dev/null; then
     resolve || die "cannot resolve Debian packages: linux-image-cloud-amd64, busybox-static, netperf (non-free), libc6"
 fi
 
+# The 32-bit artifacts (target/guest/i386) after these: their failure (e.g. no i386
+# package lists reachable) only warns, so the 64-bit guest stays usable.
+build_i386() {
+    "$here/build-i386.sh" "$@" ||
+        echo "guest/build.sh: warning: build-i386.sh failed: no target/guest/i386 (the tern-i386 scenario will fail)" >&2
+}
+
 stamp=$({
     cat "$here/build.sh" "$here/init.sh" "$here/tern-pattern" "$here/tern-dirty" "$here/tools.py" "$here/tern-io.c"
     printf '%s\n' "${versions[@]}" "rootfs_mb=$rootfs_mb"
@@ -60,6 +69,7 @@ if [ "${1:-}" != "--force" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" 
         . "$out/kernel.env"
         if [ -d "$MODULES_DIR" ]; then
             echo "guest/build.sh: up to date ($out)"
+            build_i386 "$@"
             exit 0
         fi
     fi
@@ -176,3 +186,4 @@ EOF
 printf '%s\n' "${versions[@]}" >"$out/packages.txt"
 echo "$stamp" >"$out/.stamp"
 echo "guest/build.sh: done: $(cd "$out" && ls -s --block-size=K "${outputs[@]}" | tr '\n' ' ')"
+build_i386 "$@"

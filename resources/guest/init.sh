@@ -21,7 +21,7 @@
 #                             Debian cloud kernel, so the initramfs is needed)
 #
 # Console markers, one per line, machine-readable:
-#   TERN-GUEST-INIT cpus=N uptime=S root=initramfs|DEV
+#   TERN-GUEST-INIT cpus=N uptime=S root=initramfs|DEV arch=UNAME_M (x86_64, i686)
 #   TERN-GUEST-NET dev=eth0 ip=A/NN mac=MAC | TERN-GUEST-NET error ...
 #   TERN-JOB netserver ready | TERN-JOB dirty ready mb=N | TERN-JOB error ...
 #   TERN-NETPERF test=T size=B seconds=S result=NUM unit=U [mean_latency_us=.. p99_latency_us=..]
@@ -84,7 +84,7 @@ if [ -e /etc/tern-rootfs ]; then
 fi
 
 read up _ </proc/uptime
-echo "TERN-GUEST-INIT cpus=$(nproc) uptime=$up root=${ROOTNAME:-unknown}"
+echo "TERN-GUEST-INIT cpus=$(nproc) uptime=$up root=${ROOTNAME:-unknown} arch=$(uname -m)"
 
 guest_poweroff() {
     sync

@@ -19,20 +19,29 @@ import sys
 
 # ---------------------------------------------------------------- ELF reading
 class Elf:
+    """A little-endian ELF64 or ELF32 file (i386 modules and programs are ELF32)."""
+
     def __init__(self, data):
-        if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-            raise ValueError("not a little-endian ELF64 file")
+        if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] != 1:
+            raise ValueError("not a little-endian ELF32/ELF64 file")
         self.d = data
-        (self.phoff, self.shoff) = struct.unpack_from("<QQ", data, 0x20)
+        self.is64 = data[4] == 2
+        if self.is64:
+            (self.phoff, self.shoff) = struct.unpack_from("<QQ", data, 0x20)
+            sizes_at = 0x36
+        else:
+            (self.phoff, self.shoff) = struct.unpack_from("<II", data, 0x1c)
+            sizes_at = 0x2a
         (self.phentsize, self.phnum, self.shentsize, self.shnum, self.shstrndx) = \
-            struct.unpack_from("<HHHHH", data, 0x36)
+            struct.unpack_from("<HHHHH", data, sizes_at)
 
     def sections(self):
         d = self.d
         out = []
         for i in range(self.shnum):
             o = self.shoff + i * self.shentsize
-            name, typ, _flags, _addr, off, size, link = struct.unpack_from("<IIQQQQI", d, o)
+            name, typ, _flags, _addr, off, size, link = struct.unpack_from(
+                "<IIQQQQI" if self.is64 else "<IIIIIII", d, o)
             out.append((name, typ, off, size, link))
         if not out:
             return {}
@@ -46,7 +55,10 @@ class Elf:
     def segments(self):
         for i in range(self.phnum):
             o = self.phoff + i * self.phentsize
-            typ, _flags, off, _vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", self.d, o)
+            if self.is64:
+                typ, _flags, off, _vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", self.d, o)
+            else:
+                typ, off, _vaddr, _paddr, filesz = struct.unpack_from("<IIIII", self.d, o)
             yield typ, off, filesz
 
     def notes(self):
@@ -71,8 +83,9 @@ class Elf:
         _t, doff, dsize, _l = secs[".dynamic"]
         _t, soff, _s, _l = secs[".dynstr"]
         out = []
-        for p in range(doff, doff + dsize, 16):
-            tag, val = struct.unpack_from("<qQ", self.d, p)
+        step, fmt = (16, "<qQ") if self.is64 else (8, "<iI")
+        for p in range(doff, doff + dsize, step):
+            tag, val = struct.unpack_from(fmt, self.d, p)
             if tag == 0:
                 break
             if tag == 1:  # DT_NEEDED

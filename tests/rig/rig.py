@@ -280,7 +280,11 @@ def build_payload(with_tern, base_libs):
     tls_files = []
     for dp, _dn, fn in os.walk(TLS_CERTS):
         tls_files += [os.path.join(dp, f) for f in sorted(fn)]
-    guest_files = [os.path.join(GUEST, f) for f in sorted(os.listdir(GUEST)) if not f.startswith(".")]
+    # Guest artifacts, subdirectories (i386/) included; dot files (stamps) left out.
+    guest_files = []
+    for dp, dn, fn in os.walk(GUEST):
+        dn[:] = sorted(d for d in dn if not d.startswith("."))
+        guest_files += [os.path.join(dp, f) for f in sorted(fn) if not f.startswith(".")]
     tern = TERN_BIN if with_tern and os.path.exists(TERN_BIN) else None
     tern_libs = [lib for lib in ldd([tern]) if os.path.basename(lib) not in base_libs] if tern else []
     h = file_key(sorted(e2e_files) + sorted(tls_files) + guest_files + ([tern] if tern else []) + tern_libs)
@@ -300,7 +304,7 @@ def build_payload(with_tern, base_libs):
             shutil.copy2(src, dst)
 
     for f in guest_files:
-        link(f, os.path.join(stage, "guest", os.path.basename(f)))
+        link(f, os.path.join(stage, "guest", os.path.relpath(f, GUEST)))
     for f in e2e_files:
         link(f, os.path.join(stage, "e2e", os.path.relpath(f, E2E)))
     for f in tls_files:

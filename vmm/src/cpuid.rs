@@ -143,6 +143,23 @@ mod tests {
     }
 
     #[test]
+    fn pae_nx_and_long_mode_pass_through_for_32_bit_pae_kernels() {
+        // A 686-pae kernel needs PAE (leaf 1 EDX bit 6) and uses NX (0x8000_0001 EDX
+        // bit 20); per-vCPU specialisation must keep what KVM supports.
+        let entries = [
+            kvm_cpuid_entry2 { function: 1, edx: 1 << 6 | 1 << 8 | 1 << 15, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0x8000_0001, edx: 1 << 20 | 1 << 29, ..Default::default() },
+        ];
+        let base = CpuId::from_entries(&entries).unwrap();
+        for cpus in [1, 2] {
+            let c = vcpu_cpuid(&base, 0, cpus);
+            let e = c.as_slice();
+            assert_eq!(e[0].edx & (1 << 6 | 1 << 8 | 1 << 15), 1 << 6 | 1 << 8 | 1 << 15, "PAE, CX8, CMOV");
+            assert_eq!(e[1].edx, 1 << 20 | 1 << 29, "NX, LM");
+        }
+    }
+
+    #[test]
     fn id_bits_rounds_up() {
         assert_eq!([id_bits(1), id_bits(2), id_bits(3), id_bits(4), id_bits(5)], [0, 1, 2, 2, 3]);
     }

@@ -61,3 +61,48 @@ pub const TRIPLE_FAULT: &[u8] = &[0x0f, 0x01, 0x1d, 0x00, 0x06, 0x00, 0x00, 0x0f
 /// ACPI S5 through the sleep control register, then spin.
 pub const POWER_OFF: &[u8] = &[0xba, 0x00, 0x06, 0, 0, 0xb0, (5 << 2) | (1 << 5), 0xee, 0xeb, 0xfe];
 
+
+/// A bzImage for a 32-bit kernel: a one-sector setup header ("HdrS", protocol 2.15,
+/// LOADED_HIGH, `code32_start` = 1 MiB, no `XLF_KERNEL_64`) and `code` as its
+/// protected-mode kernel, which tern enters through the 32-bit boot protocol.
+pub fn bzimage32(code: &[u8]) -> Vec<u8> {
+    let mut image = vec![0u8; 1024];
+    image[0x1f1] = 1; // setup_sects
+    image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    image[0x211] = 1; // loadflags: LOADED_HIGH
+    image[0x214..0x218].copy_from_slice(&ENTRY.to_le_bytes()); // code32_start
+    image[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes()); // initrd_addr_max
+    image[0x236..0x238].copy_from_slice(&0u16.to_le_bytes()); // xloadflags: 32-bit only
+    image.extend_from_slice(code);
+    image
+}
+
+/// Protected-mode code that checks the 32-bit boot protocol's entry state and writes
+/// the first two bytes of the command line (found through the zero page in %esi) to
+/// COM1, then powers off. A failed check writes its letter instead and powers off:
+/// `r` ebp/edi/ebx not 0, `c` CS not 0x10, `d`/`e`/`s` DS/ES/SS not 0x18, `p` paging
+/// on, `h` no "HdrS" in the zero page's setup header.
+pub fn linux32_entry_check() -> Vec<u8> {
+    let mut code = vec![0xba, 0xf8, 0x03, 0, 0]; // mov edx, 0x3f8
+    let mut check = |test: &[u8], letter: u8| {
+        code.extend_from_slice(test);
+        let mut fail = vec![0xb0, letter, 0xee]; // mov al, letter; out dx, al
+        fail.extend_from_slice(POWER_OFF);
+        code.extend_from_slice(&[0x74, fail.len() as u8]); // je over the failure
+        code.extend(fail);
+    };
+    check(&[0x89, 0xe8, 0x09, 0xf8, 0x09, 0xd8], b'r'); // mov eax, ebp; or eax, edi; or eax, ebx
+    check(&[0x8c, 0xc8, 0x66, 0x83, 0xf8, 0x10], b'c'); // mov eax, cs; cmp ax, 0x10
+    check(&[0x8c, 0xd8, 0x66, 0x83, 0xf8, 0x18], b'd'); // mov eax, ds; cmp ax, 0x18
+    check(&[0x8c, 0xc0, 0x66, 0x83, 0xf8, 0x18], b'e'); // mov eax, es; cmp ax, 0x18
+    check(&[0x8c, 0xd0, 0x66, 0x83, 0xf8, 0x18], b's'); // mov eax, ss; cmp ax, 0x18
+    check(&[0x0f, 0x20, 0xc0, 0xa9, 0, 0, 0, 0x80], b'p'); // mov eax, cr0; test eax, CR0.PG
+    // cmp dword [esi + 0x202], "HdrS"
+    check(&[0x81, 0xbe, 0x02, 0x02, 0, 0, b'H', b'd', b'r', b'S'], b'h');
+    code.extend_from_slice(&[0x8b, 0x9e, 0x28, 0x02, 0, 0]); // mov ebx, [esi + 0x228] (cmd_line_ptr)
+    code.extend_from_slice(&[0x8a, 0x03, 0xee, 0x8a, 0x43, 0x01, 0xee]); // out [ebx], out [ebx + 1]
+    code.extend_from_slice(POWER_OFF);
+    code
+}

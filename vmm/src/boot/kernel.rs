@@ -9,7 +9,7 @@ use linux_loader::loader::{bzimage::BzImage, KernelLoader};
 use vm_memory::GuestAddress;
 
 use super::parallel_reader::ParallelFileReader;
-use super::{BootError, BootImage};
+use super::{BootEntry, BootError, BootImage, BootProtocol};
 use crate::layout::HIGH_MEMORY_START;
 use crate::memory::GuestMemoryMmap;
 
@@ -28,8 +28,9 @@ pub struct LoadedKernel {
     pub format: KernelFormat,
     /// PVH entry point when the ELF carries the Xen PVH note.
     pub pvh_entry: Option<GuestAddress>,
-    /// 64-bit boot protocol entry point.
-    pub entry_64: GuestAddress,
+    /// How the kernel is entered without PVH: the 64-bit boot protocol (an ELF
+    /// vmlinux, a bzImage with `XLF_KERNEL_64`) or the 32-bit one (a bzImage without).
+    pub linux_entry: BootEntry,
     /// First byte after the kernel image.
     pub end: u64,
     /// Highest address the kernel accepts for the initrd.
@@ -42,6 +43,19 @@ pub struct LoadedKernel {
 const XLF_KERNEL_64: u16 = 1 << 0;
 /// Offset of the 64-bit entry point from the protected-mode kernel's start.
 const BZIMAGE_ENTRY_64_OFFSET: u64 = 0x200;
+/// How a bzImage loaded at `load` (its `code32_start`) is entered. A bzImage with
+/// `XLF_KERNEL_64` is entered through the 64-bit boot protocol at `load` + 0x200, even
+/// if it could also start in 32-bit mode (every x86_64 bzImage can): long mode is set
+/// up by tern and the kernel skips its own switch. A bzImage without it (a 32-bit
+/// kernel) is entered through the 32-bit boot protocol at `load` itself.
+pub fn bzimage_entry(xloadflags: u16, load: GuestAddress) -> BootEntry {
+    if xloadflags & XLF_KERNEL_64 != 0 {
+        BootEntry { protocol: BootProtocol::Linux64, entry: GuestAddress(load.0 + BZIMAGE_ENTRY_64_OFFSET) }
+    } else {
+        BootEntry { protocol: BootProtocol::Linux32, entry: load }
+    }
+}
+
 /// Default initrd limit for kernels that do not state one.
 const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
 
@@ -90,7 +104,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, image: BootImage) -> Result<LoadedKern
             Ok(LoadedKernel {
                 format: KernelFormat::Elf,
                 pvh_entry,
-                entry_64: res.kernel_load,
+                linux_entry: BootEntry { protocol: BootProtocol::Linux64, entry: res.kernel_load },
                 end: res.kernel_end,
                 initrd_addr_max: DEFAULT_INITRD_ADDR_MAX,
                 setup_header: None,
@@ -102,22 +116,35 @@ pub fn load_kernel(mem: &GuestMemoryMmap, image: BootImage) -> Result<LoadedKern
                 path: label.clone(),
                 reason: "bzImage without a setup header".into(),
             })?;
-            let xloadflags = header.xloadflags;
-            if xloadflags & XLF_KERNEL_64 == 0 {
-                return Err(BootError::NotAKernel {
-                    path: label.clone(),
-                    reason: "bzImage has no 64-bit entry point (XLF_KERNEL_64)".into(),
-                });
-            }
             let initrd_max = header.initrd_addr_max;
             Ok(LoadedKernel {
                 format: KernelFormat::BzImage,
                 pvh_entry: None,
-                entry_64: GuestAddress(res.kernel_load.0 + BZIMAGE_ENTRY_64_OFFSET),
+                linux_entry: bzimage_entry(header.xloadflags, res.kernel_load),
                 end: res.kernel_end,
                 initrd_addr_max: if initrd_max == 0 { DEFAULT_INITRD_ADDR_MAX } else { u64::from(initrd_max) },
                 setup_header: Some(header),
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bzimage_with_xlf_kernel_64_is_entered_in_long_mode_at_load_plus_0x200() {
+        // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G, as every x86_64 Debian kernel says.
+        let e = bzimage_entry(0x3, GuestAddress(0x10_0000));
+        assert_eq!(e, BootEntry { protocol: BootProtocol::Linux64, entry: GuestAddress(0x10_0200) });
+    }
+
+    #[test]
+    fn a_bzimage_without_xlf_kernel_64_is_entered_in_protected_mode_at_code32_start() {
+        for flags in [0, 1 << 2] {
+            let e = bzimage_entry(flags, GuestAddress(0x10_0000));
+            assert_eq!(e, BootEntry { protocol: BootProtocol::Linux32, entry: GuestAddress(0x10_0000) });
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum BootProtocol {
     Pvh,
     /// Linux 64-bit boot protocol: long mode, identity-mapped, `rsi` = zero page.
     Linux64,
+    /// Linux 32-bit boot protocol (a bzImage without `XLF_KERNEL_64`): protected mode,
+    /// paging off, `__BOOT_CS` = 0x10 and `__BOOT_DS` = 0x18 flat, `esi` = zero page.
+    Linux32,
 }
 
 /// Where the boot vCPU starts.
@@ -124,8 +127,10 @@ pub fn load(
         }
         None => {
             zero_page::write_zero_page(mem, mem_size, cmdline_len, initrd, kernel.setup_header)?;
-            regs::write_page_tables(mem)?;
-            Ok(BootEntry { protocol: BootProtocol::Linux64, entry: kernel.entry_64 })
+            if kernel.linux_entry.protocol == BootProtocol::Linux64 {
+                regs::write_page_tables(mem)?;
+            }
+            Ok(kernel.linux_entry)
         }
     }
 }
@@ -169,4 +174,67 @@ fn load_initrd(
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
         .map_err(|e| read_err(std::io::Error::other(e.to_string())))?;
     Ok(InitrdPlacement { addr: GuestAddress(addr), size })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::ZERO_PAGE_ADDR;
+    use linux_loader::loader::bootparam::boot_params;
+
+    /// A bzImage of one setup sector and `code` as its protected-mode kernel, with
+    /// `xloadflags` and an `initrd_addr_max` of 0x37ffffff (as 32-bit kernels say).
+    fn bzimage(xloadflags: u16, code: &[u8]) -> Vec<u8> {
+        let mut image = vec![0u8; 1024];
+        image[0x1f1] = 1; // setup_sects
+        image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        image[0x211] = 1; // LOADED_HIGH
+        image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
+        image[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes());
+        image[0x236..0x238].copy_from_slice(&xloadflags.to_le_bytes());
+        image.extend_from_slice(code);
+        image
+    }
+
+    fn image(name: &str, bytes: &[u8]) -> BootImage {
+        let path = std::env::temp_dir().join(format!("tern-boot-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let image = BootImage::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        image
+    }
+
+    #[test]
+    fn a_32_bit_bzimage_boots_through_the_32_bit_protocol_with_the_initrd_under_its_limit() {
+        let mem_size = 2u64 << 30;
+        let mem = crate::memory::create_guest_memory(mem_size).unwrap();
+        let source = BootSource {
+            kernel: image("k32", &bzimage(0, &[0xf4; 64])),
+            initrd: Some(image("i32", &[7u8; 8192])),
+            cmdline: "console=ttyS0".into(),
+        };
+        let entry = load(&mem, mem_size, source, 2).unwrap();
+        assert_eq!(entry, BootEntry { protocol: BootProtocol::Linux32, entry: GuestAddress(0x10_0000) });
+        let params: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_ADDR)).unwrap();
+        let (image_at, size) = (u64::from(params.hdr.ramdisk_image), u64::from(params.hdr.ramdisk_size));
+        assert_eq!(size, 8192);
+        assert!(image_at + size <= 0x3800_0000, "initrd at {image_at:#x} is above initrd_addr_max");
+        assert!(image_at >= 0x10_0000 + 64);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(image_at)).unwrap(), 7);
+        assert_eq!({ params.hdr.header }, 0x5372_6448);
+        assert_eq!({ params.hdr.cmd_line_ptr }, CMDLINE_ADDR as u32);
+        assert!(params.e820_entries >= 3);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x10_0000)).unwrap(), 0xf4, "code32_start holds the kernel");
+    }
+
+    #[test]
+    fn a_64_bit_capable_bzimage_stays_on_the_64_bit_protocol() {
+        let mem_size = 64u64 << 20;
+        let mem = crate::memory::create_guest_memory(mem_size).unwrap();
+        let source = BootSource { kernel: image("k64", &bzimage(0x3, &[0xf4; 1024])), initrd: None, cmdline: String::new() };
+        let entry = load(&mem, mem_size, source, 1).unwrap();
+        assert_eq!(entry, BootEntry { protocol: BootProtocol::Linux64, entry: GuestAddress(0x10_0200) });
+    }
 }

@@ -22,6 +22,10 @@ const RFLAGS_RESERVED: u64 = 1 << 1;
 const CODE_SELECTOR: u16 = 0x08;
 const DATA_SELECTOR: u16 = 0x10;
 const TSS_SELECTOR: u16 = 0x18;
+/// `__BOOT_CS` and `__BOOT_DS` of the Linux 32-bit boot protocol.
+const LINUX32_BOOT_CS: u16 = 0x10;
+const LINUX32_BOOT_DS: u16 = 0x18;
+const LINUX32_TSS: u16 = 0x20;
 
 /// Descriptor flag words (access byte + granularity nibble) for the boot GDT.
 const FLAGS_CODE64: u16 = 0xa09b;
@@ -63,38 +67,62 @@ pub fn segment_from_gdt(entry: u64, table_index: u16) -> kvm_segment {
     }
 }
 
-fn boot_gdt(protocol: BootProtocol) -> [u64; 4] {
-    let code = match protocol {
-        BootProtocol::Pvh => FLAGS_CODE32,
-        BootProtocol::Linux64 => FLAGS_CODE64,
-    };
-    [0, gdt_entry(code, 0, 0xfffff), gdt_entry(FLAGS_DATA, 0, 0xfffff), gdt_entry(FLAGS_TSS, 0, 0xfffff)]
+/// The boot GDT of one protocol and the selectors loaded from it.
+struct BootGdt {
+    entries: [u64; 5],
+    code: u16,
+    data: u16,
+    tss: u16,
+}
+
+/// PVH and the 64-bit protocol: code 0x08, data 0x10, TSS 0x18. The 32-bit Linux boot
+/// protocol asks for `__BOOT_CS` = 0x10 and `__BOOT_DS` = 0x18 (its TSS goes at 0x20).
+fn boot_gdt(protocol: BootProtocol) -> BootGdt {
+    let tss = gdt_entry(FLAGS_TSS, 0, 0xfffff);
+    let data = gdt_entry(FLAGS_DATA, 0, 0xfffff);
+    match protocol {
+        BootProtocol::Pvh | BootProtocol::Linux64 => {
+            let code = if protocol == BootProtocol::Pvh { FLAGS_CODE32 } else { FLAGS_CODE64 };
+            BootGdt {
+                entries: [0, gdt_entry(code, 0, 0xfffff), data, tss, 0],
+                code: CODE_SELECTOR,
+                data: DATA_SELECTOR,
+                tss: TSS_SELECTOR,
+            }
+        }
+        BootProtocol::Linux32 => BootGdt {
+            entries: [0, 0, gdt_entry(FLAGS_CODE32, 0, 0xfffff), data, tss],
+            code: LINUX32_BOOT_CS,
+            data: LINUX32_BOOT_DS,
+            tss: LINUX32_TSS,
+        },
+    }
 }
 
 /// Writes the boot GDT and an empty IDT, and fills `sregs` for `protocol`.
 pub fn setup_sregs(mem: &GuestMemoryMmap, protocol: BootProtocol, sregs: &mut kvm_sregs) -> Result<(), BootError> {
     let gdt = boot_gdt(protocol);
-    for (i, entry) in gdt.iter().enumerate() {
+    for (i, entry) in gdt.entries.iter().enumerate() {
         mem.write_obj(*entry, GuestAddress(BOOT_GDT_ADDR + i as u64 * 8))?;
     }
     mem.write_obj(0u64, GuestAddress(BOOT_IDT_ADDR))?;
     sregs.gdt.base = BOOT_GDT_ADDR;
-    sregs.gdt.limit = (gdt.len() * 8 - 1) as u16;
+    sregs.gdt.limit = (gdt.entries.len() * 8 - 1) as u16;
     sregs.idt.base = BOOT_IDT_ADDR;
     sregs.idt.limit = 7;
 
-    let code = segment_from_gdt(gdt[1], CODE_SELECTOR / 8);
-    let data = segment_from_gdt(gdt[2], DATA_SELECTOR / 8);
-    sregs.cs = code;
+    let segment = |selector: u16| segment_from_gdt(gdt.entries[usize::from(selector / 8)], selector / 8);
+    let data = segment(gdt.data);
+    sregs.cs = segment(gdt.code);
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = segment_from_gdt(gdt[3], TSS_SELECTOR / 8);
+    sregs.tr = segment(gdt.tss);
 
     match protocol {
-        BootProtocol::Pvh => {
+        BootProtocol::Pvh | BootProtocol::Linux32 => {
             sregs.cr0 = CR0_PE | CR0_ET;
             sregs.cr4 = 0;
             sregs.efer = 0;
@@ -118,6 +146,11 @@ pub fn boot_regs(entry: BootEntry) -> kvm_regs {
             regs.rsp = BOOT_STACK_POINTER;
             regs.rbp = BOOT_STACK_POINTER;
             regs.rsi = ZERO_PAGE_ADDR;
+        }
+        BootProtocol::Linux32 => {
+            // esi = zero page; ebp, edi, ebx = 0 (the protocol's words); interrupts off.
+            regs.rsi = ZERO_PAGE_ADDR;
+            regs.rsp = BOOT_STACK_POINTER;
         }
     }
     regs
@@ -159,5 +192,35 @@ mod tests {
         assert_eq!((pvh.rip, pvh.rbx), (0x100_0000, PVH_INFO_ADDR));
         let l64 = boot_regs(BootEntry { protocol: BootProtocol::Linux64, entry: GuestAddress(0x100_200) });
         assert_eq!((l64.rsi, l64.rsp), (ZERO_PAGE_ADDR, BOOT_STACK_POINTER));
+        let l32 = boot_regs(BootEntry { protocol: BootProtocol::Linux32, entry: GuestAddress(0x10_0000) });
+        assert_eq!((l32.rip, l32.rsi), (0x10_0000, ZERO_PAGE_ADDR));
+        assert_eq!((l32.rbp, l32.rdi, l32.rbx), (0, 0, 0));
+        assert_eq!(l32.rflags & (1 << 9), 0, "interrupts off");
+    }
+
+    #[test]
+    fn the_32_bit_linux_protocol_loads_boot_cs_0x10_and_boot_ds_0x18_flat_without_paging() {
+        let mem = crate::memory::create_guest_memory(64 << 20).unwrap();
+        let mut sregs = kvm_sregs::default();
+        setup_sregs(&mem, BootProtocol::Linux32, &mut sregs).unwrap();
+        assert_eq!((sregs.cs.selector, sregs.ds.selector, sregs.es.selector, sregs.ss.selector), (0x10, 0x18, 0x18, 0x18));
+        assert_eq!((sregs.cs.base, sregs.cs.limit, sregs.cs.type_, sregs.cs.db, sregs.cs.l), (0, 0xffff_ffff, 0xb, 1, 0));
+        assert_eq!((sregs.ds.base, sregs.ds.limit, sregs.ds.type_, sregs.ds.db), (0, 0xffff_ffff, 3, 1));
+        assert_eq!(sregs.cr0 & (CR0_PE | CR0_PG), CR0_PE);
+        assert_eq!((sregs.cr4, sregs.efer), (0, 0));
+        // The descriptors the selectors name are in the GDT in guest memory.
+        let cs: u64 = mem.read_obj(GuestAddress(BOOT_GDT_ADDR + 0x10)).unwrap();
+        let ds: u64 = mem.read_obj(GuestAddress(BOOT_GDT_ADDR + 0x18)).unwrap();
+        assert_eq!((cs, ds), (gdt_entry(FLAGS_CODE32, 0, 0xfffff), gdt_entry(FLAGS_DATA, 0, 0xfffff)));
+        assert!(usize::from(sregs.gdt.limit) >= 0x1f);
+    }
+
+    #[test]
+    fn the_64_bit_protocol_keeps_its_selectors() {
+        let mem = crate::memory::create_guest_memory(64 << 20).unwrap();
+        let mut sregs = kvm_sregs::default();
+        setup_sregs(&mem, BootProtocol::Linux64, &mut sregs).unwrap();
+        assert_eq!((sregs.cs.selector, sregs.ds.selector, sregs.tr.selector, sregs.cs.l), (0x08, 0x10, 0x18, 1));
+        assert_ne!(sregs.cr0 & CR0_PG, 0);
     }
 }
