@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn workers_cannot_open_files_or_sockets_or_exec() {
-        for class in [ThreadClass::BlockWorker, ThreadClass::NetWorker, ThreadClass::Vcpu, ThreadClass::Console] {
+        for class in [ThreadClass::BlockWorker, ThreadClass::NetWorker, ThreadClass::Vcpu, ThreadClass::Console, ThreadClass::MigrationIncoming] {
             let allowed = allowed_syscalls(class, true).unwrap();
             for forbidden in [libc::SYS_openat, libc::SYS_open, libc::SYS_socket, libc::SYS_execve, libc::SYS_connect] {
                 assert!(!allowed.contains(&forbidden), "{class} allows {forbidden}");

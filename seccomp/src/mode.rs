@@ -76,28 +76,38 @@ pub fn set_mode(wanted: Mode) -> Result<(), ModeError> {
     for class in ThreadClass::ALL {
         crate::compile(class, wanted)?;
     }
-    fix_malloc_arena_limit();
+    settle_malloc();
     if wanted == Mode::On {
         crate::report::install_sigsys_reporter().map_err(ModeError::Reporter)?;
     }
     Ok(())
 }
 
-/// glibc's malloc works out its arena limit the first time the process needs a ninth
-/// arena, by reading /sys/devices/system/cpu/online (openat) on whichever thread that
-/// is; a confined thread may not open files and died of SIGSYS (seen on a fresh
-/// api-connection thread once a guest reboot had started new vCPU threads). Setting the
-/// limit now, before any thread is confined, at glibc's own default (8 arenas per
-/// online CPU on 64-bit), means malloc never looks.
-fn fix_malloc_arena_limit() {
+/// glibc's malloc opens files behind its caller's back, on whichever thread is
+/// allocating, and a confined thread may not open files:
+/// - it works out its arena limit the first time the process needs a ninth arena, by
+///   reading /sys/devices/system/cpu/online (seen as SIGSYS on a fresh api-connection
+///   thread once a guest reboot had started new vCPU threads);
+/// - before it first shrinks a thread arena's heap it reads
+///   /proc/sys/vm/overcommit_memory (seen as SIGSYS on migration-in in the rig, named
+///   by the SIGSYS report).
+///
+/// Both are settled here, before any thread is confined: the arena limit at glibc's
+/// own default (8 arenas per online CPU on 64-bit), and a trim threshold no heap
+/// reaches, so thread heaps are never shrunk (whole heaps are still unmapped when
+/// empty, and allocations over the mmap threshold, 128 KiB, still go back to the
+/// kernel when freed).
+fn settle_malloc() {
     #[cfg(target_env = "gnu")]
     {
-        // SAFETY: sysconf only reads a system value; mallopt only sets a malloc tunable
-        // (M_ARENA_MAX takes a count) and is safe to call at any time.
+        // SAFETY: sysconf only reads a system value; mallopt only sets malloc tunables
+        // (M_ARENA_MAX takes a count, M_TRIM_THRESHOLD a byte count) and is safe to
+        // call at any time.
         unsafe {
             let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1);
             let arenas = i32::try_from(cpus.saturating_mul(8)).unwrap_or(i32::MAX);
             libc::mallopt(libc::M_ARENA_MAX, arenas);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         }
     }
 }

@@ -18,11 +18,8 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     // rustls writes its records with vectored writes (and may read so).
     r.allow(libc::SYS_writev);
     r.allow(libc::SYS_readv);
-    // In the rig's L1 this thread opens a file once per receive (seen with
-    // --seccomp log, and again on 2026-12-02 as SIGSYS with the malloc arena limit
-    // already fixed by set_mode, so it is not malloc's /sys/devices/system/cpu/online).
-    // The SIGSYS report names the path of a forbidden open, to identify it. Read-only
-    // opens only: no write access, no create, no truncate.
-    r.allow_read_only_open()?;
+    // No file opens. The one openat seen here in the rig, once per receive, was
+    // glibc's malloc reading /proc/sys/vm/overcommit_memory before shrinking a thread
+    // heap; set_mode settles malloc so that it never does (mode.rs, settle_malloc).
     Ok(r)
 }
