@@ -3,8 +3,10 @@
 # tern-i386: 32-bit guests (target/guest/i386, resources/guest/build-i386.sh).
 # NOT YET PASSING, so not in the suite: in its first rig run (2026-12-02,
 # 20261202-072415-batch2) the 686-pae kernel printed nothing on the console within
-# 120 s under tern (the tiny 32-bit bzImage of cli/tests/linux32.rs does boot); see
-# issue 13's note. Run it alone: tests/rig/rig.py --scenario tern-i386 --retries 0.
+# 120 s under tern (the tiny 32-bit bzImage of cli/tests/linux32.rs does boot), and a
+# diagnostic run (20261202-081008-diag2) showed QEMU in the same L1 stuck with it too,
+# right after its real-mode setup printed "Probing EDD ... ok": a 32-bit guest may not
+# run in this nested rig at all (to check on hardware KVM); see issue 13's note. Run it alone: tests/rig/rig.py --scenario tern-i386 --retries 0.
 # 1. Debian's 686-pae kernel (a 32-bit bzImage: tern enters it through the 32-bit boot
 #    protocol) with the i386 userland, 2 vCPUs, a disk and a NIC: the guest reaches init
 #    with 2 CPUs online and `uname -m` i686, L1 pings it, it runs netperf TCP_STREAM and
