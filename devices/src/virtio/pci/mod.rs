@@ -599,13 +599,7 @@ mod tests {
     #[test]
     fn detaching_resets_an_active_device_and_leaves_an_inert_function() {
         let (mut d, log, _) = device();
-        init_driver(&mut d);
-        w16(&mut d, 0x16, 0);
-        w32(&mut d, 0x20, 0x1000);
-        w32(&mut d, 0x28, 0x2000);
-        w32(&mut d, 0x30, 0x3000);
-        w16(&mut d, 0x1c, 1);
-        BusDevice::write(&mut d, 0x14, &[0x0f]);
+        drive_queue_0_to_driver_ok(&mut d);
         assert_eq!(log.lock().unwrap().activations.len(), 1);
         let model = d.detach_device();
         assert_eq!(log.lock().unwrap().resets, 1, "the worker was stopped before the model left");
@@ -616,14 +610,19 @@ mod tests {
         // A new transport around the same model starts from power-on state.
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mut again = VirtioPciDevice::new(model, 0xc000_0000, mem, Arc::new(NullRouter), Arc::new(Registrations::default())).unwrap();
-        init_driver(&mut again);
-        w16(&mut again, 0x16, 0);
-        w32(&mut again, 0x20, 0x1000);
-        w32(&mut again, 0x28, 0x2000);
-        w32(&mut again, 0x30, 0x3000);
-        w16(&mut again, 0x1c, 1);
-        BusDevice::write(&mut again, 0x14, &[0x0f]);
+        drive_queue_0_to_driver_ok(&mut again);
         assert_eq!(log.lock().unwrap().activations.len(), 2, "the model activates again in the new machine");
+    }
+
+    /// Driver init, queue 0 at fixed ring addresses and enabled, then DRIVER_OK.
+    fn drive_queue_0_to_driver_ok(d: &mut VirtioPciDevice) {
+        init_driver(d);
+        w16(d, 0x16, 0);
+        w32(d, 0x20, 0x1000);
+        w32(d, 0x28, 0x2000);
+        w32(d, 0x30, 0x3000);
+        w16(d, 0x1c, 1);
+        BusDevice::write(d, 0x14, &[0x0f]);
     }
 
     fn init_driver(d: &mut VirtioPciDevice) {
