@@ -6,10 +6,13 @@
 #                          XLF_KERNEL_64, entered through the 32-bit boot protocol)
 #   initramfs.cpio.gz      an i386 userland (busybox-static:i386, netperf:i386 with
 #                          libc6:i386), that kernel's virtio modules, /init (init.sh)
+#   bzImage-686, initramfs-686.cpio.gz
+#                          the same for linux-image-686 (no PAE: 2-level paging)
 #   initramfs-k64.cpio.gz  the same i386 userland with the 64-bit default kernel's
 #                          modules (kernel.env of target/guest): a 32-bit userland on
 #                          the 64-bit kernel (IA32_EMULATION)
-#   kernel.env             KERNEL_PACKAGE, KERNEL_RELEASE of the 32-bit kernel
+#   kernel.env             KERNEL_PACKAGE, KERNEL_RELEASE of the 686-pae kernel,
+#                          KERNEL_PACKAGE_686, KERNEL_RELEASE_686
 # tern-io (the iobench job's tool) is not included: building it needs a 32-bit libc
 # for gcc -m32, which the host has no package for; every other job works.
 # Needs the i386 architecture in dpkg: if missing, it is added (dpkg --add-architecture
@@ -39,12 +42,18 @@ if ! dpkg --print-foreign-architectures | grep -qx i386; then
     apt-get update -qq || true
 fi
 
+# kernel_package META: the versioned kernel package an i386 metapackage depends on.
+kernel_package() {
+    apt-cache depends "$1:i386" 2>/dev/null |
+        awk '/Depends: linux-image-/ { sub(/:i386$/, "", $2); print $2; exit }'
+}
 candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }'; }
 resolve() {
-    kpkg=$(apt-cache depends linux-image-686-pae:i386 2>/dev/null |
-        awk '/Depends: linux-image-/ { sub(/:i386$/, "", $2); print $2; exit }')
-    [ -n "$kpkg" ] || return 1
-    pkgs=("$kpkg" busybox-static netperf libc6)
+    kpkg=$(kernel_package linux-image-686-pae)
+    kpkg686=$(kernel_package linux-image-686)
+    [ -n "$kpkg" ] && [ -n "$kpkg686" ] || return 1
+    # Order matters below: versions[0] the 686-pae kernel, [1..3] the userland, [4] 686.
+    pkgs=("$kpkg" busybox-static netperf libc6 "$kpkg686")
     versions=()
     for p in "${pkgs[@]}"; do
         v=$(candidate "$p:i386")
@@ -55,14 +64,14 @@ resolve() {
 if ! resolve 2>/dev/null; then
     echo "guest/build-i386.sh: package lists incomplete, running apt-get update" >&2
     apt-get update -qq || true
-    resolve || die "cannot resolve Debian i386 packages: linux-image-686-pae, busybox-static, netperf (non-free), libc6"
+    resolve || die "cannot resolve Debian i386 packages: linux-image-686-pae, linux-image-686, busybox-static, netperf (non-free), libc6"
 fi
 
 stamp=$({
     cat "$here/build-i386.sh" "$here/init.sh" "$here/tern-pattern" "$here/tern-dirty" "$here/tools.py"
     printf '%s\n' "${versions[@]}" "k64=$k64_release"
 } | sha256sum | cut -d' ' -f1)
-outputs=(bzImage initramfs.cpio.gz initramfs-k64.cpio.gz kernel.env)
+outputs=(bzImage initramfs.cpio.gz bzImage-686 initramfs-686.cpio.gz initramfs-k64.cpio.gz kernel.env)
 if [ "${1:-}" != "--force" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
     ok=1
     for f in "${outputs[@]}"; do [ -s "$out/$f" ] || ok=0; done
@@ -93,16 +102,22 @@ for pv in "${versions[@]}"; do
     fi
     dir[$p]=$d
 done
-kdir=${dir[$kpkg]}
-vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -n1)
-krel=${vmlinuz##*/vmlinuz-}
-moddir=$kdir/lib/modules/$krel
-[ -f "$moddir/modules.builtin" ] || die "no module tree in $kpkg"
-# The setup header's xloadflags (offset 0x236) must not say XLF_KERNEL_64.
-python3 -c 'import sys; d = open(sys.argv[1], "rb").read(0x240); sys.exit(d[0x202:0x206] != b"HdrS" or d[0x236] & 1)' "$vmlinuz" ||
-    die "$vmlinuz is not a 32-bit bzImage (no HdrS, or XLF_KERNEL_64 set)"
-cp "$vmlinuz" "$out/bzImage.tmp"
-mv "$out/bzImage.tmp" "$out/bzImage"
+# take_kernel PACKAGE OUTPUT: copies the package's bzImage to OUTPUT; sets krel, moddir.
+take_kernel() {
+    local kdir=${dir[$1]} vmlinuz
+    vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -n1)
+    krel=${vmlinuz##*/vmlinuz-}
+    moddir=$kdir/lib/modules/$krel
+    [ -f "$moddir/modules.builtin" ] || die "no module tree in $1"
+    # The setup header's xloadflags (offset 0x236) must not say XLF_KERNEL_64.
+    python3 -c 'import sys; d = open(sys.argv[1], "rb").read(0x240); sys.exit(d[0x202:0x206] != b"HdrS" or d[0x236] & 1)' "$vmlinuz" ||
+        die "$vmlinuz is not a 32-bit bzImage (no HdrS, or XLF_KERNEL_64 set)"
+    cp "$vmlinuz" "$2.tmp"
+    mv "$2.tmp" "$2"
+}
+take_kernel "$kpkg686" "$out/bzImage-686"
+krel686=$krel moddir686=$moddir
+take_kernel "$kpkg" "$out/bzImage"
 
 # --- i386 userland
 stage=$cache/stage
@@ -152,7 +167,8 @@ fi
 install -m 755 "$here/init.sh" "$stage/init"
 install -m 755 "$here/tern-pattern" "$stage/bin/tern-pattern"
 install -m 755 "$here/tern-dirty" "$stage/bin/tern-dirty"
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
+# root without a password (the test guest's getty login, tern.job=login).
+printf 'root::0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
 printf 'root:x:0:\n' >"$stage/etc/group"
 mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true
 mknod -m 666 "$stage/dev/null" c 1 3 2>/dev/null || true
@@ -177,12 +193,16 @@ pack() { # MODULE_TREE OUTPUT PACKAGE-LINES...
         gzip -9 -n >"$dest.tmp"
     mv "$dest.tmp" "$dest"
 }
-pack "$moddir" "$out/initramfs.cpio.gz" "${versions[@]/%/:i386}"
-pack "$k64_moddir" "$out/initramfs-k64.cpio.gz" "${versions[@]:1}" "kernel=$k64_release (amd64)"
+userland=("${versions[@]:1:3}")
+pack "$moddir" "$out/initramfs.cpio.gz" "${versions[0]}:i386" "${userland[@]/%/:i386}"
+pack "$moddir686" "$out/initramfs-686.cpio.gz" "${versions[4]}:i386" "${userland[@]/%/:i386}"
+pack "$k64_moddir" "$out/initramfs-k64.cpio.gz" "${userland[@]/%/:i386}" "kernel=$k64_release (amd64)"
 
 cat >"$out/kernel.env" <<EOF
 KERNEL_PACKAGE=$kpkg
 KERNEL_RELEASE=$krel
+KERNEL_PACKAGE_686=$kpkg686
+KERNEL_RELEASE_686=$krel686
 EOF
 printf '%s\n' "${versions[@]}" >"$out/packages.txt"
 echo "$stamp" >"$out/.stamp"

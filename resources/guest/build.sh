@@ -150,7 +150,8 @@ install -m 755 "$here/tern-dirty" "$stage/bin/tern-dirty"
 # tern-io (block benchmark), written here, built static so it needs no guest libraries.
 command -v gcc >/dev/null || die "missing tool: gcc (to build resources/guest/tern-io.c)"
 gcc -O2 -static -o "$stage/bin/tern-io" "$here/tern-io.c" || die "cannot build tern-io"
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
+# root without a password (the test guest's getty login, tern.job=login).
+printf 'root::0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
 printf 'root:x:0:\n' >"$stage/etc/group"
 printf '%s\n' "${versions[@]}" >"$stage/etc/tern-guest-packages"
 mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true

@@ -2,7 +2,10 @@
 # tern test guest: /init (PID 1) of initramfs.cpio.gz and rootfs.ext4.
 #
 # Kernel command line (all optional):
-#   tern.job=boot|shell|netserver|netperf|dirty|disk|iobench|reboot   (default boot)
+#   tern.job=boot|shell|login|netserver|netperf|dirty|disk|iobench|reboot   (default boot)
+#                             login: a getty on ttyS0 (hostname tern-guest; root has no
+#                             password: a test guest); the guest powers off when that
+#                             login session ends
 #   tern.ip=A.B.C.D/NN        address for eth0 (the VMM sets the MAC)
 #   tern.peer=A.B.C.D         netperf server (job netperf)
 #   tern.netperf=T:S:B,...    netperf tests: TEST:SECONDS:SIZE (job netperf)
@@ -283,6 +286,12 @@ boot) ;;
 shell)
     echo "TERN-JOB shell (exit the shell to power off)"
     setsid cttyhack sh -l ;;
+login)
+    hostname tern-guest
+    echo "TERN-JOB login (getty on ttyS0)"
+    # One session: getty prompts, login starts root's shell; when the shell exits,
+    # getty returns and the guest powers off.
+    setsid getty -L 0 ttyS0 vt100 ;;
 netserver)
     netserver >/dev/null 2>&1
     echo "TERN-JOB netserver ready"

@@ -18,7 +18,8 @@
 # -snapshot (the image stays as built for tern).
 # Figures (bench, per image and VMM): ms from start to n=1, to n=2, to exit (tern also:
 # boot_read_ms, the time to read the boot configuration, kernel and initrd); the times to
-# n=2 and to exit include the two 15 s holds (the same for both VMMs).
+# n=2 and to exit include the two 15 s holds (the same for both VMMs); reboot_ms is a
+# reboot's time: from n=1 to n=2 less the hold (shutdown, the reset, the second boot).
 # A Debian systemd boot under the nested rig's TCG takes minutes (a loaded machine: more
 # than 250 s to reach userspace), so each marker gets 15 minutes.
 # Env: DISTRO_DIR (default /distro, else $GUEST/../distro), DISTRO_IMAGES (names without
@@ -101,7 +102,7 @@ for name in $images; do
         -drive "file=$dir/$name.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root \
         -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-pci,netdev=n0,romfile=
     boot_markers qemu "$name-qemu" "$con" "$VMM_PID" "$t0"
-    bench vmm=qemu image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit
+    bench vmm=qemu image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit reboot_ms=$((t2 - t1 - hold * 1000))
     rm -f "$WORK/$name.vmlinuz" "$WORK/$name.initrd.img"
     fi
 
@@ -115,7 +116,7 @@ for name in $images; do
     grep -a -q "TERN-DISTRO-BOOT n=1 release=$release " "$con" || fail "$name: the guest says another release" "$con"
     # -v logs what each boot read out of the image and how long that took.
     read_ms=$(sed -n 's/.*booting from the disk.s boot configuration.* read_ms=\([0-9]*\).*/\1/p; s/.* read_ms=\([0-9]*\) .*booting from the disk.*/\1/p' "$WORK/$name-tern.out" | head -n 1)
-    bench vmm=tern image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit boot_read_ms=${read_ms:-unknown}
+    bench vmm=tern image=$name time_to_boot1_ms=$t1 time_to_boot2_ms=$t2 time_to_exit_ms=$t_exit reboot_ms=$((t2 - t1 - hold * 1000)) boot_read_ms=${read_ms:-unknown}
 
     [ "$RIG_MODE" = nested ] || rm -f "$IMG"
 done
