@@ -1,10 +1,12 @@
 //! The `tern` command line.
 
 mod boot_entries;
+mod bridge_tap;
 mod console;
 mod console_attach;
 mod console_ring;
 mod console_socket;
+mod definition;
 mod device_args;
 mod disk_boot;
 mod guest_devices;
@@ -12,8 +14,10 @@ mod migrate;
 mod panic_report;
 mod receive;
 mod run;
+mod run_spec;
 mod session;
 mod size;
+mod vm_name;
 
 use std::process::ExitCode;
 
