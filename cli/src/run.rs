@@ -19,6 +19,7 @@ use crate::device_args;
 use crate::disk_boot::{self, DiskBoot};
 use crate::guest_devices;
 use crate::run_spec::RunSpec;
+use crate::runtime_dir;
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
 
@@ -172,6 +173,21 @@ fn boot(args: &RunSpec) -> Result<BootProvider> {
     }))
 }
 
+/// For a named VM: claims its runtime directory and puts its API socket (and, unless
+/// --serial says otherwise, its console socket) there.
+fn claim_name(mut spec: RunSpec) -> Result<(RunSpec, Option<runtime_dir::VmDir>)> {
+    let Some(name) = spec.name.clone() else { return Ok((spec, None)) };
+    let dir = runtime_dir::claim(&runtime_dir::base()?, &name)?;
+    if let Some(path) = &spec.api_socket {
+        bail!("VM {name} has its API socket at {}; --api-socket {} cannot be given with a name", dir.api_socket().display(), path.display());
+    }
+    spec.api_socket = Some(dir.api_socket());
+    if spec.serial.is_none() {
+        spec.serial = Some(SerialArg::Socket(dir.console_socket()));
+    }
+    Ok((spec, Some(dir)))
+}
+
 /// Physical RAM of the host in bytes (0 if unknown).
 pub fn host_memory_bytes() -> u64 {
     // SAFETY: sysconf only reads system configuration values.
@@ -183,6 +199,8 @@ pub fn host_memory_bytes() -> u64 {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let args = RunSpec::resolve(args)?;
+    // A named VM claims its runtime directory first: a second one is refused at once.
+    let (args, _vm_dir) = claim_name(args)?;
     tern_seccomp::set_mode(args.seccomp)?;
     validate(&args)?;
     let boot = boot(&args)?;
