@@ -55,24 +55,12 @@ pub fn marking(mark: u8, tail: &[u8]) -> Vec<u8> {
 }
 
 /// Reset through 0xCF9 (inside the PCI configuration ports: tern run has PCI), then spin.
-pub const RESET_CF9: &[u8] = &[
-    0xba, 0xf9, 0x0c, 0, 0, 0xb0, 0x02, 0xee, 0xb0, 0x06, 0xee, 0xeb, 0xfe,
-];
+pub const RESET_CF9: &[u8] = &[0xba, 0xf9, 0x0c, 0, 0, 0xb0, 0x02, 0xee, 0xb0, 0x06, 0xee, 0xeb, 0xfe];
 /// lidt with an empty table, ud2: a triple fault.
 pub const TRIPLE_FAULT: &[u8] = &[0x0f, 0x01, 0x1d, 0x00, 0x06, 0x00, 0x00, 0x0f, 0x0b];
 /// ACPI S5 through the sleep control register, then spin.
-pub const POWER_OFF: &[u8] = &[
-    0xba,
-    0x00,
-    0x06,
-    0,
-    0,
-    0xb0,
-    (5 << 2) | (1 << 5),
-    0xee,
-    0xeb,
-    0xfe,
-];
+pub const POWER_OFF: &[u8] = &[0xba, 0x00, 0x06, 0, 0, 0xb0, (5 << 2) | (1 << 5), 0xee, 0xeb, 0xfe];
+
 
 /// A bzImage for a 32-bit kernel: a one-sector setup header ("HdrS", protocol 2.15,
 /// LOADED_HIGH, `code32_start` = 1 MiB, no `XLF_KERNEL_64`) and `code` as its
@@ -111,11 +99,8 @@ pub fn linux32_entry_check() -> Vec<u8> {
     check(&[0x8c, 0xc0, 0x66, 0x83, 0xf8, 0x18], b'e'); // mov eax, es; cmp ax, 0x18
     check(&[0x8c, 0xd0, 0x66, 0x83, 0xf8, 0x18], b's'); // mov eax, ss; cmp ax, 0x18
     check(&[0x0f, 0x20, 0xc0, 0xa9, 0, 0, 0, 0x80], b'p'); // mov eax, cr0; test eax, CR0.PG
-                                                           // cmp dword [esi + 0x202], "HdrS"
-    check(
-        &[0x81, 0xbe, 0x02, 0x02, 0, 0, b'H', b'd', b'r', b'S'],
-        b'h',
-    );
+    // cmp dword [esi + 0x202], "HdrS"
+    check(&[0x81, 0xbe, 0x02, 0x02, 0, 0, b'H', b'd', b'r', b'S'], b'h');
     code.extend_from_slice(&[0x8b, 0x9e, 0x28, 0x02, 0, 0]); // mov ebx, [esi + 0x228] (cmd_line_ptr)
     code.extend_from_slice(&[0x8a, 0x03, 0xee, 0x8a, 0x43, 0x01, 0xee]); // out [ebx], out [ebx + 1]
     code.extend_from_slice(POWER_OFF);
