@@ -268,9 +268,10 @@ mod tests {
         }
         // PNP0C0C as a compressed EISA id, and the interrupt descriptor on its GSI.
         assert!(t.windows(4).any(|w| w == [0x41, 0xd0, 0x0c, 0x0c]));
-        let extended_irq = [0x89, 0x06, 0x00, 0x03, 0x01];
-        let at = t.windows(5).position(|w| w == extended_irq).expect("an extended interrupt descriptor");
-        assert_eq!(t[at + 5..at + 9], POWER_BUTTON_GSI.to_le_bytes());
+        // Extended interrupt descriptor: consumer, edge, active high, one interrupt: GSI 9.
+        let mut descriptor = vec![0x89, 0x06, 0x00, 0x03, 0x01];
+        descriptor.extend(POWER_BUTTON_GSI.to_le_bytes());
+        assert!(t.windows(descriptor.len()).any(|w| w == descriptor), "no interrupt descriptor for GSI {POWER_BUTTON_GSI}");
         // Notify(\_SB_.PWRB, 0x80): NotifyOp 0x86, then the path.
         assert!(t.windows(2).any(|w| w == [0x86, b'\\']));
     }
