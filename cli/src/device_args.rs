@@ -1,6 +1,6 @@
 //! The `--disk` and `--net` option syntax, parsed into the devices' configurations:
 //! `path=FILE[,readonly=on|off][,serial=ID][,boot=on|off]` and
-//! `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]`.
+//! `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]` or `bridge=BRIDGE[,mac=AA:BB:CC:DD:EE:FF]`.
 //! Items are comma-separated `key=value` pairs in any order, each key at most once.
 //! Paths containing commas cannot be expressed in this syntax.
 
@@ -38,14 +38,17 @@ pub enum DiskArgError {
 /// Errors in a `--net` option value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetArgError {
-    /// No `tap=` item.
-    #[error("net option needs tap=NAME")]
+    /// Neither `tap=` nor `bridge=`.
+    #[error("net option needs tap=NAME or bridge=BRIDGE")]
     MissingTap,
+    /// Both `tap=` and `bridge=`.
+    #[error("net option takes tap=NAME or bridge=BRIDGE, not both")]
+    TapAndBridge,
     /// An item without `=`.
     #[error("net option item '{0}' is not key=value")]
     NotKeyValue(String),
-    /// A key that is not `tap` or `mac`.
-    #[error("unknown net option '{0}' (expected tap, mac)")]
+    /// A key that is not `tap`, `bridge` or `mac`.
+    #[error("unknown net option '{0}' (expected tap, bridge, mac)")]
     UnknownKey(String),
     /// The same key twice.
     #[error("net option '{0}' given twice")]
@@ -59,6 +62,24 @@ pub enum NetArgError {
     /// A TAP name the kernel would refuse.
     #[error(transparent)]
     BadTapName(#[from] TapNameError),
+    /// A bridge name the kernel would refuse.
+    #[error("net option bridge: {0}")]
+    BadBridgeName(String),
+}
+
+/// A `--net` value: an existing (or created) TAP by name, or a bridge to put a new
+/// TAP on (created at start, removed at exit: see `bridge_tap.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetArg {
+    /// `tap=NAME[,mac=..]`.
+    Tap(NetConfig),
+    /// `bridge=BRIDGE[,mac=..]`.
+    Bridge {
+        /// The bridge the new TAP joins.
+        bridge: String,
+        /// Guest MAC address; `None` generates one.
+        mac: Option<[u8; 6]>,
+    },
 }
 
 /// One item of an option value.
@@ -120,9 +141,11 @@ pub fn parse_disk(s: &str) -> Result<DiskArg, DiskArgError> {
     Ok(DiskArg { config, boot: boot.unwrap_or(false) })
 }
 
-/// Parses a `--net` value: `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]`.
-pub fn parse_net(s: &str) -> Result<NetConfig, NetArgError> {
+/// Parses a `--net` value: `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]` or
+/// `bridge=BRIDGE[,mac=AA:BB:CC:DD:EE:FF]`.
+pub fn parse_net(s: &str) -> Result<NetArg, NetArgError> {
     let mut tap: Option<String> = None;
+    let mut bridge: Option<String> = None;
     let mut mac: Option<[u8; 6]> = None;
 
     for item in items(s) {
@@ -136,6 +159,10 @@ pub fn parse_net(s: &str) -> Result<NetConfig, NetArgError> {
                 validate_tap_name(value)?;
                 tap.replace(value.to_string()).is_some()
             }
+            "bridge" => {
+                validate_bridge_name(value)?;
+                bridge.replace(value.to_string()).is_some()
+            }
             "mac" => mac.replace(parse_mac(value)?).is_some(),
             _ => return Err(NetArgError::UnknownKey(key.to_string())),
         };
@@ -144,7 +171,18 @@ pub fn parse_net(s: &str) -> Result<NetConfig, NetArgError> {
         }
     }
 
-    Ok(NetConfig { tap: tap.ok_or(NetArgError::MissingTap)?, mac })
+    match (tap, bridge) {
+        (Some(tap), None) => Ok(NetArg::Tap(NetConfig { tap, mac })),
+        (None, Some(bridge)) => Ok(NetArg::Bridge { bridge, mac }),
+        (Some(_), Some(_)) => Err(NetArgError::TapAndBridge),
+        (None, None) => Err(NetArgError::MissingTap),
+    }
+}
+
+/// A bridge is an interface: the kernel's naming rules are the TAP's.
+pub fn validate_bridge_name(name: &str) -> Result<(), NetArgError> {
+    validate_tap_name(name)
+        .map_err(|e| NetArgError::BadBridgeName(e.to_string().replacen("TAP name", "name", 1)))
 }
 
 /// `on` or `off`, for `readonly=`.
@@ -254,19 +292,23 @@ mod tests {
 
     #[test]
     fn net_options_parse() {
-        let c = parse_net("tap=tap0").expect("parse");
+        let tap = |s: &str| match parse_net(s).expect(s) {
+            NetArg::Tap(config) => config,
+            other => panic!("{s}: {other:?}"),
+        };
+        let c = tap("tap=tap0");
         assert_eq!(c, NetConfig { tap: "tap0".into(), mac: None });
-        let c = parse_net("tap=tern-net1,mac=52:54:00:aB:cd:EF").expect("parse");
+        let c = tap("tap=tern-net1,mac=52:54:00:aB:cd:EF");
         assert_eq!(c.tap, "tern-net1");
         assert_eq!(c.mac, Some([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]));
         // Any order.
-        let d = parse_net("mac=52:54:00:ab:cd:ef,tap=tern-net1").expect("parse");
+        let d = tap("mac=52:54:00:ab:cd:ef,tap=tern-net1");
         assert_eq!(c, d);
         // 15 bytes is the longest name.
-        let c = parse_net("tap=abcdefghijklmno").expect("parse");
+        let c = tap("tap=abcdefghijklmno");
         assert_eq!(c.tap.len(), 15);
         assert_eq!(
-            parse_net("tap=t1,mac=02:00:00:00:00:01").expect("parse"),
+            tap("tap=t1,mac=02:00:00:00:00:01"),
             NetConfig { tap: "t1".into(), mac: Some([2, 0, 0, 0, 0, 1]) }
         );
     }
@@ -296,8 +338,24 @@ mod tests {
         // Messages name the culprit.
         let msg = err("tap=abcdefghijklmnop").to_string();
         assert_eq!(msg, "TAP name 'abcdefghijklmnop' is 16 bytes, at most 15 allowed");
-        assert_eq!(err("tap=a,queues=2").to_string(), "unknown net option 'queues' (expected tap, mac)");
-        assert_eq!(err("mac=52:54:00:00:00:01").to_string(), "net option needs tap=NAME");
+        assert_eq!(err("tap=a,queues=2").to_string(), "unknown net option 'queues' (expected tap, bridge, mac)");
+        assert_eq!(err("mac=52:54:00:00:00:01").to_string(), "net option needs tap=NAME or bridge=BRIDGE");
+    }
+
+    #[test]
+    fn net_bridge_options() {
+        assert_eq!(parse_net("bridge=br0"), Ok(NetArg::Bridge { bridge: "br0".into(), mac: None }));
+        assert_eq!(
+            parse_net("mac=52:54:00:00:00:07,bridge=public"),
+            Ok(NetArg::Bridge { bridge: "public".into(), mac: Some([0x52, 0x54, 0, 0, 0, 7]) })
+        );
+        assert_eq!(parse_net("bridge=br0,tap=t0"), Err(NetArgError::TapAndBridge));
+        assert_eq!(parse_net("bridge=br0,bridge=br1"), Err(NetArgError::DuplicateKey("bridge".into())));
+        assert_eq!(parse_net("bridge="), Err(NetArgError::EmptyValue("bridge".into())));
+        let msg = parse_net("bridge=a/b").unwrap_err().to_string();
+        assert_eq!(msg, "net option bridge: name 'a/b' is not a valid interface name: it contains '/', ':', ',', NUL or whitespace");
+        let msg = parse_net("bridge=abcdefghijklmnop").unwrap_err().to_string();
+        assert!(msg.starts_with("net option bridge: ") && msg.contains("at most 15"), "{msg}");
     }
 
     #[test]

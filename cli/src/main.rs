@@ -1,10 +1,13 @@
 //! The `tern` command line.
 
 mod boot_entries;
+mod bridge_tap;
 mod console;
 mod console_attach;
 mod console_ring;
 mod console_socket;
+mod control;
+mod definition;
 mod device_args;
 mod disk_boot;
 mod guest_devices;
@@ -12,8 +15,11 @@ mod migrate;
 mod panic_report;
 mod receive;
 mod run;
+mod run_spec;
+mod runtime_dir;
 mod session;
 mod size;
+mod vm_name;
 
 use std::process::ExitCode;
 
@@ -48,6 +54,19 @@ enum Command {
     Console(console_attach::ConsoleArgs),
     /// List what a disk image can boot (grub.cfg, BLS entries or /vmlinuz links), read-only.
     BootEntries(boot_entries::BootEntriesArgs),
+    /// List the named VMs running on this host: name, state, vCPUs, memory, uptime, pid.
+    List(control::ListArgs),
+    /// Show a running VM's state, vCPUs, memory, uptime, boot count and pid.
+    Info(control::InfoArgs),
+    /// Pause a running VM's vCPUs.
+    Pause(control::Target),
+    /// Resume a paused VM.
+    Resume(control::Target),
+    /// Press the VM's ACPI power button and wait (--timeout) for the guest to power
+    /// off; stop it after that (status 1).
+    Shutdown(control::ShutdownArgs),
+    /// End a VM at once (no guest shutdown).
+    Stop(control::Target),
 }
 
 fn init_logging(verbose: u8) {
@@ -75,6 +94,12 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::migrate(args),
         Command::Console(args) => console_attach::attach(args),
         Command::BootEntries(args) => boot_entries::boot_entries(args, cli.verbose > 0),
+        Command::List(args) => control::list(args),
+        Command::Info(args) => control::info(args),
+        Command::Pause(target) => control::simple(target, vmm::events::ApiCommand::Pause),
+        Command::Resume(target) => control::simple(target, vmm::events::ApiCommand::Resume),
+        Command::Shutdown(args) => control::shutdown(args),
+        Command::Stop(target) => control::stop(target),
     };
     match result {
         Ok(code) => code,

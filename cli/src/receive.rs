@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use devices::virtio::block::BlockConfig;
-use devices::virtio::net::NetConfig;
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::migrate::destination::{self, Expectations, ReceiveOptions};
 use vmm::migrate::tls::TlsIdentity;
 use vmm::{Boot, Machine, MachineConfig};
 
+use crate::bridge_tap;
 use crate::device_args;
 use crate::guest_devices::{self, Locking};
 use crate::session::{self, SerialArg};
@@ -46,10 +46,10 @@ pub struct ReceiveArgs {
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]",
           value_parser = device_args::parse_disk)]
     pub disks: Vec<device_args::DiskArg>,
-    /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
-    /// (repeatable; an existing TAP is used, a missing one created when permitted).
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
-    pub nets: Vec<NetConfig>,
+    /// Attach a virtio-net interface: tap=NAME (an existing TAP, or created) or
+    /// bridge=BRIDGE (a new TAP on that bridge, removed at exit), [,mac=MAC] (repeatable).
+    #[arg(long = "net", value_name = "tap=NAME|bridge=BR[,mac=MAC]", value_parser = device_args::parse_net)]
+    pub nets: Vec<device_args::NetArg>,
     /// Serial console here: stdio, null, file=PATH, or socket=PATH (see `tern run`).
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
@@ -77,7 +77,9 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let started = Instant::now();
     tern_seccomp::set_mode(args.seccomp)?;
     let disks: Vec<BlockConfig> = args.disks.iter().map(|d| d.config.clone()).collect();
-    let virtio_devices = guest_devices::open(&disks, &args.nets, Locking::AtHandOver)?;
+    // Bridge TAPs are removed when tern ends, however it ends (bridge_tap.rs).
+    let (nets, _bridge_taps) = bridge_tap::attach(&args.nets)?;
+    let virtio_devices = guest_devices::open(&disks, &nets, Locking::AtHandOver)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }

@@ -10,31 +10,44 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use devices::virtio::block::BlockConfig;
-use devices::virtio::net::NetConfig;
 use vmm::boot::{kernel, BootImage, BootProvider, BootSource};
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::{Boot, Machine, MachineConfig, OnReboot};
 
+use crate::bridge_tap;
 use crate::device_args;
 use crate::disk_boot::{self, DiskBoot};
 use crate::guest_devices;
+use crate::run_spec::RunSpec;
+use crate::runtime_dir;
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
 
 /// Command line used when none is given.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 
-/// Flags of `tern run`.
-#[derive(Args, Debug)]
+/// Flags of `tern run`. Options without a value here take the definition's
+/// (`--config`), else the default named in their help; see `run_spec.rs` for how the
+/// two combine.
+#[derive(Args, Debug, Default)]
 pub struct RunArgs {
+    /// VM definition (TOML): every key is the flag of the same name; flags given here
+    /// override its values, and any --disk (or --net) replaces its disk (or NIC) list.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The VM's name: its API and console sockets go under the runtime directory
+    /// (/run/tern/NAME/ as root, else $XDG_RUNTIME_DIR/tern/NAME/), where `tern list`
+    /// and `tern info NAME` find it. Letters, digits, '.', '_', '-'; at most 64 bytes.
+    #[arg(long, value_name = "NAME", value_parser = crate::vm_name::parse_name)]
+    pub name: Option<String>,
     /// Kernel image: uncompressed ELF vmlinux (PVH entry used when present) or bzImage.
     /// Without it, tern boots the disk marked boot=on (or the first --disk) by its own
     /// boot configuration: grub.cfg, BLS entries or Debian's /vmlinuz links (see
     /// `tern boot-entries`); the image is read again at every guest reboot.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
-    /// Initial ramdisk (initramfs) image (with --kernel).
-    #[arg(long, value_name = "PATH", requires = "kernel")]
+    /// Initial ramdisk (initramfs) image (with a kernel).
+    #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
     /// Kernel command line [default: console=ttyS0; for a disk boot: the entry's].
     #[arg(long, value_name = "STR")]
@@ -47,46 +60,49 @@ pub struct RunArgs {
     /// console, tern adds console=ttyS0.
     #[arg(long, value_name = "STR", conflicts_with = "kernel")]
     pub cmdline_append: Option<String>,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub cpus: u8,
-    /// Guest memory size, e.g. 512M or 2G.
-    #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = parse_size)]
-    pub memory: u64,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u8>,
+    /// Guest memory size, e.g. 512M or 2G [default: 512M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
     /// Serial console: stdio, null, file=PATH, or socket=PATH (attach with
-    /// `tern console PATH`; recent output is kept for whoever attaches).
-    #[arg(long, default_value = "stdio", value_name = "DEST")]
-    pub serial: SerialArg,
+    /// `tern console PATH`; recent output is kept for whoever attaches) [default:
+    /// stdio; with a name: socket in the runtime directory].
+    #[arg(long, value_name = "DEST")]
+    pub serial: Option<SerialArg>,
     /// Attach a raw disk image as virtio-blk: path=FILE[,readonly=on][,serial=ID][,boot=on]
     /// (repeatable; the first is /dev/vda in the guest; boot=on: the disk to boot from
     /// when no --kernel is given, else the first).
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID][,boot=on]",
           value_parser = device_args::parse_disk)]
     pub disks: Vec<device_args::DiskArg>,
-    /// Attach a virtio-net interface on a TAP: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]
-    /// (repeatable; an existing TAP is used, a missing one created when permitted).
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
-    pub nets: Vec<NetConfig>,
-    /// Serve the control API (JSON over this Unix socket; see README).
+    /// Attach a virtio-net interface: tap=NAME (an existing TAP is used, a missing one
+    /// created when permitted) or bridge=BRIDGE (a new TAP on that bridge, removed at
+    /// exit), with [,mac=AA:BB:CC:DD:EE:FF] (repeatable).
+    #[arg(long = "net", value_name = "tap=NAME|bridge=BR[,mac=MAC]", value_parser = device_args::parse_net)]
+    pub nets: Vec<device_args::NetArg>,
+    /// Serve the control API (JSON over this Unix socket; see README) [default: none;
+    /// with a name: api.sock in the runtime directory].
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
     /// Run even where /dev/kvm is software-emulated (kvm_pvm) and Linux cannot boot.
     #[arg(long)]
     pub allow_emulated_kvm: bool,
     /// Syscall filters per thread: on (a call off its list kills tern), log (the
-    /// kernel logs it instead), off.
-    #[arg(long, default_value = "on", value_name = "on|log|off")]
-    pub seccomp: tern_seccomp::Mode,
+    /// kernel logs it instead), off [default: on].
+    #[arg(long, value_name = "on|log|off")]
+    pub seccomp: Option<tern_seccomp::Mode>,
     /// What a guest reboot (reset request or triple fault) does: restart boots the
     /// guest again in this process (same disks, TAPs, console and API socket; the
     /// kernel and initrd are read again), exit ends tern (status 0 for a requested
-    /// reset, 3 for a triple fault).
-    #[arg(long, default_value = "restart", value_name = "restart|exit", value_parser = parse_on_reboot)]
-    pub on_reboot: OnReboot,
+    /// reset, 3 for a triple fault) [default: restart].
+    #[arg(long, value_name = "restart|exit", value_parser = parse_on_reboot)]
+    pub on_reboot: Option<OnReboot>,
 }
 
 /// `--on-reboot` values.
-fn parse_on_reboot(s: &str) -> Result<OnReboot, String> {
+pub fn parse_on_reboot(s: &str) -> Result<OnReboot, String> {
     match s {
         "restart" => Ok(OnReboot::Restart),
         "exit" => Ok(OnReboot::Exit),
@@ -117,7 +133,7 @@ fn check_readable_file(path: &Path, what: &str) -> Result<()> {
 }
 
 /// Checks flags and files before touching KVM, so bad input fails fast and clearly.
-fn validate(args: &RunArgs) -> Result<()> {
+fn validate(args: &RunSpec) -> Result<()> {
     if let Some(kernel) = &args.kernel {
         check_readable_file(kernel, "kernel")?;
         let mut file = File::open(kernel).with_context(|| format!("kernel {}", kernel.display()))?;
@@ -137,7 +153,7 @@ fn validate(args: &RunArgs) -> Result<()> {
 }
 
 /// What this run boots: --kernel's files, or the boot disk's own configuration.
-fn boot(args: &RunArgs) -> Result<BootProvider> {
+fn boot(args: &RunSpec) -> Result<BootProvider> {
     if let Some(kernel) = &args.kernel {
         let cmdline = args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
         return Ok(boot_provider(kernel.clone(), args.initrd.clone(), cmdline));
@@ -157,6 +173,21 @@ fn boot(args: &RunArgs) -> Result<BootProvider> {
     }))
 }
 
+/// For a named VM: claims its runtime directory and puts its API socket (and, unless
+/// --serial says otherwise, its console socket) there.
+fn claim_name(mut spec: RunSpec) -> Result<(RunSpec, Option<runtime_dir::VmDir>)> {
+    let Some(name) = spec.name.clone() else { return Ok((spec, None)) };
+    let dir = runtime_dir::claim(&runtime_dir::base()?, &name)?;
+    if let Some(path) = &spec.api_socket {
+        bail!("VM {name} has its API socket at {}; --api-socket {} cannot be given with a name", dir.api_socket().display(), path.display());
+    }
+    spec.api_socket = Some(dir.api_socket());
+    if spec.serial.is_none() {
+        spec.serial = Some(SerialArg::Socket(dir.console_socket()));
+    }
+    Ok((spec, Some(dir)))
+}
+
 /// Physical RAM of the host in bytes (0 if unknown).
 pub fn host_memory_bytes() -> u64 {
     // SAFETY: sysconf only reads system configuration values.
@@ -167,16 +198,22 @@ pub fn host_memory_bytes() -> u64 {
 /// Runs `tern run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
+    let args = RunSpec::resolve(args)?;
+    // A named VM claims its runtime directory first: a second one is refused at once.
+    let (args, _vm_dir) = claim_name(args)?;
     tern_seccomp::set_mode(args.seccomp)?;
     validate(&args)?;
     let boot = boot(&args)?;
     let disks: Vec<BlockConfig> = args.disks.iter().map(|d| d.config.clone()).collect();
-    let virtio_devices = guest_devices::open(&disks, &args.nets, guest_devices::Locking::Now)?;
+    // Bridge TAPs are removed when tern ends, however it ends (bridge_tap.rs).
+    let (nets, _bridge_taps) = bridge_tap::attach(&args.nets)?;
+    let virtio_devices = guest_devices::open(&disks, &nets, guest_devices::Locking::Now)?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
     let kvm = session::open_kvm()?;
-    let serial = session::serial_output(&args.serial)?;
+    let serial_arg = args.serial.clone().unwrap_or(SerialArg::Stdio);
+    let serial = session::serial_output(&serial_arg)?;
     let config = MachineConfig {
         cpus: args.cpus,
         memory: args.memory,
@@ -189,7 +226,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let machine = Machine::new(&kvm, config, started)?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
-    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot)
+    session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot)
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub enum ApiCommand {
     Resume,
     /// Stop the VM; tern exits.
     Shutdown,
+    /// Press the ACPI power button: the guest's ACPI driver is told, and a guest
+    /// that handles it powers off (tern then exits as for any power-off).
+    PowerButton,
     /// Live-migrate to a `tern receive` at `to` (HOST:PORT). Progress replies carry
     /// `progress`; the last reply carries `report` (or `error`) and `done: true`.
     Migrate {
@@ -79,6 +82,12 @@ pub struct ApiReply {
     /// Which boot of the guest this is (1, then one more at every reboot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<u32>,
+    /// tern's process id (`info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Milliseconds since the VM was first started, across reboots (`info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
     /// Migration progress sample (more replies follow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<migration::report::Progress>,

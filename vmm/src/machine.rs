@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use devices::legacy::serial::{SerialOutput, COM1_IRQ};
+use devices::power::{PowerButton, POWER_BUTTON_GSI};
 use devices::interrupt::Interrupt;
 use devices::legacy::{DebugPort, Serial};
 use devices::sync::lock;
@@ -154,6 +155,8 @@ pub struct Machine {
     events_tx: Sender<VmEvent>,
     events_rx: Receiver<VmEvent>,
     serial_interrupt: Interrupt,
+    /// The ACPI power button (a machine with the in-kernel irqchip).
+    power_button: Option<PowerButton>,
     halted: usize,
     pio: Arc<Bus>,
     debug_port: Arc<Mutex<DebugPort>>,
@@ -180,6 +183,7 @@ impl Machine {
             in_kernel_irqchip: config.in_kernel_irqchip,
             track_dirty_pages: config.track_dirty_pages,
         };
+        first_start(started_at);
         Self::build(kvm, blueprint, carried, started_at, 1)
     }
 
@@ -216,6 +220,14 @@ impl Machine {
             vm.register_irqfd(serial_interrupt.event(), COM1_IRQ)
                 .map_err(|source| MachineError::Irqfd { gsi: COM1_IRQ, source })?;
         }
+        let power_button = if config.in_kernel_irqchip {
+            let line = Interrupt::new().map_err(LegacyError::EventFd)?;
+            vm.register_irqfd(line.event(), POWER_BUTTON_GSI)
+                .map_err(|source| MachineError::Irqfd { gsi: POWER_BUTTON_GSI, source })?;
+            Some(PowerButton::new(line))
+        } else {
+            None
+        };
         let mmio = Arc::new(Bus::new());
         let virtio = if config.in_kernel_irqchip {
             add_pci_devices(&vm, &mem, &pio, &mmio, virtio_devices, legacy.reset_control)?
@@ -270,6 +282,7 @@ impl Machine {
             events_tx,
             events_rx,
             serial_interrupt,
+            power_button,
             halted: 0,
             pio,
             debug_port: legacy.debug_port,
@@ -493,6 +506,8 @@ impl Machine {
                     cpus: Some(self.parts.cpus),
                     memory_bytes: Some(self.parts.memory),
                     boot: Some(self.boot_number),
+                    pid: Some(std::process::id()),
+                    uptime_ms: Some(first_start(self.started_at).elapsed().as_millis() as u64),
                     ..ApiReply::ok()
                 },
                 None,
@@ -511,6 +526,7 @@ impl Machine {
                 (ApiReply::ok(), None)
             }
             ApiCommand::Shutdown => (ApiReply::ok(), Some(MachineExit::UserQuit)),
+            ApiCommand::PowerButton => (self.press_power_button(), None),
             ApiCommand::Migrate { to, max_downtime_ms, max_bandwidth_mib_s, tls_dir } => {
                 if self.migrating {
                     (busy(), None)
@@ -538,6 +554,17 @@ impl Machine {
         exit
     }
 
+    /// The power button's press, as an API reply.
+    fn press_power_button(&self) -> ApiReply {
+        match &self.power_button {
+            Some(button) => match button.press() {
+                Ok(()) => ApiReply::ok(),
+                Err(e) => ApiReply::error(format!("pressing the power button: {e}")),
+            },
+            None => ApiReply::error("this machine has no power button (no in-kernel irqchip)"),
+        }
+    }
+
     /// Ends every vCPU thread and joins it.
     pub fn stop_vcpus(&mut self) {
         self.parts.vcpus.stop();
@@ -548,6 +575,13 @@ impl Drop for Machine {
     fn drop(&mut self) {
         self.stop_vcpus();
     }
+}
+
+/// When this process's first machine was started (`info`'s uptime): set by the
+/// first call, so reboots (a new `started_at` each) do not reset it.
+fn first_start(started_at: Instant) -> Instant {
+    static FIRST: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *FIRST.get_or_init(|| started_at)
 }
 
 /// The reply a migration update becomes: progress replies say more follow

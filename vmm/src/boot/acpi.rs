@@ -6,7 +6,8 @@
 //! the IOAPIC, the ISA IRQ0 -> GSI2 override, and LINT1 as NMI.
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Name, Package, Path, ResourceTemplate, Scope, IO,
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Method, Name, Notify, Package, Path, ResourceTemplate,
+    Scope, IO,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
@@ -22,6 +23,7 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::layout::{ACPI_TABLES_START, HIGH_MEMORY_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START, PCI_MMIO_END};
 use devices::legacy::cmos::{CMOS_PORT, CMOS_PORT_COUNT};
 use devices::legacy::serial::{COM1_IRQ, COM1_PORT, UART_PORT_COUNT};
+use devices::power::POWER_BUTTON_GSI;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_IO_PORT_COUNT};
 use crate::memory::GuestMemoryMmap;
 
@@ -90,6 +92,26 @@ fn rtc() -> Vec<u8> {
     to_bytes(&Device::new(Path::new("RTC_"), vec![&hid, &crs]))
 }
 
+/// The power button of a hardware-reduced machine (no fixed PM1 event block): a
+/// Generic Event Device `\_SB.GED0` (ACPI0013) on [`POWER_BUTTON_GSI`], edge,
+/// whose `_EVT` notifies `\_SB.PWRB` (PNP0C0C) with 0x80, "button pressed".
+fn power_button() -> Vec<u8> {
+    let pwrb_hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0C0C"));
+    let pwrb_uid = Name::new(Path::new("_UID"), &0u8);
+    let pwrb = Device::new(Path::new("PWRB"), vec![&pwrb_hid, &pwrb_uid]);
+    let ged_hid = Name::new(Path::new("_HID"), &"ACPI0013");
+    let ged_uid = Name::new(Path::new("_UID"), &0u8);
+    let irq = Interrupt::new(true, true, false, false, POWER_BUTTON_GSI);
+    let crs = Name::new(Path::new("_CRS"), &ResourceTemplate::new(vec![&irq]));
+    let pwrb_path = Path::new("\\_SB_.PWRB");
+    let pressed = Notify::new(&pwrb_path, &0x80u8);
+    let evt = Method::new(Path::new("_EVT"), 1, true, vec![&pressed]);
+    let ged = Device::new(Path::new("GED0"), vec![&ged_hid, &ged_uid, &crs, &evt]);
+    let mut bytes = to_bytes(&pwrb);
+    bytes.extend(to_bytes(&ged));
+    bytes
+}
+
 /// The `\_SB` scope with every device tern describes.
 fn system_bus() -> Vec<u8> {
     struct Raw(Vec<u8>);
@@ -98,8 +120,8 @@ fn system_bus() -> Vec<u8> {
             sink.vec(&self.0);
         }
     }
-    let (pci, serial, rtc) = (Raw(pci_host_bridge()), Raw(com1()), Raw(rtc()));
-    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&pci, &serial, &rtc]))
+    let (pci, serial, rtc, button) = (Raw(pci_host_bridge()), Raw(com1()), Raw(rtc()), Raw(power_button()));
+    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&pci, &serial, &rtc, &button]))
 }
 
 /// The DSDT: the `_S5_` sleep object, the PCI host bridge, COM1 and the RTC.
@@ -236,6 +258,22 @@ mod tests {
         assert!(t.windows(4).any(|w| w == b"PCI0"));
         assert!(t.windows(4).any(|w| w == b"COM1"));
         assert!(t.windows(4).any(|w| w == b"RTC_"));
+    }
+
+    #[test]
+    fn dsdt_describes_the_power_button_behind_a_generic_event_device() {
+        let t = dsdt();
+        for name in [&b"GED0"[..], b"PWRB", b"_EVT", b"ACPI0013"] {
+            assert!(t.windows(name.len()).any(|w| w == name), "{}", String::from_utf8_lossy(name));
+        }
+        // PNP0C0C as a compressed EISA id, and the interrupt descriptor on its GSI.
+        assert!(t.windows(4).any(|w| w == [0x41, 0xd0, 0x0c, 0x0c]));
+        // Extended interrupt descriptor: consumer, edge, active high, one interrupt: GSI 9.
+        let mut descriptor = vec![0x89, 0x06, 0x00, 0x03, 0x01];
+        descriptor.extend(POWER_BUTTON_GSI.to_le_bytes());
+        assert!(t.windows(descriptor.len()).any(|w| w == descriptor), "no interrupt descriptor for GSI {POWER_BUTTON_GSI}");
+        // Notify(\_SB_.PWRB, 0x80): NotifyOp 0x86, then the path.
+        assert!(t.windows(2).any(|w| w == [0x86, b'\\']));
     }
 
     #[test]
