@@ -10,6 +10,7 @@ mod main_thread;
 mod migration;
 mod migration_in;
 mod net_worker;
+mod snapshot;
 mod spawning;
 mod throttle;
 mod vcpu;
@@ -34,6 +35,7 @@ fn own(class: ThreadClass) -> Result<Rules, BackendError> {
         ThreadClass::Console => console::rules(),
         ThreadClass::ConsoleSocket => console_socket::rules(),
         ThreadClass::MigrationIncoming => migration_in::rules(),
+        ThreadClass::Snapshot => snapshot::rules(),
     }
 }
 
