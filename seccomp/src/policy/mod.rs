@@ -12,6 +12,7 @@ mod migration_in;
 mod net_worker;
 mod snapshot;
 mod spawning;
+mod state_capture;
 mod throttle;
 mod vcpu;
 mod worker_setup;

@@ -5,7 +5,7 @@
 
 use seccompiler::BackendError;
 
-use crate::ioctls::*;
+use crate::ioctls::FICLONE;
 use crate::rules::{arg_eq, Rules};
 
 pub(crate) fn rules() -> Result<Rules, BackendError> {
@@ -46,32 +46,9 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
     // (F_SETFD); nothing else of fcntl.
     r.allow_when(libc::SYS_fcntl, vec![arg_eq(1, libc::F_GETFL as u64)?])?;
     r.allow_when(libc::SYS_fcntl, vec![arg_eq(1, libc::F_SETFD as u64)?])?;
-    r.allow_ioctls(&[
-        // Disk copies as reflinks where the filesystem can.
-        FICLONE,
-        // The machine state, as the migration source captures it.
-        KVM_CHECK_EXTENSION(),
-        KVM_GET_IRQCHIP(),
-        KVM_GET_PIT2(),
-        KVM_GET_CLOCK(),
-        KVM_GET_REGS(),
-        KVM_GET_SREGS(),
-        KVM_GET_XSAVE(),
-        KVM_GET_XSAVE2(),
-        KVM_GET_XCRS(),
-        KVM_GET_LAPIC(),
-        KVM_GET_MSRS(),
-        KVM_GET_DEBUGREGS(),
-        KVM_GET_VCPU_EVENTS(),
-        KVM_GET_MP_STATE(),
-        KVM_GET_CPUID2(),
-        // Workers parked and started again change the TAP's offloads.
-        TUNSETOFFLOAD(),
-    ])?;
-    // Pausing kicks the vCPUs (pthread_kill: tgkill on getpid()).
-    r.allow(libc::SYS_tgkill);
-    r.allow(libc::SYS_getpid);
-    // Device workers started again after the capture.
-    r.merge(super::worker_setup::rules()?);
+    // Disk copies as reflinks where the filesystem can.
+    r.allow_ioctls(&[FICLONE])?;
+    // State capture, vCPU kicks, workers parked and restarted.
+    r.merge(super::state_capture::rules()?);
     Ok(r)
 }
