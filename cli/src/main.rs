@@ -1,5 +1,6 @@
 //! The `tern` command line.
 
+mod api_client;
 mod boot_entries;
 mod bridge_tap;
 mod console;
@@ -14,11 +15,14 @@ mod guest_devices;
 mod migrate;
 mod panic_report;
 mod receive;
+mod restore;
+mod restore_disks;
 mod run;
 mod run_spec;
 mod runtime_dir;
 mod session;
 mod size;
+mod snapshot;
 mod vm_name;
 
 use std::process::ExitCode;
@@ -44,6 +48,10 @@ enum Command {
     Receive(receive::ReceiveArgs),
     /// Live-migrate the guest of a running tern (by its control socket) to a receiver.
     Migrate(migrate::MigrateArgs),
+    /// Write a snapshot of a running tern's guest (by its control socket) to a directory.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Run a guest from a snapshot directory, from the instant it was taken.
+    Restore(restore::RestoreArgs),
     /// Attach to the serial console of a running tern started with --serial
     /// socket=PATH (Ctrl-A x detaches; the guest keeps running).
     ///
@@ -92,6 +100,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Receive(args) => receive::receive(args),
         Command::Migrate(args) => migrate::migrate(args),
+        Command::Snapshot(args) => snapshot::snapshot(args),
+        Command::Restore(args) => restore::restore(args),
         Command::Console(args) => console_attach::attach(args),
         Command::BootEntries(args) => boot_entries::boot_entries(args, cli.verbose > 0),
         Command::List(args) => control::list(args),

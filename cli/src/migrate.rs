@@ -1,14 +1,14 @@
 //! `tern migrate`: ask a running tern (through its control socket) to live-migrate its
 //! guest, show progress, and print the report.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::os::unix::net::UnixStream;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use vmm::events::ApiReply;
+
+use crate::api_client;
 
 /// Flags of `tern migrate`.
 #[derive(Args, Debug)]
@@ -47,8 +47,6 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         Some(dir) => Some(std::fs::canonicalize(dir).with_context(|| format!("--tls-dir {}", dir.display()))?),
         None => None,
     };
-    let conn = UnixStream::connect(&args.api_socket)
-        .with_context(|| format!("cannot reach the source's control socket {}", args.api_socket.display()))?;
     let request = serde_json::json!({
         "command": "migrate",
         "to": args.to,
@@ -56,37 +54,27 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         "max_bandwidth_mib_s": args.max_bandwidth,
         "tls_dir": tls_dir,
     });
-    (&conn).write_all(format!("{request}\n").as_bytes()).context("sending the migrate request")?;
     let tty = std::io::stderr().is_terminal();
-    let mut lines = BufReader::new(conn).lines();
-    loop {
-        let line = match lines.next() {
-            Some(line) => line.context("reading from the source")?,
-            None => bail!("the source closed its control socket before the migration ended"),
-        };
-        let reply: ApiReply = serde_json::from_str(&line).with_context(|| format!("unreadable reply from the source: {line}"))?;
-        if let Some(p) = &reply.progress {
-            if !args.json {
-                if tty {
-                    eprint!("\r{}", p.render());
-                } else {
-                    eprintln!("{}", p.render());
-                }
+    let reply = api_client::request(&args.api_socket, "the source's", &request, |reply| {
+        if let (Some(p), false) = (&reply.progress, args.json) {
+            if tty {
+                eprint!("\r{}", p.render());
+            } else {
+                eprintln!("{}", p.render());
             }
-            continue;
         }
-        if tty && !args.json {
-            eprintln!();
-        }
-        if !reply.ok {
-            bail!("{}", reply.error.unwrap_or_else(|| "migration failed".into()));
-        }
-        let report = reply.report.context("the source answered without a report")?;
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            println!("{}", report.render());
-        }
-        return Ok(ExitCode::SUCCESS);
+    })?;
+    if tty && !args.json {
+        eprintln!();
     }
+    if !reply.ok {
+        bail!("{}", reply.error.unwrap_or_else(|| "migration failed".into()));
+    }
+    let report = reply.report.context("the source answered without a report")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.render());
+    }
+    Ok(ExitCode::SUCCESS)
 }

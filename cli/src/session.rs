@@ -154,6 +154,7 @@ fn outcome(exit: Option<MachineExit>, elapsed_ms: u128) -> Result<(String, u8)> 
         Some(MachineExit::UserQuit) => ("tern: quit".into(), 0),
         Some(MachineExit::AllHalted) => ("tern: all vCPUs halted".into(), 0),
         Some(MachineExit::MigratedAway) => ("tern: guest migrated to the destination; exiting".into(), 0),
+        Some(MachineExit::Snapshotted) => ("tern: snapshot written; the guest is stopped (--stop)".into(), 0),
         Some(MachineExit::VcpuFailed { vcpu, reason }) => bail!("vCPU {vcpu} stopped: {reason}"),
         Some(MachineExit::ConfinementFailed { reason }) => bail!("{reason}"),
         None => bail!("the machine ended without a reason (event channel closed)"),

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod pages;
 pub mod receiver;
 pub mod report;
+pub mod snapshot_report;
 
 /// Protocol version spoken by this build. A peer with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -28,11 +28,13 @@ pub enum ThreadClass {
     ConsoleSocket,
     /// The migration destination's reader: parses everything the source sends.
     MigrationIncoming,
+    /// Writes a snapshot directory (`tern snapshot`).
+    Snapshot,
 }
 
 impl ThreadClass {
     /// Every class.
-    pub const ALL: [ThreadClass; 11] = [
+    pub const ALL: [ThreadClass; 12] = [
         ThreadClass::Main,
         ThreadClass::Vcpu,
         ThreadClass::BlockWorker,
@@ -44,20 +46,24 @@ impl ThreadClass {
         ThreadClass::Console,
         ThreadClass::ConsoleSocket,
         ThreadClass::MigrationIncoming,
+        ThreadClass::Snapshot,
     ];
 
     /// The classes of the threads this class starts while confined: their
     /// syscalls must pass this class's filter too, since filters stack.
     pub fn spawns(self) -> &'static [ThreadClass] {
         match self {
-            // A `migrate` request starts the migration thread.
-            ThreadClass::Main => &[ThreadClass::Migration],
+            // A `migrate` request starts the migration thread, a `snapshot` request
+            // the snapshot thread.
+            ThreadClass::Main => &[ThreadClass::Migration, ThreadClass::Snapshot],
             // A driver that sets DRIVER_OK activates its device, which starts a worker.
             ThreadClass::Vcpu => &[ThreadClass::BlockWorker, ThreadClass::NetWorker],
             ThreadClass::Api => &[ThreadClass::ApiConnection],
             // Auto-converge; and the workers parked for the final copy are started
             // again when the migration fails.
             ThreadClass::Migration => &[ThreadClass::MigrationThrottle, ThreadClass::BlockWorker, ThreadClass::NetWorker],
+            // The workers parked for the capture are started again.
+            ThreadClass::Snapshot => &[ThreadClass::BlockWorker, ThreadClass::NetWorker],
             ThreadClass::BlockWorker
             | ThreadClass::NetWorker
             | ThreadClass::ApiConnection
@@ -87,6 +93,7 @@ impl ThreadClass {
             ThreadClass::Console => "console",
             ThreadClass::ConsoleSocket => "console-socket",
             ThreadClass::MigrationIncoming => "migration-in",
+            ThreadClass::Snapshot => "snapshot",
         }
     }
 }

@@ -43,6 +43,9 @@ ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
 const TUNTAP: c_uint = b'T' as c_uint;
 ioctl_iow_nr!(TUNSETOFFLOAD, TUNTAP, 208, c_uint);
 
+/// `FICLONE` (<linux/fs.h>, `_IOW(0x94, 9, int)`): a reflink copy of a file.
+pub(crate) const FICLONE: u64 = 0x4004_9409;
+
 /// Terminal attribute requests (`tcgetattr`/`tcsetattr`, `isatty`).
 pub(crate) const TERMINAL: [u64; 4] = [libc::TCGETS, libc::TCSETS, libc::TCSETSW, libc::TCSETSF];
 

@@ -391,6 +391,34 @@ fn allowed(class: ThreadClass) -> i32 {
             // SAFETY: an 8-byte local buffer.
             assert_eq!(unsafe { libc::write(irq.as_raw_fd(), one.as_ptr().cast(), 8) }, 8);
         }
+        ThreadClass::Snapshot => {
+            use std::os::unix::fs::FileExt;
+            let disk = tempfile_rw();
+            let base = std::env::temp_dir().join(format!("tern-seccomp-snapshot-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            std::fs::create_dir_all(&base).unwrap();
+            enforce(class);
+            // A staging directory with a file written at an offset, sized, synced,
+            // a reflink attempt from a disk, then the rename into place and removal.
+            let staging = base.join(".snap.partial");
+            std::fs::DirBuilder::new().create(&staging).unwrap();
+            let path = staging.join("memory.bin");
+            let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+            file.write_all_at(b"page", 4096).unwrap();
+            file.set_len(1 << 20).unwrap();
+            file.sync_all().unwrap();
+            let mut back = [0u8; 4];
+            file.read_exact_at(&mut back, 4096).unwrap();
+            assert_eq!(&back, b"page");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+            assert!(std::fs::canonicalize(&path).is_ok());
+            // SAFETY: FICLONE with a descriptor argument; either may refuse, the call is what matters.
+            let _ = unsafe { libc::ioctl(file.as_raw_fd(), 0x4004_9409, disk.as_raw_fd()) };
+            let (from, to) = (std::ffi::CString::new(staging.to_str().unwrap()).unwrap(), std::ffi::CString::new(base.join("snap").to_str().unwrap()).unwrap());
+            // SAFETY: two NUL-terminated paths that outlive the call.
+            assert_eq!(unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) }, 0);
+            std::fs::remove_dir_all(&base).unwrap();
+        }
         ThreadClass::MigrationIncoming => {
             let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
             enforce(class);

@@ -134,7 +134,7 @@ fn serve_connection(stream: UnixStream, events: Sender<VmEvent>) {
         };
         // A migration streams progress replies for as long as it runs.
         let patience = match command {
-            ApiCommand::Migrate { .. } => Duration::from_secs(24 * 3600),
+            ApiCommand::Migrate { .. } | ApiCommand::Snapshot { .. } => Duration::from_secs(24 * 3600),
             _ => Duration::from_secs(30),
         };
         let (tx, rx) = channel();

@@ -31,6 +31,9 @@ pub enum VmEvent {
     MigratedAway,
     /// An outgoing migration failed and the guest runs here again.
     MigrationFailed,
+    /// A snapshot ended (written or not); `stopped`: it was written with `--stop`
+    /// and the machine ends.
+    SnapshotEnded { stopped: bool },
 }
 
 /// A request the machine's owner executes.
@@ -60,6 +63,17 @@ pub enum ApiCommand {
         /// Mutual TLS with the certificates in this directory (absent: plaintext).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tls_dir: Option<std::path::PathBuf>,
+    },
+    /// Write a snapshot to the directory `to` (which must not exist). Progress
+    /// replies carry `snapshot_progress`; the last reply carries `snapshot` (or
+    /// `error`). `stop`: end the VM once it is written; `no_disks`: record the disks
+    /// instead of copying them.
+    Snapshot {
+        to: std::path::PathBuf,
+        #[serde(default)]
+        stop: bool,
+        #[serde(default)]
+        no_disks: bool,
     },
 }
 
@@ -94,6 +108,12 @@ pub struct ApiReply {
     /// Final migration report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<migration::report::Report>,
+    /// Snapshot progress sample (more replies follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_progress: Option<migration::snapshot_report::SnapshotProgress>,
+    /// Final snapshot summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<migration::snapshot_report::SnapshotReport>,
     /// False on a progress reply: more replies follow for this request.
     #[serde(default = "done_default", skip_serializing_if = "is_true")]
     pub done: bool,

@@ -18,6 +18,7 @@ pub mod msi_routing;
 pub mod owner_socket;
 pub mod pci_devices;
 pub mod reboot;
+pub mod snapshot;
 pub mod state;
 pub mod vcpu;
 

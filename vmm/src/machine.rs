@@ -27,9 +27,10 @@ use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
 use crate::legacy_devices::{add_legacy_devices, new_serial, place_reset_control, LegacyError};
 use crate::machine_parts::MachineParts;
-use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryError};
+use crate::memory::{create_guest_memory, map_guest_memory_file, GuestMemoryMmap, MemoryError};
 use crate::migrate;
 use crate::migrate::source::MigrationUpdate;
+use crate::snapshot::take::SnapshotUpdate;
 use crate::pci_devices::{add_pci_devices, PciSetupError};
 use crate::vcpu::coalesced_console::{CoalescedConsole, ConsoleLink};
 use crate::vcpu::set::{VcpuSet, VcpuStartError};
@@ -49,13 +50,16 @@ pub enum Boot {
     Flat32 { code: Vec<u8>, load_addr: u64 },
     /// Nothing: memory and vCPU state arrive from a migration source.
     Incoming,
+    /// Nothing: guest memory is mapped copy-on-write from a snapshot's memory file
+    /// (`memory::map_guest_memory_file`) and the state is restored from it.
+    Snapshot(Arc<std::fs::File>),
 }
 
 impl Boot {
     /// Whether a machine booted so can boot again by itself (a received guest has
     /// nothing to boot from).
     pub fn can_boot_again(&self) -> bool {
-        !matches!(self, Boot::Incoming)
+        !matches!(self, Boot::Incoming | Boot::Snapshot(_))
     }
 }
 
@@ -104,6 +108,8 @@ pub enum MachineExit {
     UserQuit,
     /// The guest was live-migrated to another host.
     MigratedAway,
+    /// A snapshot was written with `--stop`: the guest ends here.
+    Snapshotted,
     /// The owner thread could not confine itself (seccomp); the machine was stopped.
     ConfinementFailed { reason: String },
 }
@@ -162,6 +168,8 @@ pub struct Machine {
     debug_port: Arc<Mutex<DebugPort>>,
     started_at: Instant,
     migrating: bool,
+    /// A snapshot thread works on the machine (resets are held as for a migration).
+    snapshotting: bool,
     /// A reset or triple fault that came while a migration ran: acted on when the
     /// migration fails (if it succeeds, the guest runs on the destination).
     deferred_reset: Option<MachineExit>,
@@ -195,7 +203,10 @@ impl Machine {
             return Err(MachineError::CpuCount { requested: config.cpus, max });
         }
         let phase = |what: &str| tracing::debug!(elapsed_us = started_at.elapsed().as_micros() as u64, "{what}");
-        let mem = create_guest_memory(config.memory)?;
+        let mem = match &config.boot {
+            Boot::Snapshot(file) => map_guest_memory_file(config.memory, file)?,
+            _ => create_guest_memory(config.memory)?,
+        };
         phase("guest memory mapped");
         let options = VmOptions { in_kernel_irqchip: config.in_kernel_irqchip, track_dirty_pages: config.track_dirty_pages };
         let vm = Arc::new(kvm_vm::create_vm(kvm, &mem, options)?);
@@ -210,7 +221,7 @@ impl Machine {
                 mem.write_slice(code, GuestAddress(*load_addr)).map_err(BootError::GuestMemory)?;
                 None
             }
-            Boot::Incoming => None,
+            Boot::Incoming | Boot::Snapshot(_) => None,
         };
 
         phase("boot image loaded");
@@ -288,6 +299,7 @@ impl Machine {
             debug_port: legacy.debug_port,
             started_at,
             migrating: false,
+            snapshotting: false,
             deferred_reset: None,
             boot_number,
         })
@@ -446,11 +458,11 @@ impl Machine {
             };
             let exit = match event {
                 VmEvent::PowerOff => MachineExit::PowerOff,
-                VmEvent::Reset { reason } if self.migrating => {
+                VmEvent::Reset { reason } if self.busy() => {
                     self.defer_reset(MachineExit::Reset { reason });
                     continue;
                 }
-                VmEvent::TripleFault { vcpu, reason } if self.migrating => {
+                VmEvent::TripleFault { vcpu, reason } if self.busy() => {
                     self.defer_reset(MachineExit::TripleFault { vcpu, reason });
                     continue;
                 }
@@ -464,6 +476,14 @@ impl Machine {
                     match self.deferred_reset.take() {
                         Some(exit) => exit,
                         None => continue,
+                    }
+                }
+                VmEvent::SnapshotEnded { stopped } => {
+                    self.snapshotting = false;
+                    match (stopped, self.deferred_reset.take()) {
+                        (true, _) => MachineExit::Snapshotted,
+                        (false, Some(exit)) => exit,
+                        (false, None) => continue,
                     }
                 }
                 VmEvent::Api(request) => match self.handle_api(request) {
@@ -487,6 +507,11 @@ impl Machine {
         }
     }
 
+    /// Whether a migration or a snapshot works on the machine.
+    fn busy(&self) -> bool {
+        self.migrating || self.snapshotting
+    }
+
     /// Holds a reset that came during a migration (the first one: a guest tries
     /// several methods in a row) until the migration ends.
     fn defer_reset(&mut self, exit: MachineExit) {
@@ -498,11 +523,12 @@ impl Machine {
 
     /// Executes a control-API request; returns an exit when the request ends the VM.
     fn handle_api(&mut self, request: ApiRequest) -> Option<MachineExit> {
-        let busy = || ApiReply::error("a migration is in progress");
+        let busy = if self.snapshotting { "a snapshot is in progress" } else { "a migration is in progress" };
+        let busy = || ApiReply::error(busy);
         let (reply, exit) = match request.command {
             ApiCommand::Info => (
                 ApiReply {
-                    state: Some(if self.migrating { "migrating" } else if self.is_paused() { "paused" } else { "running" }.into()),
+                    state: Some(if self.migrating { "migrating" } else if self.snapshotting { "snapshotting" } else if self.is_paused() { "paused" } else { "running" }.into()),
                     cpus: Some(self.parts.cpus),
                     memory_bytes: Some(self.parts.memory),
                     boot: Some(self.boot_number),
@@ -512,8 +538,8 @@ impl Machine {
                 },
                 None,
             ),
-            ApiCommand::Pause if self.migrating => (busy(), None),
-            ApiCommand::Resume if self.migrating => (busy(), None),
+            ApiCommand::Pause if self.busy() => (busy(), None),
+            ApiCommand::Resume if self.busy() => (busy(), None),
             ApiCommand::Pause => match self.pause() {
                 Ok(()) => (ApiReply::ok(), None),
                 Err(e) => {
@@ -528,7 +554,7 @@ impl Machine {
             ApiCommand::Shutdown => (ApiReply::ok(), Some(MachineExit::UserQuit)),
             ApiCommand::PowerButton => (self.press_power_button(), None),
             ApiCommand::Migrate { to, max_downtime_ms, max_bandwidth_mib_s, tls_dir } => {
-                if self.migrating {
+                if self.busy() {
                     (busy(), None)
                 } else if self.is_paused() {
                     (ApiReply::error("resume the guest before migrating it"), None)
@@ -546,6 +572,22 @@ impl Machine {
                         let _ = reply.send(migration_reply(update));
                     };
                     migrate::source::spawn(self.parts.clone(), options, updates, self.events_tx.clone());
+                    return None;
+                }
+            }
+            ApiCommand::Snapshot { to, stop, no_disks } => {
+                if self.busy() {
+                    (busy(), None)
+                } else if self.is_paused() {
+                    (ApiReply::error("resume the guest before snapshotting it"), None)
+                } else {
+                    self.snapshotting = true;
+                    let reply = request.reply;
+                    let updates = move |update| {
+                        let _ = reply.send(snapshot_reply(update));
+                    };
+                    let options = crate::snapshot::take::Options { to, stop, no_disks };
+                    crate::snapshot::take::spawn(self.parts.clone(), options, updates, self.events_tx.clone());
                     return None;
                 }
             }
@@ -591,6 +633,15 @@ fn migration_reply(update: MigrationUpdate) -> ApiReply {
         MigrationUpdate::Progress(progress) => ApiReply { progress: Some(progress), done: false, ..ApiReply::ok() },
         MigrationUpdate::Done(report) => ApiReply { report: Some(report), ..ApiReply::ok() },
         MigrationUpdate::Failed(reason) => ApiReply::error(reason),
+    }
+}
+
+/// The reply a snapshot update becomes (as [`migration_reply`]).
+fn snapshot_reply(update: SnapshotUpdate) -> ApiReply {
+    match update {
+        SnapshotUpdate::Progress(p) => ApiReply { snapshot_progress: Some(p), done: false, ..ApiReply::ok() },
+        SnapshotUpdate::Done(report) => ApiReply { snapshot: Some(report), ..ApiReply::ok() },
+        SnapshotUpdate::Failed(reason) => ApiReply::error(reason),
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use devices::sync::lock;
+
 use devices::bus::Bus;
 use devices::legacy::Serial;
 use devices::virtio::pci::VirtioPciDevice;
@@ -26,4 +28,32 @@ pub struct MachineParts {
     pub cpuid: Arc<Vec<kvm_bindings::kvm_cpuid_entry2>>,
     /// MSRs this host lets us read and write, probed at creation (migration saves them).
     pub msr_indices: Arc<Vec<u32>>,
+}
+
+impl MachineParts {
+    /// Parks every device worker at a request boundary (the vCPUs must be parked
+    /// already): what migration's stop-and-copy and a snapshot capture need.
+    pub fn pause_devices(&self) -> Result<(), String> {
+        for device in &self.virtio {
+            lock(device).pause_device().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Makes every completed guest write to a disk durable.
+    pub fn flush_devices(&self) -> Result<(), String> {
+        for device in &self.virtio {
+            lock(device).device_mut().flush().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Restarts the device workers, then the vCPUs: the guest runs again.
+    pub fn resume_devices_and_vcpus(&self) -> Result<(), String> {
+        for device in &self.virtio {
+            lock(device).resume_device().map_err(|e| e.to_string())?;
+        }
+        self.vcpus.resume();
+        Ok(())
+    }
 }

@@ -24,6 +24,9 @@ pub enum MemoryError {
     /// mmap of guest RAM failed.
     #[error("cannot map {size} bytes of guest memory: {source}")]
     Map { size: u64, source: vm_memory::mmap::FromRangesError },
+    /// Mapping guest RAM from a snapshot's memory file failed.
+    #[error("cannot map {size} bytes of guest memory from the snapshot's memory file: {reason}")]
+    File { size: u64, reason: String },
 }
 
 /// E820 entry types used here.
@@ -54,8 +57,7 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
     ranges
 }
 
-/// Maps anonymous guest RAM of `size` bytes, checking the size first.
-pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+fn check_size(size: u64) -> Result<(), MemoryError> {
     if size < MIN_MEMORY {
         return Err(MemoryError::InvalidSize { size, reason: "below the 64 MiB minimum" });
     }
@@ -65,10 +67,49 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if size > (1 << 46) {
         return Err(MemoryError::InvalidSize { size, reason: "above the 64 TiB maximum" });
     }
+    Ok(())
+}
+
+/// Maps anonymous guest RAM of `size` bytes, checking the size first.
+pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    check_size(size)?;
+    place_regions(size, |start, len, _| GuestRegionMmap::from_range(start, len, None).map_err(|source| MemoryError::Map { size, source }))
+}
+
+/// Maps guest RAM of `size` bytes from a snapshot's memory file (the regions back to
+/// back), private and copy-on-write: the guest's writes stay in this process, the
+/// file is never written (it may be open read-only), and pages the guest never
+/// writes are shared with the page cache and every other restore of the file.
+pub fn map_guest_memory_file(size: u64, file: &std::fs::File) -> Result<GuestMemoryMmap, MemoryError> {
+    check_size(size)?;
+    let file_len = file.metadata().map(|m| m.len()).map_err(|e| MemoryError::File { size, reason: e.to_string() })?;
+    if file_len != size {
+        return Err(MemoryError::File { size, reason: format!("the memory file holds {file_len} bytes") });
+    }
+    place_regions(size, |start, len, offset| {
+        let clone = file.try_clone().map_err(|e| MemoryError::File { size, reason: e.to_string() })?;
+        let mapping = vm_memory::mmap::MmapRegionBuilder::new_with_bitmap(len, vm_memory::bitmap::NewBitmap::with_len(len))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .with_file_offset(vm_memory::FileOffset::new(clone, offset))
+            .build()
+            .map_err(|e| MemoryError::File { size, reason: e.to_string() })?;
+        GuestRegionMmap::new(mapping, start).ok_or(MemoryError::InvalidSize { size, reason: "guest RAM region past the address space" })
+    })
+}
+
+/// Makes each RAM range with `map(start, len, offset in the file of all regions)`,
+/// each placed on a 2 MiB host boundary when the kernel lets it, and advises THP.
+fn place_regions(
+    size: u64,
+    mut map: impl FnMut(GuestAddress, usize, u64) -> Result<GuestRegionMmap, MemoryError>,
+) -> Result<GuestMemoryMmap, MemoryError> {
     let mut regions = Vec::new();
+    let mut offset = 0u64;
     for (start, len) in ram_ranges(size) {
         let steered = crate::memory_placement::steer_next_mapping(len);
-        let region = GuestRegionMmap::from_range(start, len, None).map_err(|source| MemoryError::Map { size, source })?;
+        let region = map(start, len, offset)?;
+        offset += len as u64;
         if steered && !crate::memory_placement::is_aligned(region.as_ptr() as usize) {
             tracing::debug!(addr = region.as_ptr() as usize, "guest RAM mapping not 2 MiB aligned: no huge nested mappings");
         }

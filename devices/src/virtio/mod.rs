@@ -149,6 +149,11 @@ pub trait VirtioDevice: Send {
     }
     /// Called on the destination once the guest runs again (virtio-net announces).
     fn after_migration(&mut self) {}
+    /// A disk's image as attached (path, read-only, serial), for snapshots to copy
+    /// or record; `None` for anything that is not a disk.
+    fn disk_image(&self) -> Option<block::BlockConfig> {
+        None
+    }
     /// A description the destination checks its own device against.
     fn describe(&self) -> String {
         format!("virtio device type {}", self.device_type())

@@ -46,36 +46,13 @@ pub(crate) fn rules() -> Result<Rules, BackendError> {
         // the log read each round.
         KVM_SET_USER_MEMORY_REGION(),
         KVM_GET_DIRTY_LOG(),
-        // The XSAVE area's size (KVM_CAP_XSAVE2), asked of the VM at each capture.
-        KVM_CHECK_EXTENSION(),
-        // Machine state: PIC/IOAPIC, PIT, kvmclock ...
-        KVM_GET_IRQCHIP(),
-        KVM_GET_PIT2(),
-        KVM_GET_CLOCK(),
-        // ... and each parked vCPU's.
-        KVM_GET_REGS(),
-        KVM_GET_SREGS(),
-        KVM_GET_XSAVE(),
-        KVM_GET_XSAVE2(),
-        KVM_GET_XCRS(),
-        KVM_GET_LAPIC(),
-        KVM_GET_MSRS(),
-        KVM_GET_DEBUGREGS(),
-        KVM_GET_VCPU_EVENTS(),
-        KVM_GET_MP_STATE(),
-        KVM_GET_CPUID2(),
-        // Workers parked and started again change the TAP's offloads.
-        TUNSETOFFLOAD(),
     ])?;
-    // Pausing kicks the vCPUs (pthread_kill: tgkill on getpid()).
-    r.allow(libc::SYS_tgkill);
-    r.allow(libc::SYS_getpid);
+    // State capture, vCPU kicks, workers parked and restarted.
+    r.merge(super::state_capture::rules()?);
     // Disks: flushed before the hand-over; their locks released, or taken back
     // when the migration fails.
     r.allow(libc::SYS_fdatasync);
     r.allow(libc::SYS_fsync);
     r.allow(libc::SYS_flock);
-    // Workers started again after a failed migration.
-    r.merge(super::worker_setup::rules()?);
     Ok(r)
 }

@@ -10,7 +10,9 @@ mod main_thread;
 mod migration;
 mod migration_in;
 mod net_worker;
+mod snapshot;
 mod spawning;
+mod state_capture;
 mod throttle;
 mod vcpu;
 mod worker_setup;
@@ -34,6 +36,7 @@ fn own(class: ThreadClass) -> Result<Rules, BackendError> {
         ThreadClass::Console => console::rules(),
         ThreadClass::ConsoleSocket => console_socket::rules(),
         ThreadClass::MigrationIncoming => migration_in::rules(),
+        ThreadClass::Snapshot => snapshot::rules(),
     }
 }
 

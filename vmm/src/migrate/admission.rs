@@ -106,6 +106,12 @@ pub fn check(desc: &VmDescription, expect: &Expectations, local_devices: &[Strin
     Ok(())
 }
 
+/// [`check`] against this host's KVM (opened for the purpose).
+pub fn check_here(desc: &VmDescription, expect: &Expectations, local_devices: &[String]) -> Result<(), String> {
+    let kvm = Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}"))?;
+    check(desc, expect, local_devices, &kvm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

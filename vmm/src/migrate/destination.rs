@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devices::sync::lock;
-use kvm_ioctls::Kvm;
 use migration::frame::{read_frame, FrameError, Kind};
 use migration::messages::{self, AckStage, Message, ProtocolError, VmDescription};
 use migration::pages::PageBatchView;
@@ -140,8 +139,7 @@ fn own(
         return Err(MigrateError::Device("the reader skipped the description".into()));
     };
     // Everything about the description is checked before anything is allocated.
-    let kvm = Kvm::new().map_err(|e| MigrateError::Refused(format!("cannot open /dev/kvm: {e}")))?;
-    admission::check(&desc, &options.expect, &options.local_devices, &kvm).map_err(MigrateError::Refused)?;
+    admission::check_here(&desc, &options.expect, &options.local_devices).map_err(MigrateError::Refused)?;
     let mut machine = build(&desc).map_err(MigrateError::Refused)?;
     to_reader.send(OwnerSays::Accepted(machine.guest_memory().clone())).map_err(|_| reader_gone())?;
     loop {
@@ -151,13 +149,7 @@ fn own(
                 to_reader.send(OwnerSays::Restored).map_err(|_| reader_gone())?;
             }
             ReaderSays::HandOver => {
-                for device in &machine.parts().virtio {
-                    lock(device).device_mut().acquire_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
-                }
-                machine.start().map_err(|e| MigrateError::Device(format!("starting vCPUs: {e}")))?;
-                for device in &machine.parts().virtio {
-                    lock(device).device_mut().after_migration();
-                }
+                take_over(&mut machine)?;
                 to_reader.send(OwnerSays::Resumed).map_err(|_| reader_gone())?;
                 return Ok(machine);
             }
@@ -166,6 +158,20 @@ fn own(
             }
         }
     }
+}
+
+/// Runs a machine whose state is restored: takes the disk locks and TAPs, starts the
+/// vCPUs, lets the devices announce (virtio-net). A migration destination does it at
+/// the hand-over, a snapshot restore at once.
+pub fn take_over(machine: &mut Machine) -> Result<(), MigrateError> {
+    for device in &machine.parts().virtio {
+        lock(device).device_mut().acquire_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
+    }
+    machine.start().map_err(|e| MigrateError::Device(format!("starting vCPUs: {e}")))?;
+    for device in &machine.parts().virtio {
+        lock(device).device_mut().after_migration();
+    }
+    Ok(())
 }
 
 /// The reader thread: confines itself, then serves the stream; on a failure of its

@@ -323,9 +323,7 @@ fn stop_and_copy(
     report: &mut Report,
     handed_over: &mut bool,
 ) -> Result<(), MigrateError> {
-    for device in &parts.virtio {
-        lock(device).pause_device().map_err(|e| MigrateError::Device(e.to_string()))?;
-    }
+    parts.pause_devices().map_err(MigrateError::Device)?;
     // Everything written until the pause, by vCPUs and device workers alike.
     pages.extend(tracker.take()?);
     pages.sort_unstable();
@@ -337,9 +335,7 @@ fn stop_and_copy(
     let machine_state = state::capture(parts, &parts.msr_indices)?;
     Message::State(machine_state.encode()).send(w)?;
     w.flush()?;
-    for device in &parts.virtio {
-        lock(device).device_mut().flush().map_err(|e| MigrateError::Device(e.to_string()))?;
-    }
+    parts.flush_devices().map_err(MigrateError::Device)?;
     expect_ack(w, buf, AckStage::Restored)?;
     *handed_over = true;
     for device in &parts.virtio {
@@ -364,9 +360,5 @@ fn recover(parts: &MachineParts, handed_over: bool) -> Result<(), String> {
             }
         }
     }
-    for device in &parts.virtio {
-        lock(device).resume_device().map_err(|e| e.to_string())?;
-    }
-    parts.vcpus.resume();
-    Ok(())
+    parts.resume_devices_and_vcpus()
 }

@@ -315,6 +315,12 @@ impl VirtioDevice for Block {
         self.disk.lock().map_err(|e| MigrationError::Failed(e.to_string()))
     }
 
+    fn disk_image(&self) -> Option<BlockConfig> {
+        let len = self.serial.iter().position(|&b| b == 0).unwrap_or(SERIAL_LEN);
+        let serial = (len > 0).then(|| String::from_utf8_lossy(&self.serial[..len]).into_owned());
+        Some(BlockConfig { path: self.disk.path().to_path_buf(), read_only: self.disk.read_only(), serial })
+    }
+
     fn describe(&self) -> String {
         format!("virtio-blk capacity={} read_only={}", self.disk.sectors(), self.disk.read_only())
     }

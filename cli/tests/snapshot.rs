@@ -1,0 +1,337 @@
+//! `tern snapshot` and `tern restore`, end to end on this machine's /dev/kvm (the
+//! software kvm_pvm too, hence --allow-emulated-kvm): a tiny guest counts ticks in
+//! guest memory at 0x10000 and prints each tick's value as 8 hex digits on COM1.
+//! A snapshot of the running guest leaves it running; restores of the snapshot (two
+//! at once, the source gone) continue from the snapshot's counter, on copies of the
+//! disk as it was at the snapshot. Every bad input is one error line, no panic, and
+//! a failed snapshot leaves the guest running.
+
+mod tiny_kernel;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vmm::snapshot::format::Manifest;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Where the guest keeps its tick counter (an offset in the memory file too).
+const COUNTER: u64 = 0x1_0000;
+/// What the test disk holds when the snapshot is taken.
+const DISK_CONTENT: &[u8] = b"DISK at the snapshot";
+
+/// Forever: inc dword [0x10000]; print it as 8 hex digits and a newline on COM1;
+/// spin a while. 32-bit code (the same bytes run in 64-bit mode).
+const COUNTING_GUEST: &[u8] = &[
+    0xbf, 0x00, 0x00, 0x01, 0x00, // mov edi, 0x10000
+    0xff, 0x07, // top: inc dword [edi]
+    0x8b, 0x07, // mov eax, [edi]
+    0xb9, 0x08, 0x00, 0x00, 0x00, // mov ecx, 8
+    0xc1, 0xc0, 0x04, // digit: rol eax, 4
+    0x89, 0xc3, // mov ebx, eax
+    0x83, 0xe3, 0x0f, // and ebx, 0xf
+    0x83, 0xc3, 0x30, // add ebx, '0'
+    0x83, 0xfb, 0x39, // cmp ebx, '9'
+    0x76, 0x03, // jbe emit
+    0x83, 0xc3, 0x07, // add ebx, 'A' - '9' - 1
+    0xba, 0xf8, 0x03, 0x00, 0x00, // emit: mov edx, 0x3f8
+    0x93, 0xee, 0x93, // xchg eax, ebx; out dx, al; xchg eax, ebx
+    0xff, 0xc9, // dec ecx
+    0x75, 0xe1, // jnz digit
+    0xb0, 0x0a, 0xee, // mov al, 10; out dx, al
+    0xbe, 0x00, 0x40, 0x00, 0x00, // mov esi, 0x4000
+    0xff, 0xce, // delay: dec esi
+    0x75, 0xfc, // jnz delay
+    0xeb, 0xca, // jmp top
+];
+
+fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-snapshot-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("guest.elf"), tiny_kernel::pvh_elf(COUNTING_GUEST)).unwrap();
+    let disk = std::fs::File::create(dir.join("disk.img")).unwrap();
+    disk.set_len(1 << 20).unwrap();
+    disk.write_all_at(DISK_CONTENT, 0).unwrap();
+    dir
+}
+
+/// A tern process, killed when dropped.
+struct Tern(Child);
+
+impl Drop for Tern {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tern() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// `tern run` of the counting guest with a disk, its console in `src.serial`.
+fn start_source(dir: &Path) -> Tern {
+    let child = tern()
+        .args(["run", "--memory", "64M", "--allow-emulated-kvm", "--kernel"])
+        .arg(dir.join("guest.elf"))
+        .arg("--serial")
+        .arg(format!("file={}", dir.join("src.serial").display()))
+        .arg("--api-socket")
+        .arg(dir.join("api.sock"))
+        .arg("--disk")
+        .arg(format!("path={}", dir.join("disk.img").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while UnixStream::connect(dir.join("api.sock")).is_err() {
+        assert!(t.elapsed() < DEADLINE, "no API socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Tern(child)
+}
+
+/// The complete tick lines printed so far.
+fn ticks(serial: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(serial).unwrap_or_default();
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    lines.pop(); // the line being printed
+    lines.iter().filter(|l| l.len() == 8).filter_map(|l| u32::from_str_radix(l, 16).ok()).collect()
+}
+
+/// Waits until the guest printed a tick of at least `value`; returns the ticks.
+fn wait_for_tick(serial: &Path, value: u32) -> Vec<u32> {
+    let t = Instant::now();
+    loop {
+        let ticks = ticks(serial);
+        if ticks.last().is_some_and(|&last| last >= value) {
+            return ticks;
+        }
+        assert!(t.elapsed() < DEADLINE, "{} stuck at {:?}", serial.display(), ticks.last());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap()
+}
+
+fn snapshot(dir: &Path, to: &Path, extra: &[&str]) -> Output {
+    run(tern().args(["snapshot", "--api-socket"]).arg(dir.join("api.sock")).arg("--to").arg(to).args(extra))
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Exactly one error line naming `expect`, a non-zero status, no panic.
+fn assert_one_error_line(out: &Output, expect: &str) {
+    let (_, err) = text(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("tern: error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    assert!(errors[0].contains(expect), "expected `{expect}` in: {err}");
+}
+
+/// The guest's counter in the snapshot's memory file.
+fn snapshot_counter(snap: &Path) -> u32 {
+    let mut bytes = [0u8; 4];
+    std::fs::File::open(snap.join("memory.bin")).unwrap().read_exact_at(&mut bytes, COUNTER).unwrap();
+    u32::from_le_bytes(bytes)
+}
+
+fn start_restore(snap: &Path, serial: &Path, extra: &[String]) -> Tern {
+    let child = tern()
+        .args(["restore", "--allow-emulated-kvm", "--from"])
+        .arg(snap)
+        .arg("--serial")
+        .arg(format!("file={}", serial.display()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Tern(child)
+}
+
+/// The first stderr line of a running tern that contains `needle`.
+fn stderr_line(t: &mut Tern, needle: &str) -> String {
+    let mut reader = BufReader::new(t.0.stderr.as_mut().unwrap());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("tern ended without saying `{needle}`");
+        }
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn a_running_guest_is_snapshotted_keeps_running_and_two_restores_continue_from_it() {
+    let dir = test_dir("continue");
+    let source = start_source(&dir);
+    let src_serial = dir.join("src.serial");
+    wait_for_tick(&src_serial, 3);
+    let snap = dir.join("snap");
+    let out = snapshot(&dir, &snap, &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for word in ["snapshot written to", "zero pages skipped", "pause", "memory write", "state capture", "disk copy", "resume", "1 copied"] {
+        assert!(stdout.contains(word), "{word}: {stdout}");
+    }
+    let at_snapshot = snapshot_counter(&snap);
+    assert!(at_snapshot >= 3, "{at_snapshot}");
+    // The source keeps running past the snapshot.
+    wait_for_tick(&src_serial, at_snapshot + 3);
+    // The committed snapshot: a manifest, no staging directory left, a sparse memory file.
+    assert!(snap.join("manifest").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("partial")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let memory = std::fs::metadata(snap.join("memory.bin")).unwrap();
+    assert_eq!(memory.len(), 64 << 20);
+    assert!(memory.blocks() * 512 < 16 << 20, "zero pages are holes: {} bytes allocated", memory.blocks() * 512);
+    // The guest's disk changes after the snapshot; then the source goes away.
+    std::fs::OpenOptions::new().write(true).open(dir.join("disk.img")).unwrap().write_all_at(b"CHANGED", 0).unwrap();
+    drop(source);
+
+    let restores: Vec<(Tern, PathBuf, PathBuf)> = (1..=2)
+        .map(|n| {
+            let serial = dir.join(format!("r{n}.serial"));
+            let disk = dir.join(format!("r{n}.img"));
+            let t = start_restore(&snap, &serial, &["--disk".into(), format!("path={}", disk.display())]);
+            (t, serial, disk)
+        })
+        .collect();
+    for (mut t, serial, disk) in restores {
+        let said = stderr_line(&mut t, "guest restored from");
+        assert!(said.contains("guest restored from") && said.contains("state load") && said.contains("memory map") && said.contains("device activation"), "{said}");
+        let ticks = wait_for_tick(&serial, at_snapshot + 3);
+        // It continues from the snapshot's instant: the first whole line is the tick
+        // being printed then or the next, never a fresh boot's 1.
+        assert!(ticks[0] == at_snapshot || ticks[0] == at_snapshot + 1, "snapshot at {at_snapshot}, restore printed {ticks:?}");
+        assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+        let content = std::fs::read(&disk).unwrap();
+        assert_eq!(&content[..DISK_CONTENT.len()], DISK_CONTENT, "the restored disk is the snapshot's");
+        assert_eq!(content.len(), 1 << 20);
+    }
+    // The snapshot itself was never written.
+    assert_eq!(snapshot_counter(&snap), at_snapshot);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn failed_snapshots_leave_the_guest_running_and_stop_ends_it() {
+    let dir = test_dir("failures");
+    let mut source = start_source(&dir);
+    let src_serial = dir.join("src.serial");
+    wait_for_tick(&src_serial, 2);
+    std::fs::create_dir(dir.join("exists")).unwrap();
+    assert_one_error_line(&snapshot(&dir, &dir.join("exists"), &[]), "already exists");
+    assert_one_error_line(&snapshot(&dir, &dir.join("missing/snap"), &[]), "missing");
+    // Refused by the running tern itself: /proc takes no directories.
+    let out = snapshot(&dir, Path::new("/proc/tern-snapshot-test"), &[]);
+    assert_one_error_line(&out, "snapshot failed, the guest keeps running");
+    let now = *ticks(&src_serial).last().unwrap();
+    wait_for_tick(&src_serial, now + 3);
+
+    let snap = dir.join("stopped");
+    let out = snapshot(&dir, &snap, &["--stop", "--no-disks"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("then stopped"), "{:?}", text(&out));
+    let status = source.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(source.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("snapshot written; the guest is stopped"), "{err}");
+    let manifest = Manifest::decode(&std::fs::read(snap.join("manifest")).unwrap()).unwrap();
+    assert_eq!(manifest.disks.len(), 1);
+    assert!(manifest.disks[0].copy.is_none() && manifest.disks[0].size_bytes == 1 << 20);
+    assert!(!snap.join("disk0.img").exists());
+
+    // A --no-disks snapshot restores only on an image of the recorded size.
+    let small = dir.join("small.img");
+    std::fs::File::create(&small).unwrap().set_len(512 << 10).unwrap();
+    let restore = |extra: &[&str]| run(tern().args(["restore", "--allow-emulated-kvm", "--serial", "null", "--from"]).arg(&snap).args(extra));
+    assert_one_error_line(&restore(&[]), "without a copy (--no-disks)");
+    assert_one_error_line(&restore(&["--disk", &format!("path={}", small.display())]), "smaller than the snapshot's disk 0");
+    // On the original image it runs, from where it stopped.
+    let serial = dir.join("back.serial");
+    let stopped_at = snapshot_counter(&snap);
+    let _back = start_restore(&snap, &serial, &["--disk".into(), format!("path={}", dir.join("disk.img").display())]);
+    wait_for_tick(&serial, stopped_at + 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_snapshots_are_refused_with_one_line() {
+    let dir = test_dir("bad");
+    let _source = start_source(&dir);
+    wait_for_tick(&dir.join("src.serial"), 2);
+    let snap = dir.join("snap");
+    assert!(snapshot(&dir, &snap, &["--stop"]).status.success());
+    let restore = |extra: &[&str]| run(tern().args(["restore", "--allow-emulated-kvm", "--serial", "null", "--from"]).arg(&snap).args(extra));
+    let with = |file: &str, bytes: &[u8], expect: &str, extra: &[&str]| {
+        let path = snap.join(file);
+        let saved = std::fs::read(&path).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        assert_one_error_line(&restore(extra), expect);
+        std::fs::write(&path, saved).unwrap();
+    };
+
+    assert_one_error_line(&run(tern().args(["restore", "--allow-emulated-kvm", "--from"]).arg(dir.join("nope"))), "No such file");
+    std::fs::rename(snap.join("manifest"), dir.join("manifest.away")).unwrap();
+    assert_one_error_line(&restore(&[]), "has no manifest");
+    std::fs::rename(dir.join("manifest.away"), snap.join("manifest")).unwrap();
+    std::fs::rename(snap.join("state.bin"), dir.join("state.away")).unwrap();
+    assert_one_error_line(&restore(&[]), "state.bin: No such file");
+    std::fs::rename(dir.join("state.away"), snap.join("state.bin")).unwrap();
+
+    let state = std::fs::read(snap.join("state.bin")).unwrap();
+    with("state.bin", &state[..state.len() / 2], "(truncated or replaced)", &[]);
+    let mut flipped = state.clone();
+    flipped[state.len() / 3] ^= 1;
+    with("state.bin", &flipped, "is corrupt: its CRC32", &[]);
+    let manifest_bytes = std::fs::read(snap.join("manifest")).unwrap();
+    with("manifest", &manifest_bytes[..manifest_bytes.len() - 20], "manifest", &[]);
+    let manifest = Manifest::decode(&manifest_bytes).unwrap();
+    with("manifest", &Manifest { version: 2, ..manifest.clone() }.encode(), "snapshot format version 2, this tern reads version 1", &[]);
+    let mut other = manifest.clone();
+    other.sections.iter_mut().filter(|s| s.name == "state").for_each(|s| s.version = 99);
+    with("manifest", &other.encode(), "section `state` version 99", &[]);
+    // Guest memory is checked in full on request only.
+    let memory = snap.join("memory.bin");
+    let f = std::fs::OpenOptions::new().write(true).open(&memory).unwrap();
+    f.write_all_at(&[0x5a], 0x200).unwrap();
+    assert_one_error_line(&restore(&["--verify"]), "section `memory`");
+    f.write_all_at(&[0], 0x200).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - 4096).unwrap();
+    assert_one_error_line(&restore(&[]), "memory.bin is");
+    f.set_len(len).unwrap();
+
+    // A machine shape the flags refuse, disks that do not fit.
+    assert_one_error_line(&restore(&["--memory", "32M"]), "more than --memory 32 MiB");
+    assert_one_error_line(&restore(&["--disk", &format!("path={}", dir.join("disk.img").display())]), "never writes over an image");
+    let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+    assert_one_error_line(&restore(&["--disk", &format!("path={}", a.display()), "--disk", &format!("path={}", b.display())]), "1 disks but 2");
+    // Refusals made after the disk copy remove the copy.
+    assert_one_error_line(&restore(&["--memory", "32M", "--disk", &format!("path={}", a.display())]), "more than --memory");
+    assert!(!a.exists(), "the copy made for a refused restore is removed");
+    let copies: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".restore-")).collect();
+    assert!(copies.is_empty(), "{copies:?}");
+    // Intact again: it restores.
+    let serial = dir.join("ok.serial");
+    let _ok = start_restore(&snap, &serial, &["--verify".into(), "--disk".into(), format!("path={}", a.display())]);
+    wait_for_tick(&serial, snapshot_counter(&snap) + 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
