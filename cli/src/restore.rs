@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use devices::virtio::net::NetConfig;
 use vmm::host_check::{host_kvm, HostKvm, EMULATED_KVM_MESSAGE};
 use vmm::migrate::admission::Expectations;
 use vmm::snapshot::restore::{self, RestoreOptions};
 use vmm::{Machine, MachineConfig};
 
+use crate::bridge_tap;
 use crate::device_args;
 use crate::guest_devices::{self, Locking};
 use crate::restore_disks;
@@ -32,10 +32,11 @@ pub struct RestoreArgs {
     /// recorded size. path=FILE[,readonly=on][,serial=ID]
     #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]", value_parser = device_args::parse_disk)]
     pub disks: Vec<device_args::DiskArg>,
-    /// A virtio-net interface on a TAP for each of the snapshot's NICs, in order:
+    /// A virtio-net interface for each of the snapshot's NICs, in order, on a TAP or on a
+    /// new TAP on a bridge (removed at exit):
     /// tap=NAME[,mac=MAC] (the snapshot's MAC unless --clone).
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = device_args::parse_net)]
-    pub nets: Vec<NetConfig>,
+    #[arg(long = "net", value_name = "tap=NAME|bridge=BR[,mac=MAC]", value_parser = device_args::parse_net)]
+    pub nets: Vec<device_args::NetArg>,
     /// Serial console: stdio, null, file=PATH, or socket=PATH (see `tern run`).
     #[arg(long, default_value = "stdio", value_name = "DEST")]
     pub serial: SerialArg,
@@ -81,7 +82,9 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode> {
 }
 
 fn run(args: &RestoreArgs, snapshot: restore::Snapshot, disks: &[devices::virtio::block::BlockConfig], started: Instant) -> Result<ExitCode> {
-    let virtio_devices = guest_devices::open(disks, &args.nets, Locking::AtHandOver)?;
+    // Bridge TAPs are removed when tern ends, however it ends (bridge_tap.rs).
+    let (nets, _bridge_taps) = bridge_tap::attach(&args.nets)?;
+    let virtio_devices = guest_devices::open(disks, &nets, Locking::AtHandOver)?;
     let kvm = session::open_kvm()?;
     let serial = session::serial_output(&args.serial)?;
     let options = RestoreOptions {

@@ -324,6 +324,8 @@ fn bad_snapshots_are_refused_with_one_line() {
     assert_one_error_line(&restore(&["--disk", &format!("path={}", dir.join("disk.img").display())]), "never writes over an image");
     let (a, b) = (dir.join("a.img"), dir.join("b.img"));
     assert_one_error_line(&restore(&["--disk", &format!("path={}", a.display()), "--disk", &format!("path={}", b.display())]), "1 disks but 2");
+    // A NIC the snapshot's machine does not have (parsing --net must not panic either).
+    assert_one_error_line(&restore(&["--net", "bridge=ternnobridge0"]), "ternnobridge0");
     // Refusals made after the disk copy remove the copy.
     assert_one_error_line(&restore(&["--memory", "32M", "--disk", &format!("path={}", a.display())]), "more than --memory");
     assert!(!a.exists(), "the copy made for a refused restore is removed");
