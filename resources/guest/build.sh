@@ -136,7 +136,8 @@ done
 "$stage/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$stage/lib/x86_64-linux-gnu" \
     "$stage/usr/bin/netperf" -V >/dev/null || die "netperf does not run with the packaged libraries"
 
-mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk ext4"
+# button + evdev: the ACPI power button as an input device (busybox acpid, tern.acpid=1).
+mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk ext4 evdev button"
 : >"$stage/lib/modules/tern/load-order"
 python3 "$here/tools.py" modules "$moddir" $mods | while read -r name path; do
     python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import tools; open(sys.argv[3], "wb").write(tools.read_module(sys.argv[2]))' \

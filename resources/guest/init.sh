@@ -15,6 +15,8 @@
 #   tern.disk_mb=N            disk job size in MiB (default 64)
 #   tern.dirty_mb=N           dirty job working set in MiB (default 64)
 #   tern.dirty_report=S       dirty job report interval in seconds (default 5)
+#   tern.acpid=1              power off on the ACPI power button (busybox acpid): prints
+#                             TERN-GUEST-POWER-BUTTON, then powers off as every job ends
 #   tern.reboots=N            reboot job: reboot until boot N+1, then power off (default 1);
 #                             the boot counter is a decimal number at the start of
 #                             tern.disk (default /dev/vda, a raw scratch image, zeroes at
@@ -97,6 +99,15 @@ guest_poweroff() {
     echo "TERN-GUEST-WARN poweroff -f returned; trying reboot -f"
     reboot -f
 }
+
+# The power button (tern shutdown, QEMU system_powerdown): acpid runs
+# /etc/acpi/PWRF/00000080 on the button's input event.
+if [ "${T_acpid:-0}" = 1 ]; then
+    mkdir -p /etc/acpi/PWRF
+    printf '#!/bin/sh\necho TERN-GUEST-POWER-BUTTON >/dev/console\nsync\necho TERN-GUEST-POWEROFF >/dev/console\npoweroff -f\n' >/etc/acpi/PWRF/00000080
+    chmod 755 /etc/acpi/PWRF/00000080
+    acpid -c /etc/acpi -l /tmp/acpid.log || echo "TERN-GUEST-WARN acpid failed"
+fi
 
 ip link set lo up
 if [ -n "$T_ip" ]; then
