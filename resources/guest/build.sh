@@ -50,11 +50,14 @@ if ! resolve 2>/dev/null; then
     resolve || die "cannot resolve Debian packages: linux-image-cloud-amd64, busybox-static, netperf (non-free), libc6"
 fi
 
-# The 32-bit artifacts (target/guest/i386) after these: their failure (e.g. no i386
-# package lists reachable) only warns, so the 64-bit guest stays usable.
+# The 32-bit artifacts (target/guest/i386) and the generic-kernel guest (target/guest/
+# generic) after these: their failure (e.g. no i386 package lists reachable) only warns,
+# so the default guest stays usable.
 build_i386() {
     "$here/build-i386.sh" "$@" ||
         echo "guest/build.sh: warning: build-i386.sh failed: no target/guest/i386 (the tern-i386 scenario will fail)" >&2
+    "$here/build-generic.sh" "$@" ||
+        echo "guest/build.sh: warning: build-generic.sh failed: no target/guest/generic (the tern-clones scenario will fail)" >&2
 }
 
 stamp=$({
