@@ -58,6 +58,7 @@ pub fn prepare(snapshot: &Snapshot, given: &[DiskArg]) -> Result<Disks> {
                         );
                     }
                     let (method, _) = disk_copy::copy(source, &target, |_, _| {}).with_context(|| format!("copying the snapshot's disk {index}"))?;
+                    disk_copy::sync_file(&target).with_context(|| format!("copying the snapshot's disk {index}"))?;
                     disks.created.push(target.clone());
                     eprintln!("tern: disk {index} runs on {} ({} of the snapshot's)", target.display(), method.name());
                     target

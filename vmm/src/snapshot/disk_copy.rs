@@ -46,7 +46,8 @@ pub fn identity(path: &Path) -> Result<FileIdentity, SnapshotError> {
 }
 
 /// Copies `src` to `dst` (which must not exist, created owner-only); `progress`
-/// hears the bytes done. Returns how, and the size.
+/// hears the bytes done. Returns how, and the size. The copy is not synced: the caller
+/// syncs it before it counts on it surviving a crash (`sync_file`).
 pub fn copy(src: &Path, dst: &Path, mut progress: impl FnMut(u64, u64)) -> Result<(CopyMethod, u64), SnapshotError> {
     let from = File::open(src).map_err(|e| SnapshotError::io("cannot open disk", src, e))?;
     let size = image_size(&from, src)?;
@@ -61,9 +62,13 @@ pub fn copy(src: &Path, dst: &Path, mut progress: impl FnMut(u64, u64)) -> Resul
         copy_extents(&from, src, &to, dst, size, &mut progress)?;
         CopyMethod::Copy
     };
-    to.sync_all().map_err(|e| SnapshotError::io("cannot sync", dst, e))?;
     progress(size, size);
     Ok((method, size))
+}
+
+/// Syncs the file at `path` (written earlier, e.g. by `copy`) to its storage.
+pub fn sync_file(path: &Path) -> Result<(), SnapshotError> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| SnapshotError::io("cannot sync", path, e))
 }
 
 /// The next data extent `[start, end)` at or after `offset`, or `None` past the last

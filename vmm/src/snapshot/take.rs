@@ -2,7 +2,8 @@
 //! migration's config message describes it, then paused as a migration's
 //! stop-and-copy pauses it (vCPUs, then device workers at a request boundary, disks
 //! flushed); guest memory, the machine state and the disks are written while it is
-//! paused, so all three are of one instant; then the guest resumes (or, with
+//! paused, so all three are of one instant (copied only: syncing the files and their
+//! checksums wait until the guest runs again); then the guest resumes (or, with
 //! `--stop`, stays stopped and the machine ends). Everything goes into a staging
 //! directory that is renamed into place only once the manifest is written: a failure
 //! at any point (a full filesystem included) removes it and the guest keeps running.
@@ -97,6 +98,8 @@ fn ms(d: Duration) -> f64 {
 /// What was written while the guest was paused.
 struct Captured {
     sections: Vec<Section>,
+    /// The memory file and its length: synced and checksummed in `finish`.
+    memory: (PathBuf, u64),
     disks: Vec<DiskRecord>,
     methods: Vec<CopyMethod>,
 }
@@ -172,7 +175,8 @@ fn capture(
     report.pages_written = written.pages_written;
     report.zero_pages = written.zero_pages;
     report.memory_ms = ms(t.elapsed());
-    let mut sections = vec![Section { name: format::MEMORY.into(), version: format::MEMORY_VERSION, length: written.length, crc32: written.crc32 }];
+    let memory = (mem_path, written.length);
+    let mut sections = Vec::new();
 
     let t = Instant::now();
     let machine_state = state::capture(parts, &parts.msr_indices)?;
@@ -201,11 +205,11 @@ fn capture(
         records.push(DiskRecord { path, size_bytes: size, read_only: disk.read_only, serial: disk.serial.clone(), identity, copy });
     }
     report.disk_ms = ms(t.elapsed());
-    Ok(Captured { sections, disks: records, methods })
+    Ok(Captured { sections, memory, disks: records, methods })
 }
 
-/// With the guest running again: checksums of the disk copies, the manifest, the
-/// size on disk.
+/// With the guest running again: the memory file synced, checksums of it and of the
+/// disk copies, the manifest, the size on disk.
 fn finish(
     dir: &Path,
     captured: Captured,
@@ -214,9 +218,17 @@ fn finish(
     report: &mut SnapshotReport,
 ) -> Result<(), SnapshotError> {
     sections.extend(captured.sections);
+    let (mem_path, mem_len) = &captured.memory;
+    disk_copy::sync_file(mem_path)?;
+    let file = File::open(mem_path).map_err(|e| SnapshotError::io("cannot open", mem_path, e))?;
+    let crc32 = files::crc32_of(&file, mem_path, *mem_len, |done| {
+        progress(SnapshotProgress { phase: "check memory".into(), done_bytes: done, total_bytes: *mem_len })
+    })?;
+    sections.push(Section { name: format::MEMORY.into(), version: format::MEMORY_VERSION, length: *mem_len, crc32 });
     for (index, disk) in captured.disks.iter().enumerate() {
         let Some(name) = &disk.copy else { continue };
         let path = dir.join(format::section_file(name)?);
+        disk_copy::sync_file(&path)?;
         let file = File::open(&path).map_err(|e| SnapshotError::io("cannot open", &path, e))?;
         let phase = format!("check {index}");
         let crc32 = files::crc32_of(&file, &path, disk.size_bytes, |done| {
