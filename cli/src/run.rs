@@ -200,7 +200,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let args = RunSpec::resolve(args)?;
     // A named VM claims its runtime directory first: a second one is refused at once.
-    let (args, _vm_dir) = claim_name(args)?;
+    let (args, vm_dir) = claim_name(args)?;
+    if let Some(dir) = &vm_dir {
+        // `tern migrate NAME` uses the definition's TLS directory by default.
+        dir.record_tls_dir(args.migration_tls_dir.as_deref())?;
+    }
     tern_seccomp::set_mode(args.seccomp)?;
     validate(&args)?;
     let boot = boot(&args)?;
@@ -226,7 +230,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let machine = Machine::new(&kvm, config, started)?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
-    session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot)
+    let status = session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot);
+    drop(vm_dir);
+    status
 }
 
 #[cfg(test)]
