@@ -1,5 +1,6 @@
 //! Where named VMs live on this host: `/run/tern/NAME/` for root, else
-//! `$XDG_RUNTIME_DIR/tern/NAME/`, each directory owner-only (0700), holding the VM's
+//! `$XDG_RUNTIME_DIR/tern/NAME/` (`$TERN_RUNTIME_DIR/NAME/` when that is set), each
+//! directory owner-only (0700), holding the VM's
 //! `api.sock` and (by default) `console.sock`, and a `lock` file the running tern
 //! holds `flock`ed, so a second `tern run --name NAME` is refused at once while the
 //! first runs and a crashed one leaves nothing that blocks a restart (stale sockets
@@ -56,8 +57,15 @@ pub enum RuntimeDirError {
     },
 }
 
+/// The variable that, set to an absolute path, replaces the runtime directory (for
+/// several "hosts" on one machine, as the tests run a source and a destination).
+pub const OVERRIDE_VAR: &str = "TERN_RUNTIME_DIR";
+
 /// The directory all named VMs of this user are under.
 pub fn base() -> Result<PathBuf, RuntimeDirError> {
+    if let Some(dir) = std::env::var_os(OVERRIDE_VAR).filter(|d| Path::new(d).is_absolute()) {
+        return Ok(PathBuf::from(dir));
+    }
     // SAFETY: geteuid only reads the process's credentials.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(PathBuf::from("/run/tern"));
