@@ -24,6 +24,15 @@ use vmm::migrate::tls::TlsIdentity;
 use crate::receive::plaintext_allowed;
 use crate::sd_notify;
 
+/// A line in the listener's log (stderr). A log that cannot be written (its reader
+/// went away) never ends the listener.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "tern listen: {}", format_args!($($arg)*));
+    }};
+}
+
 /// Default `--defs`.
 pub const DEFAULT_DEFS: &str = "/etc/tern";
 /// How often the listener looks at its children when nothing else happens, ms.
@@ -98,7 +107,7 @@ impl Incoming {
                 let text = String::from_utf8_lossy(&self.received).into_owned();
                 if let Some(name) = text.lines().next().and_then(|l| l.strip_prefix("running ")).filter(|_| text.contains('\n')) {
                     self.name = Some(name.to_string());
-                    eprintln!("tern listen: {} received; it runs here", self.who());
+                    say!("{} received; it runs here", self.who());
                     self.status = None;
                 }
             }
@@ -139,7 +148,7 @@ pub fn listen(args: ListenArgs, verbose: u8) -> Result<ExitCode> {
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr().context("listening socket")?;
     let how = if tls_dir.is_some() { "mutual TLS" } else { "plaintext" };
-    eprintln!("tern listen: accepting migrations ({how}) on {local} for the VMs defined in {}", defs.display());
+    say!("accepting migrations ({how}) on {local} for the VMs defined in {}", defs.display());
     sd_notify::ready(&format!("accepting migrations on {local}"));
 
     let mut receive_args: Vec<String> = vec![
@@ -190,19 +199,19 @@ pub fn listen(args: ListenArgs, verbose: u8) -> Result<ExitCode> {
                 Ok((stream, peer)) => {
                     let pending = incoming.iter().filter(|i| i.status.is_some()).count() as u64;
                     if pending >= args.max_pending {
-                        eprintln!("tern listen: refusing the connection from {peer}: {pending} migrations in progress (--max-pending)");
+                        say!("refusing the connection from {peer}: {pending} migrations in progress (--max-pending)");
                         drop(stream);
                     } else {
                         match spawn(&exe, &receive_args, stream, peer) {
                             Ok(i) => {
-                                eprintln!("tern listen: migration from {peer}: receiving (pid {})", i.child.id());
+                                say!("migration from {peer}: receiving (pid {})", i.child.id());
                                 incoming.push(i);
                             }
-                            Err(e) => eprintln!("tern listen: migration from {peer}: cannot start tern receive: {e:#}"),
+                            Err(e) => say!("migration from {peer}: cannot start tern receive: {e:#}"),
                         }
                     }
                 }
-                Err(e) => eprintln!("tern listen: accept: {e}"),
+                Err(e) => say!("accept: {e}"),
             }
         }
         reap(&mut incoming);
@@ -254,11 +263,11 @@ fn reap(incoming: &mut Vec<Incoming>) {
                 (Some(code), None) => format!("failed (status {code}; its error line is above)"),
                 (None, _) => format!("was killed ({status})"),
             };
-            eprintln!("tern listen: {} {how}", i.who());
+            say!("{} {how}", i.who());
             false
         }
         Err(e) => {
-            eprintln!("tern listen: {}: cannot wait for it: {e}", i.who());
+            say!("{}: cannot wait for it: {e}", i.who());
             true
         }
     });

@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// reset, 3 for a triple fault) [default: restart].
     #[arg(long, value_name = "restart|exit", value_parser = parse_on_reboot)]
     pub on_reboot: Option<OnReboot>,
+    /// Check the flags and definition (keys, values, the files they name, the kernel's
+    /// format), print the VM's name (an empty line without one) and exit, starting
+    /// nothing.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `--on-reboot` values.
@@ -198,7 +203,14 @@ pub fn host_memory_bytes() -> u64 {
 /// Runs `tern run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
+    let check = args.check;
     let args = RunSpec::resolve(args)?;
+    if check {
+        validate(&args)?;
+        boot(&args)?;
+        println!("{}", args.name.as_deref().unwrap_or(""));
+        return Ok(ExitCode::SUCCESS);
+    }
     // A named VM claims its runtime directory first: a second one is refused at once.
     let (args, vm_dir) = claim_name(args)?;
     if let Some(dir) = &vm_dir {
