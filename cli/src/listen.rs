@@ -105,7 +105,12 @@ impl Incoming {
                 let room = MAX_STATUS.saturating_sub(self.received.len());
                 self.received.extend_from_slice(&buf[..n.min(room)]);
                 let text = String::from_utf8_lossy(&self.received).into_owned();
-                if let Some(name) = text.lines().next().and_then(|l| l.strip_prefix("running ")).filter(|_| text.contains('\n')) {
+                if let Some(name) = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.strip_prefix("running "))
+                    .filter(|_| text.contains('\n'))
+                {
                     self.name = Some(name.to_string());
                     say!("{} received; it runs here", self.who());
                     self.status = None;
@@ -129,12 +134,17 @@ fn pipe() -> std::io::Result<(File, OwnedFd)> {
 /// Runs `tern listen`.
 pub fn listen(args: ListenArgs, verbose: u8) -> Result<ExitCode> {
     if !args.defs.is_dir() {
-        bail!("--defs {}: not a directory of VM definitions", args.defs.display());
+        bail!(
+            "--defs {}: not a directory of VM definitions",
+            args.defs.display()
+        );
     }
-    let defs = std::fs::canonicalize(&args.defs).with_context(|| format!("--defs {}", args.defs.display()))?;
+    let defs = std::fs::canonicalize(&args.defs)
+        .with_context(|| format!("--defs {}", args.defs.display()))?;
     let tls_dir = match &args.tls_dir {
         Some(dir) => {
-            let dir = std::fs::canonicalize(dir).with_context(|| format!("--tls-dir {}", dir.display()))?;
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("--tls-dir {}", dir.display()))?;
             // A bad TLS directory is refused now, not at the first migration.
             TlsIdentity::load(&dir).and_then(|id| id.server_config())?;
             Some(dir)
@@ -145,10 +155,18 @@ pub fn listen(args: ListenArgs, verbose: u8) -> Result<ExitCode> {
         }
     };
     let exe = std::env::current_exe().context("cannot find the tern executable")?;
-    let listener = TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr().context("listening socket")?;
-    let how = if tls_dir.is_some() { "mutual TLS" } else { "plaintext" };
-    say!("accepting migrations ({how}) on {local} for the VMs defined in {}", defs.display());
+    let how = if tls_dir.is_some() {
+        "mutual TLS"
+    } else {
+        "plaintext"
+    };
+    say!(
+        "accepting migrations ({how}) on {local} for the VMs defined in {}",
+        defs.display()
+    );
     sd_notify::ready(&format!("accepting migrations on {local}"));
 
     let mut receive_args: Vec<String> = vec![
@@ -177,20 +195,46 @@ pub fn listen(args: ListenArgs, verbose: u8) -> Result<ExitCode> {
 
     let mut incoming: Vec<Incoming> = Vec::new();
     loop {
-        let mut fds = vec![libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        fds.extend(incoming.iter().filter_map(|i| i.status.as_ref()).map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+        let mut fds = vec![libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        fds.extend(
+            incoming
+                .iter()
+                .filter_map(|i| i.status.as_ref())
+                .map(|s| libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
+        );
         // SAFETY: `fds` is an array of fds.len() initialised pollfd structures, alive
         // for the whole call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, REAP_INTERVAL_MS) };
+        let ready = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                REAP_INTERVAL_MS,
+            )
+        };
         if ready < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
                 bail!("waiting for connections: {e}");
             }
         }
-        let readable: Vec<RawFd> = fds[1..].iter().filter(|p| p.revents != 0).map(|p| p.fd).collect();
+        let readable: Vec<RawFd> = fds[1..]
+            .iter()
+            .filter(|p| p.revents != 0)
+            .map(|p| p.fd)
+            .collect();
         for i in incoming.iter_mut() {
-            if i.status.as_ref().is_some_and(|s| readable.contains(&s.as_raw_fd())) {
+            if i.status
+                .as_ref()
+                .is_some_and(|s| readable.contains(&s.as_raw_fd()))
+            {
                 i.read_status();
             }
         }
@@ -207,7 +251,9 @@ pub fn listen(args: ListenArgs, verbose: u8) -> Result<ExitCode> {
                                 say!("migration from {peer}: receiving (pid {})", i.child.id());
                                 incoming.push(i);
                             }
-                            Err(e) => say!("migration from {peer}: cannot start tern receive: {e:#}"),
+                            Err(e) => {
+                                say!("migration from {peer}: cannot start tern receive: {e:#}")
+                            }
                         }
                     }
                 }
@@ -220,12 +266,20 @@ pub fn listen(args: ListenArgs, verbose: u8) -> Result<ExitCode> {
 
 /// Starts `tern receive` on one accepted connection, in a session of its own (a VM it
 /// receives outlives the listener and its terminal).
-fn spawn(exe: &PathBuf, receive_args: &[String], stream: TcpStream, peer: SocketAddr) -> Result<Incoming> {
+fn spawn(
+    exe: &PathBuf,
+    receive_args: &[String],
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<Incoming> {
     let (status_read, status_write) = pipe().context("status pipe")?;
     let conn_fd = stream.as_raw_fd();
     let status_fd = status_write.as_raw_fd();
     let mut command = Command::new(exe);
-    command.args(receive_args).stdin(Stdio::null()).env_remove("NOTIFY_SOCKET");
+    command
+        .args(receive_args)
+        .stdin(Stdio::null())
+        .env_remove("NOTIFY_SOCKET");
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (fcntl, dup2, setsid) on descriptors this process
     // owns: each is first copied above 10 (so dup2 never lands on the other's source
@@ -235,7 +289,12 @@ fn spawn(exe: &PathBuf, receive_args: &[String], stream: TcpStream, peer: Socket
         command.pre_exec(move || {
             let conn = libc::fcntl(conn_fd, libc::F_DUPFD_CLOEXEC, 10);
             let status = libc::fcntl(status_fd, libc::F_DUPFD_CLOEXEC, 10);
-            if conn < 0 || status < 0 || libc::dup2(conn, CHILD_CONN_FD) < 0 || libc::dup2(status, CHILD_STATUS_FD) < 0 || libc::setsid() < 0 {
+            if conn < 0
+                || status < 0
+                || libc::dup2(conn, CHILD_CONN_FD) < 0
+                || libc::dup2(status, CHILD_STATUS_FD) < 0
+                || libc::setsid() < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -245,7 +304,13 @@ fn spawn(exe: &PathBuf, receive_args: &[String], stream: TcpStream, peer: Socket
     // The child has its copies; the listener keeps only the status pipe's read end.
     drop(stream);
     drop(status_write);
-    Ok(Incoming { child, peer, status: Some(status_read), name: None, received: Vec::new() })
+    Ok(Incoming {
+        child,
+        peer,
+        status: Some(status_read),
+        name: None,
+        received: Vec::new(),
+    })
 }
 
 /// Collects the receive processes that ended, saying how.

@@ -34,7 +34,12 @@ use crate::size::parse_size;
 pub struct ReceiveArgs {
     /// Address to listen on for the source, e.g. 0.0.0.0:7000 (port 0 picks one). One
     /// source is accepted; the socket closes once it connected.
-    #[arg(long, value_name = "ADDR:PORT", required_unless_present = "conn_fd", conflicts_with = "conn_fd")]
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        required_unless_present = "conn_fd",
+        conflicts_with = "conn_fd"
+    )]
     pub listen: Option<String>,
     /// VM definition (TOML, as `tern run --config`): its name, disks, NICs, serial,
     /// API socket, `[migration] tls-dir` (when --tls-dir is not given) and, as limits,
@@ -106,7 +111,9 @@ pub struct ReceiveArgs {
 fn inherited_fd(fd: RawFd, what: &str) -> Result<RawFd> {
     // SAFETY: F_GETFD only reads the descriptor's flags; F_SETFD sets close-on-exec
     // on it (nothing this process starts later needs it).
-    let ok = fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } >= 0;
+    let ok = fd > 2
+        && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+        && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } >= 0;
     if !ok {
         bail!("{what} descriptor {fd} is not open");
     }
@@ -145,7 +152,11 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let tls_dir = args.tls_dir.clone().or_else(|| spec.tls_dir.clone());
     let tls = tls_config(&args, tls_dir.as_ref())?;
     let kvm = session::open_kvm()?;
-    let how = if tls.is_some() { "mutual TLS" } else { "plaintext" };
+    let how = if tls.is_some() {
+        "mutual TLS"
+    } else {
+        "plaintext"
+    };
 
     // Without --defs the VM here is known now: its devices are opened before waiting.
     let mut local = match &args.defs {
@@ -158,7 +169,9 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
             (Some(here), _) => {
                 if let (Some(theirs), Some(ours)) = (&hello.vm_name, &here.spec.name) {
                     if theirs != ours {
-                        return Err(format!("the source sends VM {theirs}; this receive is for VM {ours}"));
+                        return Err(format!(
+                            "the source sends VM {theirs}; this receive is for VM {ours}"
+                        ));
                     }
                 }
                 here
@@ -169,15 +182,23 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
                 })?;
                 tracing::info!(name, "incoming migration{from} names its VM");
                 let loaded = receive_spec::load_named(defs, name).map_err(|e| format!("{e:#}"))?;
-                let mut spec = ReceiveSpec::resolve(&args, Some(&loaded)).map_err(|e| format!("{e:#}"))?;
+                let mut spec =
+                    ReceiveSpec::resolve(&args, Some(&loaded)).map_err(|e| format!("{e:#}"))?;
                 spec.name = Some(name.to_string());
                 Local::open(spec).map_err(|e| format!("{e:#}"))?
             }
             (None, None) => return Err("nothing to receive with".into()),
         };
-        let serial_output = here.serial.take().map(|s| s.output).ok_or("the serial console was taken twice")?;
+        let serial_output = here
+            .serial
+            .take()
+            .map(|s| s.output)
+            .ok_or("the serial console was taken twice")?;
         let virtio_devices = std::mem::take(&mut here.virtio_devices);
-        let expect = Expectations { memory: here.spec.memory, cpus: here.spec.cpus };
+        let expect = Expectations {
+            memory: here.spec.memory,
+            cpus: here.spec.cpus,
+        };
         let local_devices = virtio_devices.iter().map(|d| d.describe()).collect();
         let kvm = &kvm;
         let build = move |desc: &destination::VmDescription| {
@@ -192,7 +213,14 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
             };
             Machine::new(kvm, config, started).map_err(|e| e.to_string())
         };
-        Ok((Prepared { expect, local_devices, build }, here))
+        Ok((
+            Prepared {
+                expect,
+                local_devices,
+                build,
+            },
+            here,
+        ))
     };
 
     // The VM here, once the hello is accepted (kept out of the closure's result).
@@ -206,7 +234,10 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let received = match accepted {
         Some(stream) => destination::receive_connection(stream, tls, timeout, prepare_and_keep),
         None => {
-            let listen = args.listen.as_deref().ok_or_else(|| anyhow!("give --listen ADDR:PORT"))?;
+            let listen = args
+                .listen
+                .as_deref()
+                .ok_or_else(|| anyhow!("give --listen ADDR:PORT"))?;
             let listener = destination::listen(listen)?;
             let local_addr = listener.local_addr().context("listening socket")?;
             eprintln!("tern: waiting for an incoming migration ({how}) on {local_addr}");
@@ -235,7 +266,16 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let serial_arg = here.spec.serial.clone().unwrap_or(SerialArg::Stdio);
     let console_socket = here.console_socket.take();
     // `here` (the name's claim, the bridge TAPs) lives until the guest ends.
-    session::serve(&kvm, machine, &serial_arg, console_socket, here.spec.api_socket.as_deref(), started, true, vmm::OnReboot::Exit)
+    session::serve(
+        &kvm,
+        machine,
+        &serial_arg,
+        console_socket,
+        here.spec.api_socket.as_deref(),
+        started,
+        true,
+        vmm::OnReboot::Exit,
+    )
 }
 
 /// The VM on this side: its name claimed, devices opened (locked only at the
@@ -259,12 +299,22 @@ impl Local {
         let virtio_devices = guest_devices::open(&disks, &nets, Locking::AtHandOver)?;
         let mut serial = session::serial_output(spec.serial.as_ref().unwrap_or(&SerialArg::Stdio))?;
         let console_socket = serial.socket.take();
-        Ok(Self { spec, virtio_devices, serial: Some(serial), console_socket, _vm_dir: vm_dir, _bridge_taps: bridge_taps })
+        Ok(Self {
+            spec,
+            virtio_devices,
+            serial: Some(serial),
+            console_socket,
+            _vm_dir: vm_dir,
+            _bridge_taps: bridge_taps,
+        })
     }
 }
 
 /// The TLS server configuration, or why plaintext is (or is not) acceptable here.
-fn tls_config(args: &ReceiveArgs, tls_dir: Option<&PathBuf>) -> Result<Option<Arc<rustls::ServerConfig>>> {
+fn tls_config(
+    args: &ReceiveArgs,
+    tls_dir: Option<&PathBuf>,
+) -> Result<Option<Arc<rustls::ServerConfig>>> {
     if let Some(dir) = tls_dir {
         let config = TlsIdentity::load(dir).and_then(|id| id.server_config())?;
         return Ok(Some(config));
@@ -281,7 +331,10 @@ fn tls_config(args: &ReceiveArgs, tls_dir: Option<&PathBuf>) -> Result<Option<Ar
 /// Whether a plaintext migration may be accepted on `listen`: always on loopback,
 /// elsewhere only with `--no-tls` (with a warning).
 pub fn plaintext_allowed(listen: &str, no_tls: bool) -> Result<()> {
-    let addrs: Vec<_> = listen.to_socket_addrs().with_context(|| format!("--listen {listen}"))?.collect();
+    let addrs: Vec<_> = listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen}"))?
+        .collect();
     let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
     if !loopback {
         if !no_tls {
@@ -290,7 +343,9 @@ pub fn plaintext_allowed(listen: &str, no_tls: bool) -> Result<()> {
                  unauthenticated plaintext migration from anyone who can reach it, --no-tls"
             );
         }
-        eprintln!("tern: warning: --no-tls: accepting a plaintext, unauthenticated migration on {listen}");
+        eprintln!(
+            "tern: warning: --no-tls: accepting a plaintext, unauthenticated migration on {listen}"
+        );
     }
     Ok(())
 }

@@ -57,10 +57,16 @@ impl ReceiveSpec {
             file.and_then(|f| f.def.api_socket.as_ref().map(|s| f.resolve(s.get_ref())))
         });
         Ok(Self {
-            name: args.name.clone().or_else(|| def.and_then(|d| d.name.clone())),
+            name: args
+                .name
+                .clone()
+                .or_else(|| def.and_then(|d| d.name.clone())),
             disks,
             nets,
-            serial: args.serial.clone().or_else(|| file.and_then(|f| f.serial())),
+            serial: args
+                .serial
+                .clone()
+                .or_else(|| file.and_then(|f| f.serial())),
             api_socket,
             memory: args.memory.or_else(|| def.and_then(|d| d.memory)),
             cpus: args.cpus.or_else(|| def.and_then(|d| d.cpus)),
@@ -138,10 +144,8 @@ mod tests {
     }
 
     fn fixture(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "tern-receive-spec-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tern-receive-spec-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("tls")).unwrap();
         std::fs::write(dir.join("root.img"), b"x").unwrap();
@@ -154,7 +158,8 @@ mod tests {
 
     #[test]
     fn the_definition_gives_devices_limits_and_tls_and_flags_win() {
-        let text = "name = \"web1\"\ncpus = 2\nmemory = \"1G\"\nserial = \"null\"\nseccomp = \"log\"\n\
+        let text =
+            "name = \"web1\"\ncpus = 2\nmemory = \"1G\"\nserial = \"null\"\nseccomp = \"log\"\n\
                     [boot]\nkernel = \"/nonexistent/vmlinux\"\n[[disk]]\npath = \"root.img\"\n\
                     [[net]]\ntap = \"tap7\"\n[migration]\ntls-dir = \"tls\"\n";
         let dir = fixture("web1", text);
@@ -192,7 +197,10 @@ mod tests {
             )
         );
         let e = load_named(&dir, "../etc/passwd").unwrap_err().to_string();
-        assert!(e.starts_with("VM name '../etc/passwd' may hold only"), "{e}");
+        assert!(
+            e.starts_with("VM name '../etc/passwd' may hold only"),
+            "{e}"
+        );
         let e = load_named(&dir, "db1").unwrap_err().to_string();
         assert_eq!(
             e,

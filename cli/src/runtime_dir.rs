@@ -260,7 +260,10 @@ mod tests {
         // The migration TLS directory is recorded as an absolute path, and removed.
         assert_eq!(recorded_tls_dir(&first.dir), None);
         first.record_tls_dir(Some(&base)).unwrap();
-        assert_eq!(recorded_tls_dir(&first.dir), Some(fs::canonicalize(&base).unwrap()));
+        assert_eq!(
+            recorded_tls_dir(&first.dir),
+            Some(fs::canonicalize(&base).unwrap())
+        );
         first.record_tls_dir(None).unwrap();
         assert_eq!(recorded_tls_dir(&first.dir), None);
         let e = claim(&base, "vm1").unwrap_err();

@@ -55,7 +55,9 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=VM vm1 running");
         // An abstract name.
         let name = format!("tern-notify-test-{}", std::process::id());
-        let abstract_receiver = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let abstract_receiver =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
         std::env::set_var(NOTIFY_SOCKET, format!("@{name}"));
         notify("READY=1").unwrap();
         let n = abstract_receiver.recv(&mut buf).unwrap();

@@ -19,7 +19,9 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// `mov al,'T'; out dx,al; mov ecx,N; dec ecx; jnz -3; jmp back`: a `T` on COM1 (dx is
 /// set by `marking`) every few milliseconds, forever.
-const TICK: &[u8] = &[0xb0, b'T', 0xee, 0xb9, 0x00, 0x00, 0x40, 0x00, 0x49, 0x75, 0xfd, 0xeb, 0xf3];
+const TICK: &[u8] = &[
+    0xb0, b'T', 0xee, 0xb9, 0x00, 0x00, 0x40, 0x00, 0x49, 0x75, 0xfd, 0xeb, 0xf3,
+];
 
 fn tern(runtime: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tern"));
@@ -44,25 +46,55 @@ impl Hosts {
     fn new(what: &str) -> Hosts {
         let root = std::env::temp_dir().join(format!("tern-listen-{}-{what}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let (src, dst, defs) = (root.join("run-src"), root.join("run-dst"), root.join("defs"));
+        let (src, dst, defs) = (
+            root.join("run-src"),
+            root.join("run-dst"),
+            root.join("defs"),
+        );
         for d in [&src, &dst, &defs] {
             std::fs::create_dir_all(d).unwrap();
         }
         let certs = root.join("certs");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tls/make-test-certs.sh");
-        let out = Command::new("sh").arg(&script).arg(&certs).output().expect("run make-test-certs.sh");
-        assert!(out.status.success(), "make-test-certs.sh failed (is openssl installed?): {}", text(&out.stderr));
-        std::fs::write(root.join("guest.elf"), tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', TICK))).unwrap();
-        Hosts { root, src, dst, defs, certs }
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&certs)
+            .output()
+            .expect("run make-test-certs.sh");
+        assert!(
+            out.status.success(),
+            "make-test-certs.sh failed (is openssl installed?): {}",
+            text(&out.stderr)
+        );
+        std::fs::write(
+            root.join("guest.elf"),
+            tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', TICK)),
+        )
+        .unwrap();
+        Hosts {
+            root,
+            src,
+            dst,
+            defs,
+            certs,
+        }
     }
 
     /// A definition of VM `name`: at `dir/vm-NAME.toml` for the source (console
     /// `src-NAME.log`), or in the listener's definitions (console `dst-NAME.log`).
     fn define(&self, name: &str, on_destination: bool) -> PathBuf {
         let (file, console, tls) = if on_destination {
-            (self.defs.join(format!("{name}.toml")), self.root.join(format!("dst-{name}.log")), self.certs.join("dest"))
+            (
+                self.defs.join(format!("{name}.toml")),
+                self.root.join(format!("dst-{name}.log")),
+                self.certs.join("dest"),
+            )
         } else {
-            (self.root.join(format!("vm-{name}.toml")), self.root.join(format!("src-{name}.log")), self.certs.join("source"))
+            (
+                self.root.join(format!("vm-{name}.toml")),
+                self.root.join(format!("src-{name}.log")),
+                self.certs.join("source"),
+            )
         };
         let text = format!(
             "name = \"{name}\"\nmemory = \"64M\"\nallow-emulated-kvm = true\nserial = \"file={}\"\n[boot]\nkernel = \"{}\"\n[migration]\ntls-dir = \"{}\"\n",
@@ -94,7 +126,11 @@ struct Proc {
 
 impl Proc {
     fn start(cmd: &mut Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
@@ -131,7 +167,11 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(started.elapsed() < DEADLINE, "the process did not end: {}", self.log());
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the process did not end: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -157,7 +197,10 @@ impl Drop for StopAll {
 }
 
 fn info(runtime: &Path, name: &str) -> Output {
-    tern(runtime).args(["info", name, "--json"]).output().unwrap()
+    tern(runtime)
+        .args(["info", name, "--json"])
+        .output()
+        .unwrap()
 }
 
 fn wait_running(runtime: &Path, name: &str) -> serde_json::Value {
@@ -167,14 +210,32 @@ fn wait_running(runtime: &Path, name: &str) -> serde_json::Value {
         if out.status.success() {
             return serde_json::from_slice(&out.stdout).unwrap();
         }
-        assert!(started.elapsed() < DEADLINE, "VM {name} never answered: {}", text(&out.stderr));
+        assert!(
+            started.elapsed() < DEADLINE,
+            "VM {name} never answered: {}",
+            text(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Starts the listener on a free port; returns it and its address.
 fn start_listener(h: &Hosts) -> (Proc, String) {
-    let listener = Proc::start(tern(&h.dst).args(["listen", "--listen", "127.0.0.1:0", "--allow-emulated-kvm", "--timeout", "20"]).arg("--defs").arg(&h.defs).arg("--tls-dir").arg(h.certs.join("dest")));
+    let listener = Proc::start(
+        tern(&h.dst)
+            .args([
+                "listen",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-emulated-kvm",
+                "--timeout",
+                "20",
+            ])
+            .arg("--defs")
+            .arg(&h.defs)
+            .arg("--tls-dir")
+            .arg(h.certs.join("dest")),
+    );
     let line = listener.wait_for_log("accepting migrations");
     let addr = line
         .lines()
@@ -195,7 +256,10 @@ fn start_source(h: &Hosts, runtime: &Path, name: &str) -> Proc {
 }
 
 fn migrate(runtime: &Path, name: &str, to: &str) -> Output {
-    tern(runtime).args(["migrate", name, "--to", to, "--json"]).output().unwrap()
+    tern(runtime)
+        .args(["migrate", name, "--to", to, "--json"])
+        .output()
+        .unwrap()
 }
 
 /// The console of VM `name` on the destination grows: the guest runs there.
@@ -203,37 +267,63 @@ fn assert_runs_on_destination(h: &Hosts, name: &str) {
     let before = h.console(name, true).len();
     let started = Instant::now();
     while h.console(name, true).len() <= before {
-        assert!(started.elapsed() < DEADLINE, "VM {name}'s console on the destination does not grow");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "VM {name}'s console on the destination does not grow"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(h.console(name, true).iter().all(|&b| b == b'T'), "{}", text(&h.console(name, true)));
+    assert!(
+        h.console(name, true).iter().all(|&b| b == b'T'),
+        "{}",
+        text(&h.console(name, true))
+    );
 }
 
 #[test]
 fn named_vms_migrate_through_the_listener_one_after_another() {
     let h = Hosts::new("two");
     let (listener, addr) = start_listener(&h);
-    let (a, b) = (format!("a{}", std::process::id()), format!("b{}", std::process::id()));
+    let (a, b) = (
+        format!("a{}", std::process::id()),
+        format!("b{}", std::process::id()),
+    );
     let _stop = StopAll(h.dst.clone(), vec![a.clone(), b.clone()]);
     for name in [&a, &b] {
         h.define(name, true);
         let mut source = start_source(&h, &h.src, name);
         let started = Instant::now();
         while !h.console(name, false).contains(&b'T') {
-            assert!(started.elapsed() < DEADLINE, "the guest does not tick on the source");
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the guest does not tick on the source"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // No --tls-dir: the definition's [migration] tls-dir.
         let out = migrate(&h.src, name, &addr);
-        assert!(out.status.success(), "tern migrate {name}: {}{}", text(&out.stderr), listener.log());
+        assert!(
+            out.status.success(),
+            "tern migrate {name}: {}{}",
+            text(&out.stderr),
+            listener.log()
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(report["total_ms"].as_f64().is_some(), "{report}");
         assert_eq!(source.wait(), 0, "the source tern: {}", source.log());
-        assert!(source.log().contains("migrated to the destination"), "{}", source.log());
+        assert!(
+            source.log().contains("migrated to the destination"),
+            "{}",
+            source.log()
+        );
         // Nothing of it is left on the source; it runs on the destination, by name.
         assert!(!info(&h.src, name).status.success());
         let here = wait_running(&h.dst, name);
-        assert_eq!((here["state"].as_str(), here["memory_bytes"].as_u64()), (Some("running"), Some(64 << 20)), "{here}");
+        assert_eq!(
+            (here["state"].as_str(), here["memory_bytes"].as_u64()),
+            (Some("running"), Some(64 << 20)),
+            "{here}"
+        );
         assert_runs_on_destination(&h, name);
         listener.wait_for_log(&format!("VM {name} (from 127.0.0.1:"));
     }
@@ -264,19 +354,31 @@ fn unknown_and_running_names_are_refused_and_the_listener_serves_on() {
     let out = migrate(&h.src, &unknown, &addr);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    let want = format!("destination refused: no VM named {unknown} is defined on this host (no {})", h.defs.join(format!("{unknown}.toml")).display());
+    let want = format!(
+        "destination refused: no VM named {unknown} is defined on this host (no {})",
+        h.defs.join(format!("{unknown}.toml")).display()
+    );
     assert!(err.contains(&want), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(wait_running(&h.src, &unknown)["state"], "running");
     let log = listener.wait_for_log("failed (status 1");
-    assert!(log.contains(&format!("tern: error: incoming migration from 127.0.0.1:")) && log.contains(&want), "{log}");
+    assert!(
+        log.contains("tern: error: incoming migration from 127.0.0.1:")
+            && log.contains(&want),
+        "{log}"
+    );
     drop(unknown_vm);
 
     // The listener serves on: a defined VM migrates.
     h.define(&known, true);
     let mut source = start_source(&h, &h.src, &known);
     let out = migrate(&h.src, &known, &addr);
-    assert!(out.status.success(), "{}{}", text(&out.stderr), listener.log());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stderr),
+        listener.log()
+    );
     assert_eq!(source.wait(), 0);
     assert_runs_on_destination(&h, &known);
 
@@ -287,7 +389,13 @@ fn unknown_and_running_names_are_refused_and_the_listener_serves_on() {
     let out = migrate(&other_src, &known, &addr);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("destination refused: VM {known} is already running (runtime directory {})", h.dst.join(&known).display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "destination refused: VM {known} is already running (runtime directory {})",
+            h.dst.join(&known).display()
+        )),
+        "{err}"
+    );
     assert_eq!(wait_running(&other_src, &known)["state"], "running");
     assert_eq!(wait_running(&h.dst, &known)["state"], "running");
     drop(second);
@@ -302,11 +410,24 @@ fn unknown_and_running_names_are_refused_and_the_listener_serves_on() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("the source did not name its VM: migrate it by name"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the source did not name its VM: migrate it by name"),
+        "{}",
+        text(&out.stderr)
+    );
     drop(third);
 
-    assert!(listener.child.try_wait().unwrap().is_none(), "the listener ended: {}", listener.log());
-    assert_eq!(listener.log().matches("failed (status 1").count(), 3, "{}", listener.log());
+    assert!(
+        listener.child.try_wait().unwrap().is_none(),
+        "the listener ended: {}",
+        listener.log()
+    );
+    assert_eq!(
+        listener.log().matches("failed (status 1").count(),
+        3,
+        "{}",
+        listener.log()
+    );
 }
 
 #[test]
@@ -315,10 +436,28 @@ fn bad_listener_set_ups_are_one_line() {
     let run = |args: &[&str]| tern(&h.dst).arg("listen").args(args).output().unwrap();
     let out = run(&["--listen", "0.0.0.0:0", "--defs", h.defs.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("give --tls-dir DIR"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("give --tls-dir DIR"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["--listen", "127.0.0.1:0", "--defs", "/nonexistent"]);
-    assert_eq!(text(&out.stderr), "tern: error: --defs /nonexistent: not a directory of VM definitions\n");
-    let out = run(&["--listen", "127.0.0.1:0", "--defs", h.defs.to_str().unwrap(), "--tls-dir", h.defs.to_str().unwrap()]);
+    assert_eq!(
+        text(&out.stderr),
+        "tern: error: --defs /nonexistent: not a directory of VM definitions\n"
+    );
+    let out = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--defs",
+        h.defs.to_str().unwrap(),
+        "--tls-dir",
+        h.defs.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("ca.pem"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ca.pem"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -23,17 +23,26 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn agent() -> PathBuf {
-    std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/ocf/tern")).unwrap()
+    std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/ocf/tern"))
+        .unwrap()
 }
 
 /// Root and the packages, or a failure that says what is missing.
 fn require_environment() {
     // SAFETY: geteuid only reads the process's credentials.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the OCF agent tests need root (ocf-tester runs the agent as nobody; VMs live in /run/tern)");
-    for (tool, package) in [("/usr/sbin/ocf-tester", "resource-agents"), ("/usr/bin/xmllint", "libxml2-utils")] {
+    for (tool, package) in [
+        ("/usr/sbin/ocf-tester", "resource-agents"),
+        ("/usr/bin/xmllint", "libxml2-utils"),
+    ] {
         assert!(Path::new(tool).exists(), "{tool} is missing: install Debian's {package} (resources/install-host-packages.sh does)");
     }
-    assert!(Path::new(OCF_ROOT).join("lib/heartbeat/ocf-shellfuncs").exists(), "no ocf-shellfuncs under {OCF_ROOT}: install resource-agents");
+    assert!(
+        Path::new(OCF_ROOT)
+            .join("lib/heartbeat/ocf-shellfuncs")
+            .exists(),
+        "no ocf-shellfuncs under {OCF_ROOT}: install resource-agents"
+    );
 }
 
 /// A directory readable by nobody (ocf-tester's meta-data check runs as nobody) with
@@ -42,7 +51,11 @@ fn test_dir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tern-ocf-{}-{what}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("guest.elf"), tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', SPIN))).unwrap();
+    std::fs::write(
+        dir.join("guest.elf"),
+        tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', SPIN)),
+    )
+    .unwrap();
     dir
 }
 
@@ -82,12 +95,22 @@ fn ocf_tester_passes() {
         .output()
         .unwrap();
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    eprintln!("ocf-tester took {:.1} s:\n{report}", started.elapsed().as_secs_f64());
-    assert!(out.status.success(), "ocf-tester failed:\n{report}\nVM log: {}", std::fs::read_to_string(dir.join("vm.log")).unwrap_or_default());
+    eprintln!(
+        "ocf-tester took {:.1} s:\n{report}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success(),
+        "ocf-tester failed:\n{report}\nVM log: {}",
+        std::fs::read_to_string(dir.join("vm.log")).unwrap_or_default()
+    );
     assert!(report.contains("passed all tests"), "{report}");
     // It left nothing running.
     let info = Command::new(TERN).args(["info", &name]).output().unwrap();
-    assert!(!info.status.success(), "VM {name} still runs after ocf-tester");
+    assert!(
+        !info.status.success(),
+        "VM {name} still runs after ocf-tester"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -95,8 +118,15 @@ fn ocf_tester_passes() {
 /// is `runtime`; returns its status and stderr.
 fn action(runtime: &Path, rsctmp: &Path, what: &str, params: &[(&str, String)]) -> (i32, String) {
     let mut cmd = Command::new("sh");
-    cmd.arg(agent()).arg(what).env("OCF_ROOT", OCF_ROOT).env("HA_RSCTMP", rsctmp).env("TERN_RUNTIME_DIR", runtime).env("OCF_RESKEY_binary", TERN);
-    cmd.env("OCF_RESOURCE_INSTANCE", "vm").env("OCF_RESKEY_CRM_meta_timeout", "60000").env("OCF_RESKEY_CRM_meta_interval", "10000");
+    cmd.arg(agent())
+        .arg(what)
+        .env("OCF_ROOT", OCF_ROOT)
+        .env("HA_RSCTMP", rsctmp)
+        .env("TERN_RUNTIME_DIR", runtime)
+        .env("OCF_RESKEY_binary", TERN);
+    cmd.env("OCF_RESOURCE_INSTANCE", "vm")
+        .env("OCF_RESKEY_CRM_meta_timeout", "60000")
+        .env("OCF_RESKEY_CRM_meta_interval", "10000");
     for (key, value) in params {
         cmd.env(format!("OCF_RESKEY_{key}"), value);
     }
@@ -110,8 +140,16 @@ fn migrate_to_and_migrate_from_move_the_vm_through_the_listener() {
     let dir = test_dir("migrate");
     let certs = dir.join("certs");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tls/make-test-certs.sh");
-    let out = Command::new("sh").arg(&script).arg(&certs).output().unwrap();
-    assert!(out.status.success(), "make-test-certs.sh (openssl): {}", text(&out.stderr));
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make-test-certs.sh (openssl): {}",
+        text(&out.stderr)
+    );
     let (src, dst, defs) = (dir.join("run-a"), dir.join("run-b"), dir.join("defs-b"));
     for d in [&src, &dst, &defs] {
         std::fs::create_dir_all(d).unwrap();
@@ -120,11 +158,22 @@ fn migrate_to_and_migrate_from_move_the_vm_through_the_listener() {
     let (name, stray) = (format!("m{pid}"), format!("s{pid}"));
     let file = dir.join("vm.toml");
     define(&dir, &file, &name, Some(&certs.join("source")));
-    define(&dir, &defs.join(format!("{name}.toml")), &name, Some(&certs.join("dest")));
+    define(
+        &dir,
+        &defs.join(format!("{name}.toml")),
+        &name,
+        Some(&certs.join("dest")),
+    );
 
     // Node b's listener.
     let mut listener = Command::new(TERN)
-        .args(["listen", "--listen", "127.0.0.1:0", "--allow-emulated-kvm", "--defs"])
+        .args([
+            "listen",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-emulated-kvm",
+            "--defs",
+        ])
         .arg(&defs)
         .arg("--tls-dir")
         .arg(certs.join("dest"))
@@ -138,14 +187,22 @@ fn migrate_to_and_migrate_from_move_the_vm_through_the_listener() {
     std::io::BufRead::read_line(&mut log, &mut first).unwrap();
     // Keep reading its log (a listener whose stderr is closed would lose its lines).
     std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    let port = first.split(" on 127.0.0.1:").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_else(|| panic!("{first}")).to_string();
+    let port = first
+        .split(" on 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
 
     let params = |config: &Path| {
         vec![
             ("config", config.display().to_string()),
             ("shutdown_timeout", "1".to_string()),
             ("migration_port", port.clone()),
-            ("migration_host_map", "node-a=127.0.0.2 node-b=127.0.0.1".to_string()),
+            (
+                "migration_host_map",
+                "node-a=127.0.0.2 node-b=127.0.0.1".to_string(),
+            ),
             ("CRM_meta_migrate_target", "node-b".to_string()),
             ("CRM_meta_migrate_source", "node-a".to_string()),
             ("logfile", dir.join("vm.log").display().to_string()),

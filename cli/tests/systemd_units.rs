@@ -14,7 +14,9 @@ use std::time::Duration;
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
 
 fn unit_text(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/systemd").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../resources/systemd")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -26,7 +28,10 @@ fn service_key(text: &str, key: &str) -> Option<String> {
         if line.starts_with('[') {
             in_service = line == "[Service]";
         } else if in_service {
-            if let Some(v) = line.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')) {
+            if let Some(v) = line
+                .strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
                 value = Some(v.to_string());
             }
         }
@@ -44,7 +49,10 @@ fn temp_dir(what: &str) -> PathBuf {
 #[test]
 fn systemd_analyze_verify_passes_without_a_warning() {
     let dir = temp_dir("verify");
-    for (source, instance) in [("tern@.service", "tern@vm1.service"), ("tern-listen.service", "tern-listen.service")] {
+    for (source, instance) in [
+        ("tern@.service", "tern@vm1.service"),
+        ("tern-listen.service", "tern-listen.service"),
+    ] {
         let text = unit_text(source).replace("/usr/local/bin/tern", TERN);
         let path = dir.join(instance);
         std::fs::write(&path, text).unwrap();
@@ -54,9 +62,15 @@ fn systemd_analyze_verify_passes_without_a_warning() {
             .output()
             .expect("systemd-analyze (Debian's systemd package; resources/install-host-packages.sh installs it)");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "systemd-analyze verify {source}: {err}");
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify {source}: {err}"
+        );
         // It warns about an unknown key or bad value and still exits 0.
-        assert!(err.trim().is_empty(), "systemd-analyze verify {source} warns: {err}");
+        assert!(
+            err.trim().is_empty(),
+            "systemd-analyze verify {source} warns: {err}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -66,23 +80,38 @@ fn the_units_hold_what_a_vm_needs() {
     let vm = unit_text("tern@.service");
     let key = |k| service_key(&vm, k).unwrap_or_else(|| panic!("tern@.service has no {k}="));
     assert_eq!(key("Type"), "notify");
-    assert_eq!(key("ExecStart"), "/usr/local/bin/tern run --config /etc/tern/%i.toml --name %i");
+    assert_eq!(
+        key("ExecStart"),
+        "/usr/local/bin/tern run --config /etc/tern/%i.toml --name %i"
+    );
     let stop = key("ExecStop");
-    assert!(stop.starts_with("-/usr/local/bin/tern shutdown %i --timeout "), "{stop}");
+    assert!(
+        stop.starts_with("-/usr/local/bin/tern shutdown %i --timeout "),
+        "{stop}"
+    );
     let shutdown_timeout: u64 = stop.rsplit(' ').next().unwrap().parse().unwrap();
     // Room for the shutdown's timeout and its hard stop's 10 s.
     let stop_timeout: u64 = key("TimeoutStopSec").parse().unwrap();
-    assert!(stop_timeout >= shutdown_timeout + 10, "TimeoutStopSec {stop_timeout} vs shutdown {shutdown_timeout}");
+    assert!(
+        stop_timeout >= shutdown_timeout + 10,
+        "TimeoutStopSec {stop_timeout} vs shutdown {shutdown_timeout}"
+    );
     assert_eq!(key("KillMode"), "mixed");
     // Not `always`: a guest that powers off or migrates away must stay off here.
     assert_eq!(key("Restart"), "on-failure");
     assert_eq!(key("UMask"), "0077");
 
     let listen = unit_text("tern-listen.service");
-    let key = |k| service_key(&listen, k).unwrap_or_else(|| panic!("tern-listen.service has no {k}="));
+    let key =
+        |k| service_key(&listen, k).unwrap_or_else(|| panic!("tern-listen.service has no {k}="));
     assert_eq!(key("Type"), "notify");
     let start = key("ExecStart");
-    assert!(start.starts_with("/usr/local/bin/tern listen --listen ") && start.contains("--tls-dir ") && start.ends_with("--defs /etc/tern"), "{start}");
+    assert!(
+        start.starts_with("/usr/local/bin/tern listen --listen ")
+            && start.contains("--tls-dir ")
+            && start.ends_with("--defs /etc/tern"),
+        "{start}"
+    );
     // Received VMs run in the listener's control group: stopping it must not end them.
     assert_eq!(key("KillMode"), "process");
 }
@@ -91,13 +120,17 @@ fn the_units_hold_what_a_vm_needs() {
 fn notify_socket(dir: &Path) -> (UnixDatagram, PathBuf) {
     let path = dir.join("notify");
     let socket = UnixDatagram::bind(&path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     (socket, path)
 }
 
 fn notification(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf).expect("no readiness notification within 20 s");
+    let n = socket
+        .recv(&mut buf)
+        .expect("no readiness notification within 20 s");
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
@@ -105,7 +138,11 @@ fn notification(socket: &UnixDatagram) -> String {
 fn tern_run_and_tern_listen_notify_readiness_once_they_serve() {
     let dir = temp_dir("notify");
     let name = format!("n{}", std::process::id());
-    std::fs::write(dir.join("guest.elf"), tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', &[0xeb, 0xfe]))).unwrap();
+    std::fs::write(
+        dir.join("guest.elf"),
+        tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', &[0xeb, 0xfe])),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("vm.toml"),
         format!("name = \"{name}\"\nmemory = \"64M\"\nallow-emulated-kvm = true\nserial = \"null\"\n[boot]\nkernel = \"guest.elf\"\n"),
@@ -125,8 +162,16 @@ fn tern_run_and_tern_listen_notify_readiness_once_they_serve() {
     let message = notification(&socket);
     assert!(message.starts_with("READY=1\n"), "{message}");
     // Ready means its control socket answers.
-    let info = Command::new(TERN).args(["info", &name]).env("TERN_RUNTIME_DIR", &runtime).output().unwrap();
-    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let info = Command::new(TERN)
+        .args(["info", &name])
+        .env("TERN_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
     let _ = vm.kill();
     let _ = vm.wait();
 
@@ -143,6 +188,9 @@ fn tern_run_and_tern_listen_notify_readiness_once_they_serve() {
     let message = notification(&socket);
     let _ = listener.kill();
     let _ = listener.wait();
-    assert!(message.starts_with("READY=1\nSTATUS=accepting migrations on 127.0.0.1:"), "{message}");
+    assert!(
+        message.starts_with("READY=1\nSTATUS=accepting migrations on 127.0.0.1:"),
+        "{message}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
