@@ -363,8 +363,7 @@ fn unknown_and_running_names_are_refused_and_the_listener_serves_on() {
     assert_eq!(wait_running(&h.src, &unknown)["state"], "running");
     let log = listener.wait_for_log("failed (status 1");
     assert!(
-        log.contains("tern: error: incoming migration from 127.0.0.1:")
-            && log.contains(&want),
+        log.contains("tern: error: incoming migration from 127.0.0.1:") && log.contains(&want),
         "{log}"
     );
     drop(unknown_vm);
@@ -460,4 +459,47 @@ fn bad_listener_set_ups_are_one_line() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn tern_receive_takes_a_definition_and_refuses_another_vm() {
+    let h = Hosts::new("config");
+    let pid = std::process::id();
+    let (name, other) = (format!("c{pid}"), format!("o{pid}"));
+    let _stop = StopAll(h.dst.clone(), vec![name.clone()]);
+    // The destination's definition: its [migration] tls-dir is the receiver's TLS.
+    let def = h.define(&name, true);
+    let receive = |h: &Hosts| {
+        let r = Proc::start(
+            tern(&h.dst)
+                .args(["receive", "--listen", "127.0.0.1:0", "--config"])
+                .arg(&def),
+        );
+        let log = r.wait_for_log("waiting for an incoming migration (mutual TLS)");
+        let addr = log
+            .split(" on ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap()
+            .to_string();
+        (r, addr)
+    };
+
+    // A source sending another VM is refused; it keeps its guest.
+    let (mut receiver, addr) = receive(&h);
+    let _wrong = start_source(&h, &h.src, &other);
+    let out = migrate(&h.src, &other, &addr);
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!("the source sends VM {other}; this receive is for VM {name}");
+    assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
+    assert_ne!(receiver.wait(), 0);
+    assert_eq!(wait_running(&h.src, &other)["state"], "running");
+
+    let (_receiver, addr) = receive(&h);
+    let mut source = start_source(&h, &h.src, &name);
+    let out = migrate(&h.src, &name, &addr);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(source.wait(), 0);
+    assert_eq!(wait_running(&h.dst, &name)["state"], "running");
+    assert_runs_on_destination(&h, &name);
 }
