@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the host packages tern's tests and rig need (openssl: the migration TLS tests'
-# certificates), from Debian's registries only.
+# certificates; resource-agents and libxml2-utils: ocf-tester and the shell functions
+# for the OCF agent's test; systemd: systemd-analyze verify of the units), from
+# Debian's registries only.
 # Adds Debian's non-free component (netperf) and bookworm-backports (the newest QEMU
 # Debian ships, the comparison anchor) as apt sources when missing. Idempotent.
 set -euo pipefail
 
 want_qemu_major=10
-packages=(busybox-static cpio lz4 e2fsprogs netperf python3 openssl iproute2)
+packages=(busybox-static cpio lz4 e2fsprogs netperf python3 openssl iproute2 resource-agents libxml2-utils systemd)
 
 have_all() {
     command -v qemu-system-x86_64 >/dev/null &&
@@ -14,7 +16,9 @@ have_all() {
         [ -x /bin/busybox ] && command -v cpio >/dev/null && command -v lz4 >/dev/null &&
         command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null &&
         command -v netperf >/dev/null && command -v python3 >/dev/null &&
-        command -v openssl >/dev/null && [ -x /usr/sbin/ip ] && /usr/sbin/ip -V 2>/dev/null | grep -q iproute2
+        command -v openssl >/dev/null && [ -x /usr/sbin/ip ] && /usr/sbin/ip -V 2>/dev/null | grep -q iproute2 &&
+        [ -x /usr/sbin/ocf-tester ] && [ -f /usr/lib/ocf/lib/heartbeat/ocf-shellfuncs ] &&
+        command -v xmllint >/dev/null && command -v systemd-analyze >/dev/null
 }
 
 if have_all; then

@@ -35,7 +35,7 @@ pub struct Target {
 
 impl Target {
     /// The control socket's path, and how to call the VM in messages.
-    fn socket(&self) -> Result<(PathBuf, String)> {
+    pub fn socket(&self) -> Result<(PathBuf, String)> {
         if let Some(path) = &self.api_socket {
             return Ok((path.clone(), path.display().to_string()));
         }

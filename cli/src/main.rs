@@ -12,13 +12,16 @@ mod definition;
 mod device_args;
 mod disk_boot;
 mod guest_devices;
+mod listen;
 mod migrate;
 mod panic_report;
 mod receive;
 mod restore;
 mod restore_disks;
+mod receive_spec;
 mod run;
 mod run_spec;
+mod sd_notify;
 mod runtime_dir;
 mod session;
 mod size;
@@ -46,12 +49,16 @@ enum Command {
     Run(run::RunArgs),
     /// Wait for a live migration from another tern and run the guest here.
     Receive(receive::ReceiveArgs),
-    /// Live-migrate the guest of a running tern (by its control socket) to a receiver.
+    /// Live-migrate a running VM (by name or control socket) to `tern receive` or a
+    /// host's `tern listen`.
     Migrate(migrate::MigrateArgs),
     /// Write a snapshot of a running tern's guest (by its control socket) to a directory.
     Snapshot(snapshot::SnapshotArgs),
     /// Run a guest from a snapshot directory, from the instant it was taken.
     Restore(restore::RestoreArgs),
+    /// Accept live migrations for any VM defined on this host (--defs, default
+    /// /etc/tern): each runs from its definition, in a `tern receive` of its own.
+    Listen(listen::ListenArgs),
     /// Attach to the serial console of a running tern started with --serial
     /// socket=PATH (Ctrl-A x detaches; the guest keeps running).
     ///
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::migrate(args),
         Command::Snapshot(args) => snapshot::snapshot(args),
         Command::Restore(args) => restore::restore(args),
+        Command::Listen(args) => listen::listen(args, cli.verbose),
         Command::Console(args) => console_attach::attach(args),
         Command::BootEntries(args) => boot_entries::boot_entries(args, cli.verbose > 0),
         Command::List(args) => control::list(args),

@@ -1,5 +1,7 @@
-//! `tern migrate`: ask a running tern (through its control socket) to live-migrate its
-//! guest, show progress, and print the report.
+//! `tern migrate`: ask a running tern (by name or control socket) to live-migrate its
+//! guest, show progress, and print the report. A VM migrated by name tells the
+//! destination its name (a host's `tern listen` picks the definition by it) and, given
+//! no `--tls-dir`, uses its definition's `[migration] tls-dir`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,14 +11,15 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::api_client;
+use crate::control::Target;
+use crate::runtime_dir;
 
 /// Flags of `tern migrate`.
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
-    /// Control socket of the running source (its --api-socket).
-    #[arg(long, value_name = "PATH")]
-    pub api_socket: PathBuf,
-    /// Address of the `tern receive` destination.
+    #[command(flatten)]
+    pub target: Target,
+    /// Address of the `tern receive` or `tern listen` destination.
     #[arg(long, value_name = "ADDR:PORT")]
     pub to: String,
     /// Target for the guest's pause, in milliseconds.
@@ -31,7 +34,8 @@ pub struct MigrateArgs {
     pub json: bool,
     /// Mutual TLS 1.3: DIR holds ca.pem, cert.pem and key.pem of this host (read by the
     /// running source tern). The destination's certificate must be signed by the CA and
-    /// name the host in --to (DNS name or IP address).
+    /// name the host in --to (DNS name or IP address) [default for a VM given by NAME:
+    /// its definition's [migration] tls-dir, if any; else plaintext].
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
 }
@@ -43,9 +47,12 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
     }
     // The source tern reads the directory: give it a path that does not depend on
     // this command's working directory.
-    let tls_dir = match &args.tls_dir {
-        Some(dir) => Some(std::fs::canonicalize(dir).with_context(|| format!("--tls-dir {}", dir.display()))?),
-        None => None,
+    let (socket, _) = args.target.socket()?;
+    let vm_name = args.target.name.clone();
+    let tls_dir = match (&args.tls_dir, &vm_name) {
+        (Some(dir), _) => Some(std::fs::canonicalize(dir).with_context(|| format!("--tls-dir {}", dir.display()))?),
+        (None, Some(name)) => runtime_dir::recorded_tls_dir(&runtime_dir::vm_dir(&runtime_dir::base()?, name)),
+        (None, None) => None,
     };
     let request = serde_json::json!({
         "command": "migrate",
@@ -53,9 +60,10 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         "max_downtime_ms": args.max_downtime,
         "max_bandwidth_mib_s": args.max_bandwidth,
         "tls_dir": tls_dir,
+        "vm_name": vm_name,
     });
     let tty = std::io::stderr().is_terminal();
-    let reply = api_client::request(&args.api_socket, "the source's", &request, |reply| {
+    let reply = api_client::request(&socket, "the source's", &request, |reply| {
         if let (Some(p), false) = (&reply.progress, args.json) {
             if tty {
                 eprint!("\r{}", p.render());

@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// reset, 3 for a triple fault) [default: restart].
     #[arg(long, value_name = "restart|exit", value_parser = parse_on_reboot)]
     pub on_reboot: Option<OnReboot>,
+    /// Check the flags and definition (keys, values, the files they name, the kernel's
+    /// format), print the VM's name (an empty line without one) and exit, starting
+    /// nothing.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `--on-reboot` values.
@@ -198,9 +203,20 @@ pub fn host_memory_bytes() -> u64 {
 /// Runs `tern run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
+    let check = args.check;
     let args = RunSpec::resolve(args)?;
+    if check {
+        validate(&args)?;
+        boot(&args)?;
+        println!("{}", args.name.as_deref().unwrap_or(""));
+        return Ok(ExitCode::SUCCESS);
+    }
     // A named VM claims its runtime directory first: a second one is refused at once.
-    let (args, _vm_dir) = claim_name(args)?;
+    let (args, vm_dir) = claim_name(args)?;
+    if let Some(dir) = &vm_dir {
+        // `tern migrate NAME` uses the definition's TLS directory by default.
+        dir.record_tls_dir(args.migration_tls_dir.as_deref())?;
+    }
     tern_seccomp::set_mode(args.seccomp)?;
     validate(&args)?;
     let boot = boot(&args)?;
@@ -226,7 +242,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let machine = Machine::new(&kvm, config, started)?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
-    session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot)
+    let status = session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot);
+    drop(vm_dir);
+    status
 }
 
 #[cfg(test)]

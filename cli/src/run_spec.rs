@@ -117,44 +117,10 @@ impl RunSpec {
 
         let disks = match (args.disks.is_empty(), file) {
             (false, _) | (true, None) => args.disks,
-            (true, Some(file)) => def
-                .disks
-                .iter()
-                .map(|d| {
-                    let path = file.existing(&d.path, "disk.path", false)?;
-                    Ok(DiskArg {
-                        config: BlockConfig {
-                            path,
-                            read_only: d.readonly,
-                            serial: d.serial.clone(),
-                        },
-                        boot: d.boot,
-                    })
-                })
-                .collect::<Result<_>>()?,
+            (true, Some(file)) => definition_disks(file)?,
         };
         let nets = if args.nets.is_empty() {
-            def.nets
-                .iter()
-                .map(|n| {
-                    let n = n.get_ref();
-                    match (&n.tap, &n.bridge) {
-                        (Some(tap), _) => NetArg::Tap(NetConfig {
-                            tap: tap.clone(),
-                            mac: n.mac,
-                        }),
-                        (None, Some(bridge)) => NetArg::Bridge {
-                            bridge: bridge.clone(),
-                            mac: n.mac,
-                        },
-                        // Refused when the file was loaded.
-                        (None, None) => NetArg::Bridge {
-                            bridge: String::new(),
-                            mac: n.mac,
-                        },
-                    }
-                })
-                .collect()
+            definition_nets(def)
         } else {
             args.nets
         };
@@ -192,6 +158,50 @@ impl RunSpec {
             migration_tls_dir,
         })
     }
+}
+
+/// The definition's `[[disk]]`s, each image checked to exist.
+pub fn definition_disks(file: &Loaded) -> Result<Vec<DiskArg>> {
+    file.def
+        .disks
+        .iter()
+        .map(|d| {
+            let path = file.existing(&d.path, "disk.path", false)?;
+            Ok(DiskArg {
+                config: BlockConfig {
+                    path,
+                    read_only: d.readonly,
+                    serial: d.serial.clone(),
+                },
+                boot: d.boot,
+            })
+        })
+        .collect()
+}
+
+/// The definition's `[[net]]`s.
+pub fn definition_nets(def: &Definition) -> Vec<NetArg> {
+    def.nets
+        .iter()
+        .map(|n| {
+            let n = n.get_ref();
+            match (&n.tap, &n.bridge) {
+                (Some(tap), _) => NetArg::Tap(NetConfig {
+                    tap: tap.clone(),
+                    mac: n.mac,
+                }),
+                (None, Some(bridge)) => NetArg::Bridge {
+                    bridge: bridge.clone(),
+                    mac: n.mac,
+                },
+                // Refused when the file was loaded.
+                (None, None) => NetArg::Bridge {
+                    bridge: String::new(),
+                    mac: n.mac,
+                },
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Where named VMs live on this host: `/run/tern/NAME/` for root, else
-//! `$XDG_RUNTIME_DIR/tern/NAME/`, each directory owner-only (0700), holding the VM's
+//! `$XDG_RUNTIME_DIR/tern/NAME/` (`$TERN_RUNTIME_DIR/NAME/` when that is set), each
+//! directory owner-only (0700), holding the VM's
 //! `api.sock` and (by default) `console.sock`, and a `lock` file the running tern
 //! holds `flock`ed, so a second `tern run --name NAME` is refused at once while the
 //! first runs and a crashed one leaves nothing that blocks a restart (stale sockets
@@ -8,6 +9,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,11 @@ pub const API_SOCKET: &str = "api.sock";
 pub const CONSOLE_SOCKET: &str = "console.sock";
 /// The file a running tern holds locked.
 const LOCK_FILE: &str = "lock";
+/// The file naming the VM's migration TLS directory (its definition's
+/// `[migration] tls-dir`), which `tern migrate NAME` uses when given no `--tls-dir`.
+const TLS_DIR_FILE: &str = "migration-tls-dir";
+/// The longest path that file may hold.
+const MAX_RECORDED_PATH: u64 = 4096;
 
 /// Why a VM's runtime directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +57,15 @@ pub enum RuntimeDirError {
     },
 }
 
+/// The variable that, set to an absolute path, replaces the runtime directory (for
+/// several "hosts" on one machine, as the tests run a source and a destination).
+pub const OVERRIDE_VAR: &str = "TERN_RUNTIME_DIR";
+
 /// The directory all named VMs of this user are under.
 pub fn base() -> Result<PathBuf, RuntimeDirError> {
+    if let Some(dir) = std::env::var_os(OVERRIDE_VAR).filter(|d| Path::new(d).is_absolute()) {
+        return Ok(PathBuf::from(dir));
+    }
     // SAFETY: geteuid only reads the process's credentials.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(PathBuf::from("/run/tern"));
@@ -85,6 +99,45 @@ impl VmDir {
     pub fn console_socket(&self) -> PathBuf {
         self.dir.join(CONSOLE_SOCKET)
     }
+
+    /// Records the VM's migration TLS directory for `tern migrate NAME` (`None`:
+    /// removes an earlier run's record).
+    pub fn record_tls_dir(&self, tls_dir: Option<&Path>) -> Result<(), RuntimeDirError> {
+        let path = self.dir.join(TLS_DIR_FILE);
+        let io_err = |source| RuntimeDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        let Some(tls_dir) = tls_dir else {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
+                _ => Ok(()),
+            };
+        };
+        // An absolute path: `tern migrate` may run in any directory.
+        let tls_dir = fs::canonicalize(tls_dir).map_err(io_err)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err)?;
+        io::Write::write_all(&mut file, tls_dir.as_os_str().as_bytes()).map_err(io_err)
+    }
+}
+
+/// The migration TLS directory the VM in `dir` recorded, if any.
+pub fn recorded_tls_dir(dir: &Path) -> Option<PathBuf> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(dir.join(TLS_DIR_FILE))
+        .ok()?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, MAX_RECORDED_PATH), &mut bytes).ok()?;
+    (!bytes.is_empty()).then(|| PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
 /// Makes `dir` (mode 0700) if missing, and checks an existing one is a real
@@ -204,6 +257,15 @@ mod tests {
             0o700
         );
         assert!(is_claimed(&first.dir));
+        // The migration TLS directory is recorded as an absolute path, and removed.
+        assert_eq!(recorded_tls_dir(&first.dir), None);
+        first.record_tls_dir(Some(&base)).unwrap();
+        assert_eq!(
+            recorded_tls_dir(&first.dir),
+            Some(fs::canonicalize(&base).unwrap())
+        );
+        first.record_tls_dir(None).unwrap();
+        assert_eq!(recorded_tls_dir(&first.dir), None);
         let e = claim(&base, "vm1").unwrap_err();
         assert_eq!(
             e.to_string(),

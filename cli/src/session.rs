@@ -122,6 +122,7 @@ pub fn serve(
         None => None,
     };
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "starting the vCPUs");
+    crate::sd_notify::ready(if already_running { "guest received, running" } else { "guest starting" });
     let exit = reboot::run(kvm, machine, on_reboot, already_running, None, |next| {
         // A raw terminal needs the carriage return spelled out.
         let end = if interactive { "\r\n" } else { "\n" };

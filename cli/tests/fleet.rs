@@ -219,7 +219,8 @@ fn a_vm_from_a_definition_is_listed_paused_resumed_and_stopped_by_name() {
     // And the name is free again.
     let mut again = Vm::start(tern().arg("run").arg("--config").arg(&file), &name);
     assert_eq!(again.info()["memory_bytes"], 64u64 << 20);
-    assert!(control(&["stop", &name]).status.success());
+    let stop = control(&["stop", &name]);
+    assert!(stop.status.success(), "stop after a restart under the same name: {}", text(&stop.stderr));
     assert_eq!(again.wait().0, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

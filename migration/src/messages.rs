@@ -11,19 +11,80 @@ use crate::frame::{read_frame, write_frame, write_frame_parts, FrameError, Kind}
 use crate::pages::{PageBatch, PageError};
 use crate::{MAGIC, PROTOCOL_VERSION};
 
-/// Opening message from the source.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Hello feature bit: the VM's name follows the hello's fixed fields (a postcard
+/// string). A source sends it when migrated by name (`tern migrate NAME`), so a host's
+/// migration listener can pick that VM's definition; without the bit the hello is the
+/// three fields alone, as every earlier build sent and reads it.
+pub const FEATURE_VM_NAME: u64 = 1;
+/// The longest VM name a hello may carry, in bytes.
+pub const MAX_VM_NAME: usize = 64;
+
+/// Opening message from the source. On the wire: `magic`, `version`, `features`,
+/// then the VM name only when `features` has [`FEATURE_VM_NAME`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub magic: u64,
     pub version: u32,
-    /// Optional features the sender supports (none defined yet).
+    /// Optional features the sender supports ([`FEATURE_VM_NAME`]; set on the wire
+    /// from `vm_name`).
     pub features: u64,
+    /// The VM being sent, when the source knows it by name.
+    pub vm_name: Option<String>,
+}
+
+/// The hello's fixed fields, as every build encodes them.
+#[derive(Serialize, Deserialize)]
+struct HelloHead {
+    magic: u64,
+    version: u32,
+    features: u64,
 }
 
 impl Hello {
     /// This build's hello.
     pub fn current() -> Self {
-        Self { magic: MAGIC, version: PROTOCOL_VERSION, features: 0 }
+        Self { magic: MAGIC, version: PROTOCOL_VERSION, features: 0, vm_name: None }
+    }
+
+    /// This build's hello for the VM called `name`.
+    pub fn named(name: Option<String>) -> Self {
+        let features = if name.is_some() { FEATURE_VM_NAME } else { 0 };
+        Self { features, vm_name: name, ..Self::current() }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let features = match self.vm_name {
+            Some(_) => self.features | FEATURE_VM_NAME,
+            None => self.features & !FEATURE_VM_NAME,
+        };
+        let mut bytes = encode(&HelloHead { magic: self.magic, version: self.version, features });
+        if let Some(name) = &self.vm_name {
+            bytes.extend(encode(&name.as_str()));
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let malformed = |reason: String| ProtocolError::Malformed { kind: Kind::Hello, reason };
+        let (head, mut rest): (HelloHead, _) = postcard::take_from_bytes(bytes).map_err(|e| malformed(e.to_string()))?;
+        if head.magic != MAGIC {
+            return Err(ProtocolError::BadMagic(head.magic));
+        }
+        check_version(head.version)?;
+        let mut vm_name = None;
+        if head.features & FEATURE_VM_NAME != 0 {
+            // Borrowed: the name's claimed length allocates nothing.
+            let (name, after): (&str, _) = postcard::take_from_bytes(rest).map_err(|e| malformed(format!("VM name: {e}")))?;
+            if name.len() > MAX_VM_NAME {
+                return Err(malformed(format!("VM name of {} bytes, at most {MAX_VM_NAME} allowed", name.len())));
+            }
+            vm_name = Some(name.to_string());
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(malformed(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(Self { magic: head.magic, version: head.version, features: head.features, vm_name })
     }
 }
 
@@ -167,7 +228,7 @@ impl Message {
             return send_pages(w, b);
         }
         let (kind, payload) = match self {
-            Message::Hello(m) => (Kind::Hello, encode(m)),
+            Message::Hello(m) => (Kind::Hello, m.encode()),
             Message::Config(m) => (Kind::Config, encode(m)),
             Message::Pages(b) => (Kind::Pages, b.encode()),
             Message::RoundDone(m) => (Kind::RoundDone, encode(m)),
@@ -189,14 +250,7 @@ impl Message {
     /// Decodes a frame payload.
     pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Message, ProtocolError> {
         Ok(match kind {
-            Kind::Hello => {
-                let m: Hello = decode(kind, bytes)?;
-                if m.magic != MAGIC {
-                    return Err(ProtocolError::BadMagic(m.magic));
-                }
-                check_version(m.version)?;
-                Message::Hello(m)
-            }
+            Kind::Hello => Message::Hello(Hello::decode(bytes)?),
             Kind::Config => {
                 let m: VmDescription = decode(kind, bytes)?;
                 check_version(m.version)?;
@@ -271,6 +325,7 @@ mod tests {
     fn all_messages() -> Vec<Message> {
         vec![
             Message::Hello(Hello::current()),
+            Message::Hello(Hello::named(Some("web1".into()))),
             Message::Config(description()),
             Message::RoundDone(RoundDone { version: PROTOCOL_VERSION, round: 3, pages: 99 }),
             Message::State(vec![1, 2, 3]),
@@ -302,9 +357,42 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let mut payload = encode(&Hello::current());
+        let mut payload = Hello::current().encode();
         payload.push(0);
         assert!(matches!(Message::decode(Kind::Hello, &payload), Err(ProtocolError::Malformed { .. })));
+        let mut payload = Hello::named(Some("vm1".into())).encode();
+        payload.push(0);
+        assert!(matches!(Message::decode(Kind::Hello, &payload), Err(ProtocolError::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_hello_without_a_name_is_the_three_fields_of_earlier_builds() {
+        // What every earlier build sent: magic, version, features, nothing more.
+        let old = encode(&HelloHead { magic: MAGIC, version: PROTOCOL_VERSION, features: 0 });
+        assert_eq!(Hello::current().encode(), old);
+        assert_eq!(Message::decode(Kind::Hello, &old).unwrap(), Message::Hello(Hello::current()));
+        // A name sets the feature bit and follows the fields.
+        let named = Hello::named(Some("web1".into())).encode();
+        assert!(named.starts_with(&encode(&HelloHead { magic: MAGIC, version: PROTOCOL_VERSION, features: FEATURE_VM_NAME })));
+        match Message::decode(Kind::Hello, &named).unwrap() {
+            Message::Hello(h) => assert_eq!((h.vm_name.as_deref(), h.features), (Some("web1"), FEATURE_VM_NAME)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_or_oversized_name_is_refused() {
+        let head = encode(&HelloHead { magic: MAGIC, version: PROTOCOL_VERSION, features: FEATURE_VM_NAME });
+        let e = Message::decode(Kind::Hello, &head).unwrap_err().to_string();
+        assert!(e.starts_with("malformed Hello message: VM name: "), "{e}");
+        let mut long = head.clone();
+        long.extend(encode(&"x".repeat(MAX_VM_NAME + 1).as_str()));
+        let e = Message::decode(Kind::Hello, &long).unwrap_err().to_string();
+        assert_eq!(e, "malformed Hello message: VM name of 65 bytes, at most 64 allowed");
+        // A name claiming gigabytes it does not have allocates nothing and is refused.
+        let mut lying = head;
+        lying.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(Message::decode(Kind::Hello, &lying).is_err());
     }
 
     proptest! {

@@ -63,6 +63,10 @@ pub enum ApiCommand {
         /// Mutual TLS with the certificates in this directory (absent: plaintext).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tls_dir: Option<std::path::PathBuf>,
+        /// The VM's name, told to the destination in the hello (a host's migration
+        /// listener picks that VM's definition by it); absent: not told.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vm_name: Option<String>,
     },
     /// Write a snapshot to the directory `to` (which must not exist). Progress
     /// replies carry `snapshot_progress`; the last reply carries `snapshot` (or

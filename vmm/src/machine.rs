@@ -553,7 +553,7 @@ impl Machine {
             }
             ApiCommand::Shutdown => (ApiReply::ok(), Some(MachineExit::UserQuit)),
             ApiCommand::PowerButton => (self.press_power_button(), None),
-            ApiCommand::Migrate { to, max_downtime_ms, max_bandwidth_mib_s, tls_dir } => {
+            ApiCommand::Migrate { to, max_downtime_ms, max_bandwidth_mib_s, tls_dir, vm_name } => {
                 if self.busy() {
                     (busy(), None)
                 } else if self.is_paused() {
@@ -565,6 +565,7 @@ impl Machine {
                         max_downtime: Duration::from_millis(max_downtime_ms),
                         max_bandwidth: (max_bandwidth_mib_s > 0).then_some(max_bandwidth_mib_s << 20),
                         tls_dir,
+                        vm_name,
                     };
                     // The migration thread answers on the request's channel itself.
                     let reply = request.reply;

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use devices::sync::lock;
 use migration::frame::{read_frame, FrameError, Kind};
-use migration::messages::{self, AckStage, Message, ProtocolError, VmDescription};
+use migration::messages::{self, AckStage, Message, ProtocolError};
+/// What `receive_connection`'s callers are handed: the hello and the description.
+pub use migration::messages::{Hello, VmDescription};
 use migration::pages::PageBatchView;
 use migration::receiver::ReceiverProtocol;
 
@@ -47,6 +49,18 @@ impl Default for ReceiveOptions {
     }
 }
 
+/// What the destination needs once the source said hello (and, with it, which VM it
+/// sends): the limits, this side's device descriptions (in slot order), and how to
+/// build the machine for the source's description.
+pub struct Prepared<B> {
+    /// Limits the description must fit.
+    pub expect: Expectations,
+    /// This side's device descriptions (the source's must match).
+    pub local_devices: Vec<String>,
+    /// Makes the machine; called once, after the description passed every check.
+    pub build: B,
+}
+
 /// Binds the listening socket (so the caller can report the address before waiting).
 pub fn listen(addr: &str) -> Result<TcpListener, MigrateError> {
     TcpListener::bind(addr).map_err(|source| MigrateError::Listen { addr: addr.to_string(), source })
@@ -68,18 +82,35 @@ pub fn receive(
     options: &ReceiveOptions,
     build: impl FnOnce(&VmDescription) -> Result<Machine, String>,
 ) -> Result<Machine, MigrateError> {
-    let (stream, peer) = listener.accept()?;
+    let (stream, _) = listener.accept()?;
     drop(listener);
-    tracing::info!(%peer, tls = options.tls.is_some(), "incoming migration");
+    let prepared = Prepared { expect: options.expect.clone(), local_devices: options.local_devices.clone(), build };
+    receive_connection(stream, options.tls.clone(), options.timeout, |_| Ok(prepared))
+}
+
+/// Receives one migration on an accepted connection (`tern listen` hands each one to
+/// its own `tern receive`). `prepare` is called with the source's hello, before it is
+/// acknowledged: it decides whether this side takes the VM the hello names and says
+/// with what (a refusal is the source's one line); the rest is as [`receive`].
+pub fn receive_connection<B>(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    timeout: Duration,
+    prepare: impl FnOnce(&Hello) -> Result<Prepared<B>, String>,
+) -> Result<Machine, MigrateError>
+where
+    B: FnOnce(&VmDescription) -> Result<Machine, String>,
+{
+    let peer = stream.peer_addr()?;
+    tracing::info!(%peer, tls = tls.is_some(), "incoming migration");
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(options.timeout))?;
+    stream.set_read_timeout(Some(timeout))?;
     let (to_owner, from_reader) = channel();
     let (to_reader, from_owner) = channel();
-    let (tls, timeout) = (options.tls.clone(), options.timeout);
     let reader = std::thread::Builder::new()
         .name("migration-in".into())
         .spawn(move || read_source(stream, peer.to_string(), tls, timeout, to_owner, from_owner))?;
-    let result = own(options, build, &from_reader, &to_reader);
+    let result = own(prepare, &from_reader, &to_reader);
     if let Err(e) = &result {
         // The reader tells the source (if it can still hear) and ends.
         let _ = to_reader.send(OwnerSays::Refused(refusal_text(e)));
@@ -91,6 +122,8 @@ pub fn receive(
 
 /// What the reader hands the machine's owner, in protocol order.
 enum ReaderSays {
+    /// The source's hello (not yet acknowledged).
+    Hello(Hello),
     /// The source's description (hello acknowledged).
     Described(VmDescription),
     /// The decoded machine state (all pages written).
@@ -103,6 +136,8 @@ enum ReaderSays {
 
 /// What the owner answers.
 enum OwnerSays {
+    /// This side takes the VM the hello names: acknowledge.
+    Welcome,
     /// The description fits and the machine is built: acknowledge, take pages into it.
     Accepted(GuestMemoryMmap),
     /// The state is restored: acknowledge.
@@ -123,23 +158,30 @@ fn refusal_text(e: &MigrateError) -> String {
 }
 
 /// The owner's side: every decision and every KVM or device operation.
-fn own(
-    options: &ReceiveOptions,
-    build: impl FnOnce(&VmDescription) -> Result<Machine, String>,
+fn own<B>(
+    prepare: impl FnOnce(&Hello) -> Result<Prepared<B>, String>,
     from_reader: &Receiver<ReaderSays>,
     to_reader: &Sender<OwnerSays>,
-) -> Result<Machine, MigrateError> {
+) -> Result<Machine, MigrateError>
+where
+    B: FnOnce(&VmDescription) -> Result<Machine, String>,
+{
     let next = || match from_reader.recv() {
         Ok(ReaderSays::Failed(e)) => Err(e),
         Ok(said) => Ok(said),
         Err(_) => Err(MigrateError::Device("the migration reader ended without a reason".into())),
     };
     let reader_gone = || MigrateError::Device("the migration reader ended".into());
+    let ReaderSays::Hello(hello) = next()? else {
+        return Err(MigrateError::Device("the reader skipped the hello".into()));
+    };
+    let Prepared { expect, local_devices, build } = prepare(&hello).map_err(MigrateError::Refused)?;
+    to_reader.send(OwnerSays::Welcome).map_err(|_| reader_gone())?;
     let ReaderSays::Described(desc) = next()? else {
         return Err(MigrateError::Device("the reader skipped the description".into()));
     };
     // Everything about the description is checked before anything is allocated.
-    admission::check_here(&desc, &options.expect, &options.local_devices).map_err(MigrateError::Refused)?;
+    admission::check_here(&desc, &expect, &local_devices).map_err(MigrateError::Refused)?;
     let mut machine = build(&desc).map_err(MigrateError::Refused)?;
     to_reader.send(OwnerSays::Accepted(machine.guest_memory().clone())).map_err(|_| reader_gone())?;
     loop {
@@ -153,7 +195,7 @@ fn own(
                 to_reader.send(OwnerSays::Resumed).map_err(|_| reader_gone())?;
                 return Ok(machine);
             }
-            ReaderSays::Described(_) | ReaderSays::Failed(_) => {
+            ReaderSays::Hello(_) | ReaderSays::Described(_) | ReaderSays::Failed(_) => {
                 return Err(MigrateError::Device("the reader broke the protocol order".into()))
             }
         }
@@ -280,7 +322,12 @@ fn serve(r: &mut BufReader<Conn>, timeout: Duration, to_owner: &Sender<ReaderSay
     };
 
     let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
-    decode(kind, &buf)?;
+    let Message::Hello(hello) = decode(kind, &buf)? else {
+        return Err(Stop::Reader(MigrateError::Protocol(ProtocolError::Unexpected { expected: "hello", got: "another message" })));
+    };
+    let OwnerSays::Welcome = ask(to_owner, from_owner, ReaderSays::Hello(hello))? else {
+        return Err(Stop::Owner("the destination answered out of order".into()));
+    };
     send(r, messages::ack(AckStage::Hello))?;
 
     let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;

@@ -37,6 +37,8 @@ pub struct Options {
     pub max_bandwidth: Option<u64>,
     /// Mutual TLS from this directory (ca.pem, cert.pem, key.pem); `None`: plaintext.
     pub tls_dir: Option<PathBuf>,
+    /// The VM's name for the destination's hello (None: not told).
+    pub vm_name: Option<String>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -219,7 +221,7 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     let mut buf = Vec::new();
 
     // Hello and config: the destination refuses here, before anything is paused.
-    Message::Hello(Hello::current()).send(&mut w)?;
+    Message::Hello(Hello::named(options.vm_name.clone())).send(&mut w)?;
     w.flush()?;
     expect_ack(&mut w, &mut buf, AckStage::Hello)?;
     Message::Config(describe(parts)).send(&mut w)?;
