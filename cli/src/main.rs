@@ -13,6 +13,7 @@ mod device_args;
 mod disk_boot;
 mod guest_devices;
 mod migrate;
+mod next_boot;
 mod panic_report;
 mod receive;
 mod restore;

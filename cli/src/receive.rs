@@ -16,6 +16,7 @@ use vmm::{Boot, Machine, MachineConfig};
 use crate::bridge_tap;
 use crate::device_args;
 use crate::guest_devices::{self, Locking};
+use crate::next_boot::{NextBoot, NextBootArgs};
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
 
@@ -70,13 +71,17 @@ pub struct ReceiveArgs {
     /// kernel logs it instead), off.
     #[arg(long, default_value = "on", value_name = "on|log|off")]
     pub seccomp: tern_seccomp::Mode,
+    #[command(flatten)]
+    pub next_boot: NextBootArgs,
 }
 
 /// Runs `tern receive`.
 pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let started = Instant::now();
     tern_seccomp::set_mode(args.seccomp)?;
+    args.next_boot.validate()?;
     let disks: Vec<BlockConfig> = args.disks.iter().map(|d| d.config.clone()).collect();
+    let disk_paths: Vec<_> = disks.iter().map(|d| d.path.clone()).collect();
     // Bridge TAPs are removed when tern ends, however it ends (bridge_tap.rs).
     let (nets, _bridge_taps) = bridge_tap::attach(&args.nets)?;
     let virtio_devices = guest_devices::open(&disks, &nets, Locking::AtHandOver)?;
@@ -96,7 +101,11 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
         tls,
         timeout: Duration::from_secs(args.timeout),
     };
+    let mut next: Option<NextBoot> = None;
     let machine = destination::receive(listener, &options, |desc| {
+        let resolved = args.next_boot.resolve(desc.boot.as_ref(), &disk_paths);
+        let (record, provider) = (resolved.record.clone(), resolved.provider.clone());
+        next = Some(resolved);
         let config = MachineConfig {
             cpus: desc.cpus,
             memory: desc.memory_bytes,
@@ -106,11 +115,14 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
             track_dirty_pages: false,
             virtio_devices,
         };
-        Machine::new(&kvm, config, started).map_err(|e| e.to_string())
+        let mut machine = Machine::new(&kvm, config, started).map_err(|e| e.to_string())?;
+        machine.set_boot_source(record, provider);
+        Ok(machine)
     })
     .context("incoming migration failed")?;
     eprintln!("tern: guest received and running after {} ms", started.elapsed().as_millis());
-    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, vmm::OnReboot::Exit)
+    let (on_reboot, why) = next.map_or((vmm::OnReboot::Exit, None), |n| (n.on_reboot, n.not_booted_again));
+    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, on_reboot, why.as_deref())
 }
 
 /// The TLS server configuration, or why plaintext is (or is not) acceptable here.

@@ -87,7 +87,8 @@ pub fn open_kvm() -> Result<Kvm> {
 
 /// Console and API around a built machine, kept across guest reboots (which
 /// `on_reboot` decides). With `already_running` the vCPUs were started elsewhere (an
-/// incoming migration). Returns tern's exit status: 0 when the guest powered off,
+/// incoming migration); `not_booted_again` says why a reset ends tern when it
+/// has nothing to boot (a received or restored guest). Returns tern's exit status: 0 when the guest powered off,
 /// asked for a reset with `--on-reboot exit`, or was quit or migrated away;
 /// [`TRIPLE_FAULT_EXIT_STATUS`] when it triple-faulted (`--on-reboot exit`); an error
 /// (status 1) when a vCPU failed.
@@ -100,6 +101,7 @@ pub fn serve(
     started: Instant,
     already_running: bool,
     on_reboot: OnReboot,
+    not_booted_again: Option<&str>,
 ) -> Result<ExitCode> {
     let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
     let raw_guard = if interactive {
@@ -130,9 +132,9 @@ pub fn serve(
     drop(raw_guard);
     let exit = exit?;
     let mut result = outcome(exit, started.elapsed().as_millis());
-    if already_running {
-        // A received guest: reboots end tern whatever the flag (it has no kernel to boot).
-        result = result.map(|(message, status)| (message.replace("(--on-reboot exit)", "(a received guest is not booted again)"), status));
+    if let Some(why) = not_booted_again {
+        // A received or restored guest with nothing to boot: a reset ends tern, saying why.
+        result = result.map(|(message, status)| (message.replace("(--on-reboot exit)", &format!("(not booted again: {why})")), status));
     }
     let (message, status) = result?;
     eprintln!("{message}");

@@ -22,6 +22,7 @@ use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::events::{ApiCommand, ApiReply, ApiRequest};
+use migration::messages::BootRecord;
 use crate::boot::{self, regs, BootEntry, BootError, BootProvider};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
@@ -75,6 +76,11 @@ struct Blueprint {
     /// The VM generation ID written at every boot that makes guest memory afresh:
     /// `None` draws a random one (a cold boot); a reboot carries the ID the guest had.
     generation_id: Option<GenerationId>,
+    /// What a machine that arrived without a boot of its own (received, restored)
+    /// boots at the guest's first reset; later boots use it as `boot`.
+    next_boot: Option<BootProvider>,
+    /// The boot source as a migration or snapshot records it.
+    boot_record: Option<BootRecord>,
 }
 
 /// What outlives one boot of the machine.
@@ -199,6 +205,8 @@ impl Machine {
             in_kernel_irqchip: config.in_kernel_irqchip,
             track_dirty_pages: config.track_dirty_pages,
             generation_id: None,
+            next_boot: None,
+            boot_record: None,
         };
         first_start(started_at);
         Self::build(kvm, blueprint, carried, started_at, 1)
@@ -307,6 +315,7 @@ impl Machine {
                 memory: config.memory,
                 cpuid: Arc::new(cpuid0),
                 msr_indices: Arc::new(msr_indices),
+                boot_record: config.boot_record.clone(),
             },
             blueprint: config,
             events_tx,
@@ -325,9 +334,20 @@ impl Machine {
         })
     }
 
-    /// Whether [`Machine::reboot`] can boot this machine again (not a received guest).
+    /// Whether [`Machine::reboot`] can boot this machine again (a received or restored
+    /// guest only with [`Machine::set_boot_source`]'s `next_boot`).
     pub fn can_reboot(&self) -> bool {
-        self.blueprint.boot.can_boot_again()
+        self.blueprint.boot.can_boot_again() || self.blueprint.next_boot.is_some()
+    }
+
+    /// Sets what the guest boots: `record` describes it to a migration destination or
+    /// a snapshot; `next_boot` is what a received or restored guest boots at its next
+    /// reset (a machine that booted by itself boots the same again and needs none).
+    /// Call it before [`Machine::start`].
+    pub fn set_boot_source(&mut self, record: Option<BootRecord>, next_boot: Option<BootProvider>) {
+        self.parts.boot_record = record.clone();
+        self.blueprint.boot_record = record;
+        self.blueprint.next_boot = next_boot;
     }
 
     /// Which boot this is: 1, then one more at every reboot.
@@ -371,6 +391,11 @@ impl Machine {
         match GenerationId::read(&self.parts.mem) {
             Ok(id) => blueprint.generation_id = Some(id),
             Err(e) => tracing::warn!("{e}; the next boot gets a new one"),
+        }
+        if !blueprint.boot.can_boot_again() {
+            if let Some(next) = blueprint.next_boot.clone() {
+                blueprint.boot = Boot::Linux(next);
+            }
         }
         let boot_number = self.boot_number.saturating_add(1);
         // The old VM and its memory go first: two guests' RAM need not fit at once.
