@@ -7,7 +7,7 @@
 
 mod tiny_kernel;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -190,19 +190,142 @@ fn clones_get_a_new_vm_generation_id_each_and_plain_restores_keep_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[allow(dead_code)] // used by the reboot tests
-/// Reads `child`'s stderr until a line containing `needle`; returns everything read.
-fn stderr_until(child: &mut Child, needle: &str) -> String {
-    let mut reader = BufReader::new(child.stderr.as_mut().unwrap());
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("tern ended without saying `{needle}`: {text}");
+/// Replaces `path` the way a package upgrade does: a new file renamed over it.
+fn install(path: &Path, image: &[u8]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, image).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A tiny kernel that prints `mark` and powers off.
+fn marking_kernel(mark: u8) -> Vec<u8> {
+    tiny_kernel::pvh_elf(&tiny_kernel::marking(mark, tiny_kernel::POWER_OFF))
+}
+
+/// A snapshot (`--stop`) of the ID-printing guest, taken while it runs.
+fn running_snapshot(dir: &Path) -> PathBuf {
+    let source = start_source(dir, "src.serial");
+    printed_id(&dir.join("src.serial"), 1);
+    let snap = dir.join("snap");
+    snapshot_and_stop(dir, source, &snap);
+    snap
+}
+
+/// Attaches to `tern`'s console socket once the guest prints, sends one byte (the
+/// guest resets), and collects the console until tern ends; returns (exit status,
+/// stderr, console output after the attach).
+fn reset_through_the_console(mut tern: Tern, console: &Path) -> (Option<i32>, String, Vec<u8>) {
+    let t = Instant::now();
+    let mut conn = loop {
+        match UnixStream::connect(console) {
+            Ok(conn) => break conn,
+            Err(e) => assert!(t.elapsed() < DEADLINE, "no console socket: {e}"),
         }
-        text.push_str(&line);
-        if line.contains(needle) {
-            return text;
-        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The guest runs (its state is restored) once it printed a whole line.
+    while seen.iter().filter(|b| **b == b'\n').count() < 2 {
+        let n = conn.read(&mut buf).expect("console output");
+        assert!(n > 0, "tern ended before the guest printed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
     }
+    conn.write_all(b"r").unwrap();
+    conn.read_to_end(&mut seen).expect("the console closes when tern ends");
+    let status = tern.0.wait().unwrap();
+    let mut stderr = String::new();
+    tern.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status.code(), stderr, seen)
+}
+
+fn restore_on_console(snap: &Path, console: &Path, extra: &[&str]) -> Tern {
+    let child = tern()
+        .args(["restore", "--allow-emulated-kvm", "--from"])
+        .arg(snap)
+        .arg("--serial")
+        .arg(format!("socket={}", console.display()))
+        .args(extra)
+        .spawn()
+        .unwrap();
+    Tern(child)
+}
+
+const CF9_REBOOT: &str = "tern: guest rebooted (reset through the reset control register (port 0xCF9)); booting again (boot 2)";
+
+#[test]
+fn a_restored_guest_reboots_into_the_kernel_it_booted_or_the_one_given() {
+    let dir = test_dir("restore-reboot");
+    let snap = running_snapshot(&dir);
+    // The kernel file the source booted is upgraded: the restored guest's reboot boots it.
+    install(&dir.join("guest.elf"), &marking_kernel(b'P'));
+    let console = dir.join("a.console");
+    let (status, stderr, out) = reset_through_the_console(restore_on_console(&snap, &console, &[]), &console);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stderr.contains(CF9_REBOOT), "{stderr}");
+    assert!(stderr.contains("tern: guest powered off"), "{stderr}");
+    assert!(out.ends_with(b"\nP") || out.ends_with(b"P"), "boot 2 ran the recorded kernel: {}", String::from_utf8_lossy(&out));
+    assert_eq!(out.iter().filter(|b| **b == b'P').count(), 1, "{}", String::from_utf8_lossy(&out));
+
+    // --kernel here wins over the recorded one, which is gone.
+    std::fs::remove_file(dir.join("guest.elf")).unwrap();
+    install(&dir.join("other.elf"), &marking_kernel(b'Q'));
+    let console = dir.join("b.console");
+    let other = dir.join("other.elf");
+    let clone = restore_on_console(&snap, &console, &["--clone", "--kernel", other.to_str().unwrap()]);
+    let (status, stderr, out) = reset_through_the_console(clone, &console);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stderr.contains(CF9_REBOOT), "{stderr}");
+    assert!(out.ends_with(b"Q") && !out.contains(&b'P'), "{}", String::from_utf8_lossy(&out));
+
+    // Neither: a reset ends tern, saying why.
+    let console = dir.join("c.console");
+    let (status, stderr, _) = reset_through_the_console(restore_on_console(&snap, &console, &[]), &console);
+    assert_eq!(status, Some(0), "{stderr}");
+    let gone = dir.join("guest.elf");
+    let expect = format!(
+        "tern: guest reset (reset through the reset control register (port 0xCF9)); exiting (not booted again: the kernel the source booted, {}, is not on this host; give --kernel)",
+        gone.display()
+    );
+    assert!(stderr.contains(&expect), "{stderr}");
+    assert!(!stderr.contains("rebooted"), "{stderr}");
+    // A --kernel that is not there is refused before anything is restored.
+    let out = tern().args(["restore", "--allow-emulated-kvm", "--serial", "null", "--kernel"]).arg(&gone).arg("--from").arg(&snap).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().filter(|l| l.starts_with("tern: error:")).count() == 1 && err.contains("kernel"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_received_guest_reboots_into_the_kernel_the_source_booted() {
+    let dir = test_dir("receive-reboot");
+    let source = start_source(&dir, "src.serial");
+    printed_id(&dir.join("src.serial"), 1);
+    let console = dir.join("dst.console");
+    let mut receiver = tern()
+        .args(["receive", "--listen", "127.0.0.1:0", "--allow-emulated-kvm", "--serial"])
+        .arg(format!("socket={}", console.display()))
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(receiver.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["migrate", "--api-socket"])
+        .arg(dir.join("api.sock"))
+        .args(["--to", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(source);
+    install(&dir.join("guest.elf"), &marking_kernel(b'P'));
+    receiver.stderr = Some(stderr.into_inner());
+    let (status, stderr, out) = reset_through_the_console(Tern(receiver), &console);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stderr.contains(CF9_REBOOT), "{stderr}");
+    assert!(out.ends_with(b"P"), "{}", String::from_utf8_lossy(&out));
+    let _ = std::fs::remove_dir_all(&dir);
 }
