@@ -15,6 +15,7 @@ use vmm::OnReboot;
 
 use crate::disk_boot::{self, DiskBoot};
 use crate::run::{self, DEFAULT_CMDLINE};
+use crate::session::Reboots;
 
 /// Flags of `tern receive` and `tern restore` for the guest's next boot.
 #[derive(Args, Debug, Default, Clone)]
@@ -45,6 +46,16 @@ pub struct NextBoot {
     pub on_reboot: OnReboot,
     /// Why the guest is not booted again, when it is not.
     pub not_booted_again: Option<String>,
+}
+
+impl NextBoot {
+    /// What a reset does, for `session::serve`.
+    pub fn reboots(self) -> Reboots {
+        match self.not_booted_again {
+            Some(why) => Reboots::NotBootedAgain(why),
+            None => Reboots::Do(self.on_reboot),
+        }
+    }
 }
 
 impl NextBootArgs {

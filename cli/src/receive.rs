@@ -121,8 +121,8 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     })
     .context("incoming migration failed")?;
     eprintln!("tern: guest received and running after {} ms", started.elapsed().as_millis());
-    let (on_reboot, why) = next.map_or((vmm::OnReboot::Exit, None), |n| (n.on_reboot, n.not_booted_again));
-    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, on_reboot, why.as_deref())
+    let reboots = next.map_or(session::Reboots::Do(vmm::OnReboot::Exit), NextBoot::reboots);
+    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, reboots)
 }
 
 /// The TLS server configuration, or why plaintext is (or is not) acceptable here.

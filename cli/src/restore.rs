@@ -121,6 +121,6 @@ fn run(args: &RestoreArgs, snapshot: restore::Snapshot, disks: &[devices::virtio
         times.memory_map_ms,
         times.device_activation_ms
     );
-    let (on_reboot, why) = next.map_or((vmm::OnReboot::Exit, None), |n| (n.on_reboot, n.not_booted_again));
-    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, on_reboot, why.as_deref())
+    let reboots = next.map_or(session::Reboots::Do(vmm::OnReboot::Exit), NextBoot::reboots);
+    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, reboots)
 }

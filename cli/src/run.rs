@@ -241,7 +241,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     machine.set_boot_source(boot_record, None);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
-    session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot, None)
+    session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, session::Reboots::Do(args.on_reboot))
 }
 
 #[cfg(test)]

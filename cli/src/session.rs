@@ -85,10 +85,18 @@ pub fn open_kvm() -> Result<Kvm> {
     })
 }
 
+/// What a guest reset does under [`serve`].
+pub enum Reboots {
+    /// As `--on-reboot` says.
+    Do(OnReboot),
+    /// Nothing to boot (a received or restored guest, see next_boot.rs): a reset ends
+    /// tern, whose last line gives this reason.
+    NotBootedAgain(String),
+}
+
 /// Console and API around a built machine, kept across guest reboots (which
 /// `on_reboot` decides). With `already_running` the vCPUs were started elsewhere (an
-/// incoming migration); `not_booted_again` says why a reset ends tern when it
-/// has nothing to boot (a received or restored guest). Returns tern's exit status: 0 when the guest powered off,
+/// incoming migration). Returns tern's exit status: 0 when the guest powered off,
 /// asked for a reset with `--on-reboot exit`, or was quit or migrated away;
 /// [`TRIPLE_FAULT_EXIT_STATUS`] when it triple-faulted (`--on-reboot exit`); an error
 /// (status 1) when a vCPU failed.
@@ -100,9 +108,12 @@ pub fn serve(
     api_socket: Option<&Path>,
     started: Instant,
     already_running: bool,
-    on_reboot: OnReboot,
-    not_booted_again: Option<&str>,
+    reboots: Reboots,
 ) -> Result<ExitCode> {
+    let on_reboot = match reboots {
+        Reboots::Do(on_reboot) => on_reboot,
+        Reboots::NotBootedAgain(_) => OnReboot::Exit,
+    };
     let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
     let raw_guard = if interactive {
         console::enter_raw_mode().context("cannot put the terminal in raw mode")?;
@@ -132,7 +143,7 @@ pub fn serve(
     drop(raw_guard);
     let exit = exit?;
     let mut result = outcome(exit, started.elapsed().as_millis());
-    if let Some(why) = not_booted_again {
+    if let Reboots::NotBootedAgain(why) = &reboots {
         // A received or restored guest with nothing to boot: a reset ends tern, saying why.
         result = result.map(|(message, status)| (message.replace("(--on-reboot exit)", &format!("(not booted again: {why})")), status));
     }
