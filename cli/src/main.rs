@@ -14,6 +14,7 @@ mod disk_boot;
 mod guest_devices;
 mod listen;
 mod migrate;
+mod next_boot;
 mod panic_report;
 mod receive;
 mod restore;

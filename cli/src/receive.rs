@@ -26,6 +26,7 @@ use crate::definition::Loaded;
 use crate::device_args;
 use crate::guest_devices::{self, Locking};
 use crate::receive_spec::{self, ReceiveSpec};
+use crate::next_boot::{NextBoot, NextBootArgs};
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
 
@@ -105,6 +106,8 @@ pub struct ReceiveArgs {
     /// `tern listen`: a pipe told `running NAME` once the guest runs here, then closed.
     #[arg(long, value_name = "FD", hide = true, requires = "conn_fd")]
     pub status_fd: Option<RawFd>,
+    #[command(flatten)]
+    pub next_boot: NextBootArgs,
 }
 
 /// A descriptor handed over by `tern listen`, checked to be open.
@@ -146,6 +149,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     // The filter mode is fixed before any thread starts: a VM picked by its hello runs
     // under the listener's.
     tern_seccomp::set_mode(spec.seccomp.unwrap_or(tern_seccomp::Mode::On))?;
+    args.next_boot.validate()?;
     if host_kvm() == HostKvm::Emulated && !spec.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
@@ -158,6 +162,8 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
         "plaintext"
     };
 
+    // Set by the machine's build: what a guest reset boots here.
+    let next: std::cell::RefCell<Option<NextBoot>> = std::cell::RefCell::new(None);
     // Without --defs the VM here is known now: its devices are opened before waiting.
     let mut local = match &args.defs {
         Some(_) => None,
@@ -201,6 +207,9 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
         };
         let local_devices = virtio_devices.iter().map(|d| d.describe()).collect();
         let kvm = &kvm;
+        let disk_paths: Vec<PathBuf> = here.spec.disks.iter().map(|d| d.config.path.clone()).collect();
+        let next_boot = &args.next_boot;
+        let next_slot = &next;
         let build = move |desc: &destination::VmDescription| {
             let config = MachineConfig {
                 cpus: desc.cpus,
@@ -211,7 +220,13 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
                 track_dirty_pages: false,
                 virtio_devices,
             };
-            Machine::new(kvm, config, started).map_err(|e| e.to_string())
+            // What a reset of the received guest boots (flags here, else the source's record).
+            let resolved = next_boot.resolve(desc.boot.as_ref(), &disk_paths);
+            let (record, provider) = (resolved.record.clone(), resolved.provider.clone());
+            *next_slot.borrow_mut() = Some(resolved);
+            let mut machine = Machine::new(kvm, config, started).map_err(|e| e.to_string())?;
+            machine.set_boot_source(record, provider);
+            Ok(machine)
         };
         Ok((
             Prepared {
@@ -265,6 +280,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     }
     let serial_arg = here.spec.serial.clone().unwrap_or(SerialArg::Stdio);
     let console_socket = here.console_socket.take();
+    let reboots = next.into_inner().map_or(session::Reboots::Do(vmm::OnReboot::Exit), NextBoot::reboots);
     // `here` (the name's claim, the bridge TAPs) lives until the guest ends.
     session::serve(
         &kvm,
@@ -274,7 +290,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
         here.spec.api_socket.as_deref(),
         started,
         true,
-        vmm::OnReboot::Exit,
+        reboots,
     )
 }
 

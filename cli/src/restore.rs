@@ -16,6 +16,7 @@ use vmm::{Machine, MachineConfig};
 use crate::bridge_tap;
 use crate::device_args;
 use crate::guest_devices::{self, Locking};
+use crate::next_boot::{NextBoot, NextBootArgs};
 use crate::restore_disks;
 use crate::session::{self, SerialArg};
 use crate::size::parse_size;
@@ -63,12 +64,15 @@ pub struct RestoreArgs {
     /// Syscall filters per thread: on, log, off (see `tern run`).
     #[arg(long, default_value = "on", value_name = "on|log|off")]
     pub seccomp: tern_seccomp::Mode,
+    #[command(flatten)]
+    pub next_boot: NextBootArgs,
 }
 
 /// Runs `tern restore`.
 pub fn restore(args: RestoreArgs) -> Result<ExitCode> {
     let started = Instant::now();
     tern_seccomp::set_mode(args.seccomp)?;
+    args.next_boot.validate()?;
     if host_kvm() == HostKvm::Emulated && !args.allow_emulated_kvm {
         bail!("{EMULATED_KVM_MESSAGE}");
     }
@@ -93,7 +97,12 @@ fn run(args: &RestoreArgs, snapshot: restore::Snapshot, disks: &[devices::virtio
         clone: args.clone,
     };
     let dir = args.from.display().to_string();
+    let disk_paths: Vec<_> = disks.iter().map(|d| d.path.clone()).collect();
+    let mut next: Option<NextBoot> = None;
     let (machine, times) = restore::run(snapshot, &options, |desc, boot| {
+        let resolved = args.next_boot.resolve(desc.boot.as_ref(), &disk_paths);
+        let (record, provider) = (resolved.record.clone(), resolved.provider.clone());
+        next = Some(resolved);
         let config = MachineConfig {
             cpus: desc.cpus,
             memory: desc.memory_bytes,
@@ -103,7 +112,9 @@ fn run(args: &RestoreArgs, snapshot: restore::Snapshot, disks: &[devices::virtio
             track_dirty_pages: false,
             virtio_devices,
         };
-        Machine::new(&kvm, config, started).map_err(|e| e.to_string())
+        let mut machine = Machine::new(&kvm, config, started).map_err(|e| e.to_string())?;
+        machine.set_boot_source(record, provider);
+        Ok(machine)
     })
     .with_context(|| format!("restoring {dir}"))?;
     eprintln!(
@@ -113,5 +124,6 @@ fn run(args: &RestoreArgs, snapshot: restore::Snapshot, disks: &[devices::virtio
         times.memory_map_ms,
         times.device_activation_ms
     );
-    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, vmm::OnReboot::Exit)
+    let reboots = next.map_or(session::Reboots::Do(vmm::OnReboot::Exit), NextBoot::reboots);
+    session::serve(&kvm, machine, &args.serial, serial.socket, args.api_socket.as_deref(), started, true, reboots)
 }

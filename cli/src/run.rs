@@ -17,6 +17,8 @@ use vmm::{Boot, Machine, MachineConfig, OnReboot};
 use crate::bridge_tap;
 use crate::device_args;
 use crate::disk_boot::{self, DiskBoot};
+use crate::next_boot;
+use migration::messages::BootRecord;
 use crate::guest_devices;
 use crate::run_spec::RunSpec;
 use crate::runtime_dir;
@@ -117,7 +119,7 @@ pub fn parse_on_reboot(s: &str) -> Result<OnReboot, String> {
 
 /// The boot source of `tern run`: --kernel and --initrd opened again at every boot,
 /// so a kernel replaced on disk boots at the next reboot, as on a real machine.
-fn boot_provider(kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String) -> BootProvider {
+pub(crate) fn boot_provider(kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String) -> BootProvider {
     Arc::new(move || {
         let open = |path: &Path, what: &str| BootImage::open(path).map_err(|e| format!("cannot open {what} {}: {e}", path.display()));
         Ok(BootSource {
@@ -128,7 +130,7 @@ fn boot_provider(kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String) -> B
     })
 }
 
-fn check_readable_file(path: &Path, what: &str) -> Result<()> {
+pub(crate) fn check_readable_file(path: &Path, what: &str) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
     if !meta.is_file() {
         bail!("{what} {} is not a regular file", path.display());
@@ -137,12 +139,18 @@ fn check_readable_file(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `kernel` is a readable kernel image of a format tern boots.
+pub(crate) fn check_kernel(kernel: &Path) -> Result<()> {
+    check_readable_file(kernel, "kernel")?;
+    let mut file = File::open(kernel).with_context(|| format!("kernel {}", kernel.display()))?;
+    kernel::detect_format(&mut file, &kernel.display().to_string())?;
+    Ok(())
+}
+
 /// Checks flags and files before touching KVM, so bad input fails fast and clearly.
 fn validate(args: &RunSpec) -> Result<()> {
     if let Some(kernel) = &args.kernel {
-        check_readable_file(kernel, "kernel")?;
-        let mut file = File::open(kernel).with_context(|| format!("kernel {}", kernel.display()))?;
-        kernel::detect_format(&mut file, &kernel.display().to_string())?;
+        check_kernel(kernel)?;
     }
     if let Some(initrd) = &args.initrd {
         check_readable_file(initrd, "initrd")?;
@@ -157,25 +165,31 @@ fn validate(args: &RunSpec) -> Result<()> {
     Ok(())
 }
 
-/// What this run boots: --kernel's files, or the boot disk's own configuration.
-fn boot(args: &RunSpec) -> Result<BootProvider> {
+/// What this run boots: --kernel's files, or the boot disk's own configuration; and
+/// its record for a migration destination or a snapshot (next_boot.rs).
+fn boot(args: &RunSpec) -> Result<(BootProvider, Option<BootRecord>)> {
+    let restart = args.on_reboot == OnReboot::Restart;
     if let Some(kernel) = &args.kernel {
         let cmdline = args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
-        return Ok(boot_provider(kernel.clone(), args.initrd.clone(), cmdline));
+        let record = next_boot::record_of_run(Some((kernel, args.initrd.as_deref(), &cmdline)), None, restart)?;
+        return Ok((boot_provider(kernel.clone(), args.initrd.clone(), cmdline), record));
     }
-    let marked: Vec<&device_args::DiskArg> = args.disks.iter().filter(|d| d.boot).collect();
-    let disk = match (marked.as_slice(), args.disks.first()) {
+    let marked: Vec<usize> = args.disks.iter().enumerate().filter(|(_, d)| d.boot).map(|(i, _)| i).collect();
+    let index = match (marked.as_slice(), args.disks.is_empty()) {
         ([one], _) => *one,
-        ([], Some(first)) => first,
-        ([], None) => bail!("nothing to boot: give --kernel PATH, or a --disk whose image holds a boot configuration"),
+        ([], false) => 0,
+        ([], true) => bail!("nothing to boot: give --kernel PATH, or a --disk whose image holds a boot configuration"),
         _ => bail!("more than one --disk is marked boot=on"),
     };
-    Ok(disk_boot::provider(DiskBoot {
+    let disk = &args.disks[index];
+    let boot = DiskBoot {
         disk: disk.config.path.clone(),
         entry: args.boot_entry.clone(),
         cmdline: args.cmdline.clone(),
         append: args.cmdline_append.clone(),
-    }))
+    };
+    let record = next_boot::record_of_run(None, Some((index, &boot)), restart)?;
+    Ok((disk_boot::provider(boot), record))
 }
 
 /// For a named VM: claims its runtime directory and puts its API socket (and, unless
@@ -219,7 +233,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     tern_seccomp::set_mode(args.seccomp)?;
     validate(&args)?;
-    let boot = boot(&args)?;
+    let (boot, boot_record) = boot(&args)?;
     let disks: Vec<BlockConfig> = args.disks.iter().map(|d| d.config.clone()).collect();
     // Bridge TAPs are removed when tern ends, however it ends (bridge_tap.rs).
     let (nets, _bridge_taps) = bridge_tap::attach(&args.nets)?;
@@ -239,10 +253,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         track_dirty_pages: false,
         virtio_devices,
     };
-    let machine = Machine::new(&kvm, config, started)?;
+    let mut machine = Machine::new(&kvm, config, started)?;
+    machine.set_boot_source(boot_record, None);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "machine built (kernel and initrd loaded)");
 
-    let status = session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, args.on_reboot);
+    let status = session::serve(&kvm, machine, &serial_arg, serial.socket, args.api_socket.as_deref(), started, false, session::Reboots::Do(args.on_reboot));
     drop(vm_dir);
     status
 }

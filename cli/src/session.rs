@@ -85,6 +85,15 @@ pub fn open_kvm() -> Result<Kvm> {
     })
 }
 
+/// What a guest reset does under [`serve`].
+pub enum Reboots {
+    /// As `--on-reboot` says.
+    Do(OnReboot),
+    /// Nothing to boot (a received or restored guest, see next_boot.rs): a reset ends
+    /// tern, whose last line gives this reason.
+    NotBootedAgain(String),
+}
+
 /// Console and API around a built machine, kept across guest reboots (which
 /// `on_reboot` decides). With `already_running` the vCPUs were started elsewhere (an
 /// incoming migration). Returns tern's exit status: 0 when the guest powered off,
@@ -99,8 +108,12 @@ pub fn serve(
     api_socket: Option<&Path>,
     started: Instant,
     already_running: bool,
-    on_reboot: OnReboot,
+    reboots: Reboots,
 ) -> Result<ExitCode> {
+    let on_reboot = match reboots {
+        Reboots::Do(on_reboot) => on_reboot,
+        Reboots::NotBootedAgain(_) => OnReboot::Exit,
+    };
     let interactive = *serial == SerialArg::Stdio && console::stdin_is_tty();
     let raw_guard = if interactive {
         console::enter_raw_mode().context("cannot put the terminal in raw mode")?;
@@ -131,9 +144,9 @@ pub fn serve(
     drop(raw_guard);
     let exit = exit?;
     let mut result = outcome(exit, started.elapsed().as_millis());
-    if already_running {
-        // A received guest: reboots end tern whatever the flag (it has no kernel to boot).
-        result = result.map(|(message, status)| (message.replace("(--on-reboot exit)", "(a received guest is not booted again)"), status));
+    if let Reboots::NotBootedAgain(why) = &reboots {
+        // A received or restored guest with nothing to boot: a reset ends tern, saying why.
+        result = result.map(|(message, status)| (message.replace("(--on-reboot exit)", &format!("(not booted again: {why})")), status));
     }
     let (message, status) = result?;
     eprintln!("{message}");

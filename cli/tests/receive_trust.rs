@@ -48,7 +48,7 @@ fn receive(conn: &mut impl Read) -> Result<Message, String> {
 }
 
 fn description(memory_bytes: u64, cpus: u8) -> VmDescription {
-    VmDescription { version: migration::PROTOCOL_VERSION, memory_bytes, cpus, cpuid: Vec::new(), devices: Vec::new() }
+    VmDescription { version: migration::PROTOCOL_VERSION, memory_bytes, cpus, cpuid: Vec::new(), devices: Vec::new(), boot: None }
 }
 
 fn tls_dir_args(identity: &str) -> Vec<String> {

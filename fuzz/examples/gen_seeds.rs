@@ -366,6 +366,7 @@ fn migration_seeds() -> Vec<(&'static str, Vec<u8>)> {
         cpus: 1,
         cpuid: vec![CpuidEntry { function: 1, index: 0, flags: 0, eax: 1, ebx: 2, ecx: 3, edx: 4 }],
         devices: vec!["virtio-blk capacity=64 read_only=false".into()],
+        boot: None,
     };
     let mut full = Vec::new();
     for m in [

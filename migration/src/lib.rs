@@ -14,7 +14,8 @@ pub mod report;
 pub mod snapshot_report;
 
 /// Protocol version spoken by this build. A peer with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: the config message's description records the boot source (`BootRecord`).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Magic number opening every Hello ("TERNMIG\0").
 pub const MAGIC: u64 = 0x5445_524e_4d49_4700;
 /// Guest page size the protocol moves.

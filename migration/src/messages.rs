@@ -111,6 +111,67 @@ pub struct VmDescription {
     /// Each device's own description (model and the properties the guest sees), in
     /// PCI slot order: the destination's devices must describe themselves identically.
     pub devices: Vec<String>,
+    /// What the guest boots at its next reset (`None`: the source had nothing to
+    /// boot again). Since protocol version 2.
+    pub boot: Option<BootRecord>,
+}
+
+/// Longest path a [`BootRecord`] may hold (Linux's PATH_MAX).
+pub const MAX_BOOT_PATH: usize = 4096;
+/// Longest command line a [`BootRecord`] may hold (tern passes at most 2 KiB).
+pub const MAX_BOOT_CMDLINE: usize = 2048;
+/// Longest disk boot entry name (an index, title or id).
+pub const MAX_BOOT_ENTRY: usize = 1024;
+
+/// The boot source a machine was started with, so a machine that carries on its guest
+/// (a migration destination, a restore) boots the same at the guest's next reset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootRecord {
+    pub source: BootSourceRecord,
+    /// Whether a reset boots the guest again (`--on-reboot restart`) or ends tern.
+    pub restart: bool,
+}
+
+/// Where the kernel comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BootSourceRecord {
+    /// `--kernel`: the kernel and initrd files (absolute paths, as bytes: a path need
+    /// not be UTF-8) and the command line.
+    Kernel { kernel: Vec<u8>, initrd: Option<Vec<u8>>, cmdline: String },
+    /// A disk boot: the boot configuration on the guest's disk `disk` (its index among
+    /// the disks, so each side reads its own image), with `--boot-entry`, `--cmdline`
+    /// and `--cmdline-append`.
+    Disk { disk: u32, entry: Option<String>, cmdline: Option<String>, append: Option<String> },
+}
+
+impl BootRecord {
+    /// Bounds and sanity of a record from a peer or a file: one line naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        let path = |what: &str, p: &[u8]| {
+            if p.is_empty() || p.len() > MAX_BOOT_PATH || p.contains(&0) || p[0] != b'/' {
+                return Err(format!("the recorded {what} path is not an absolute path of at most {MAX_BOOT_PATH} bytes"));
+            }
+            Ok(())
+        };
+        let text = |what: &str, t: &Option<String>, max: usize| match t {
+            Some(t) if t.len() > max || t.contains('\0') => Err(format!("the recorded {what} is longer than {max} bytes or holds a NUL")),
+            _ => Ok(()),
+        };
+        match &self.source {
+            BootSourceRecord::Kernel { kernel, initrd, cmdline } => {
+                path("kernel", kernel)?;
+                if let Some(initrd) = initrd {
+                    path("initrd", initrd)?;
+                }
+                text("command line", &Some(cmdline.clone()), MAX_BOOT_CMDLINE)
+            }
+            BootSourceRecord::Disk { disk: _, entry, cmdline, append } => {
+                text("boot entry", entry, MAX_BOOT_ENTRY)?;
+                text("command line", cmdline, MAX_BOOT_CMDLINE)?;
+                text("command line addition", append, MAX_BOOT_CMDLINE)
+            }
+        }
+    }
 }
 
 /// End of a memory round.
@@ -319,7 +380,33 @@ mod tests {
             cpus: 2,
             cpuid: vec![CpuidEntry { function: 1, index: 0, flags: 0, eax: 1, ebx: 2, ecx: 3, edx: 4 }],
             devices: vec!["virtio-blk capacity=8 read_only=false".into(), "virtio-net".into()],
+            boot: Some(BootRecord {
+                source: BootSourceRecord::Kernel { kernel: b"/boot/vmlinuz".to_vec(), initrd: None, cmdline: "console=ttyS0".into() },
+                restart: true,
+            }),
         }
+    }
+
+    #[test]
+    fn descriptions_carry_the_boot_source_and_bad_records_are_named() {
+        let mut wire = Vec::new();
+        let mut desc = description();
+        desc.boot = Some(BootRecord {
+            source: BootSourceRecord::Disk { disk: 1, entry: Some("2".into()), cmdline: None, append: Some("quiet".into()) },
+            restart: false,
+        });
+        Message::Config(desc.clone()).send(&mut wire).unwrap();
+        assert_eq!(Message::receive(&mut &wire[..], &mut Vec::new()).unwrap(), Message::Config(desc.clone()));
+        assert_eq!(desc.boot.as_ref().unwrap().check(), Ok(()));
+        assert_eq!(description().boot.unwrap().check(), Ok(()));
+        let kernel = |kernel: &[u8], cmdline: &str| BootRecord {
+            source: BootSourceRecord::Kernel { kernel: kernel.to_vec(), initrd: None, cmdline: cmdline.into() },
+            restart: true,
+        };
+        assert!(kernel(b"relative/vmlinuz", "").check().unwrap_err().contains("recorded kernel path"));
+        assert!(kernel(b"/a\0b", "").check().is_err());
+        assert!(kernel(&[b'/'; MAX_BOOT_PATH + 1], "").check().is_err());
+        assert!(kernel(b"/vmlinuz", &"x".repeat(MAX_BOOT_CMDLINE + 1)).check().unwrap_err().contains("command line"));
     }
 
     fn all_messages() -> Vec<Message> {
@@ -348,8 +435,8 @@ mod tests {
     #[test]
     fn version_and_magic_mismatches_are_refused() {
         let mut wire = Vec::new();
-        Message::Hello(Hello { version: 2, ..Hello::current() }).send(&mut wire).unwrap();
-        assert!(matches!(Message::receive(&mut &wire[..], &mut Vec::new()), Err(ProtocolError::Version { theirs: 2, .. })));
+        Message::Hello(Hello { version: 1, ..Hello::current() }).send(&mut wire).unwrap();
+        assert!(matches!(Message::receive(&mut &wire[..], &mut Vec::new()), Err(ProtocolError::Version { theirs: 1, .. })));
         wire.clear();
         Message::Hello(Hello { magic: 7, ..Hello::current() }).send(&mut wire).unwrap();
         assert!(matches!(Message::receive(&mut &wire[..], &mut Vec::new()), Err(ProtocolError::BadMagic(7))));

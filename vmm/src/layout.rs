@@ -27,6 +27,10 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// Start of the BIOS area where ACPI tables live; Linux scans it for the RSDP.
 pub const ACPI_TABLES_START: u64 = 0xe0000;
+/// The VM generation ID (16 bytes, `vmgenid.rs`): its own page of the reserved BIOS
+/// area, above the ACPI tables and below the reset vector's page. Guest RAM, so
+/// snapshots and migrations carry it; E820-reserved, so the guest never allocates it.
+pub const VMGENID_ADDR: u64 = 0xfe000;
 /// End of the BIOS area (1 MiB): the kernel's high memory starts here.
 pub const HIGH_MEMORY_START: u64 = 0x100000;
 /// Start of the 32-bit MMIO hole (PCI BARs, IOAPIC, LAPIC).

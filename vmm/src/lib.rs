@@ -21,6 +21,7 @@ pub mod reboot;
 pub mod snapshot;
 pub mod state;
 pub mod vcpu;
+pub mod vmgenid;
 
 pub use machine::{Boot, Machine, MachineConfig, MachineError, MachineExit};
 pub use reboot::OnReboot;

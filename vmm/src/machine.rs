@@ -22,6 +22,7 @@ use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::events::{ApiCommand, ApiReply, ApiRequest};
+use migration::messages::BootRecord;
 use crate::boot::{self, regs, BootEntry, BootError, BootProvider};
 use crate::cpuid::{self, CpuidError};
 use crate::kvm_vm::{self, KvmVmError, VmOptions};
@@ -35,6 +36,7 @@ use crate::pci_devices::{add_pci_devices, PciSetupError};
 use crate::vcpu::coalesced_console::{CoalescedConsole, ConsoleLink};
 use crate::vcpu::set::{VcpuSet, VcpuStartError};
 use crate::vcpu::setup::{configure_vcpu, VcpuSetupError};
+use crate::vmgenid::{GenerationId, GenerationIdError, VMGENID_GSI};
 use crate::events::VmEvent;
 
 /// How often console output without a newline is pushed out.
@@ -71,6 +73,14 @@ struct Blueprint {
     boot: Boot,
     in_kernel_irqchip: bool,
     track_dirty_pages: bool,
+    /// The VM generation ID written at every boot that makes guest memory afresh:
+    /// `None` draws a random one (a cold boot); a reboot carries the ID the guest had.
+    generation_id: Option<GenerationId>,
+    /// What a machine that arrived without a boot of its own (received, restored)
+    /// boots at the guest's first reset; later boots use it as `boot`.
+    next_boot: Option<BootProvider>,
+    /// The boot source as a migration or snapshot records it.
+    boot_record: Option<BootRecord>,
 }
 
 /// What outlives one boot of the machine.
@@ -150,6 +160,8 @@ pub enum MachineError {
     VirtioNeedsIrqchip,
     #[error("starting the machine's owner thread: {0}")]
     OwnerThread(std::io::Error),
+    #[error(transparent)]
+    GenerationId(#[from] GenerationIdError),
     #[error("booting the guest again after its reboot (boot {boot}): {source}")]
     Reboot { boot: u32, source: Box<MachineError> },
 }
@@ -163,6 +175,8 @@ pub struct Machine {
     serial_interrupt: Interrupt,
     /// The ACPI power button (a machine with the in-kernel irqchip).
     power_button: Option<PowerButton>,
+    /// The Generic Event Device's "VM generation ID changed" line (in-kernel irqchip).
+    vmgenid_changed: Option<Interrupt>,
     halted: usize,
     pio: Arc<Bus>,
     debug_port: Arc<Mutex<DebugPort>>,
@@ -190,6 +204,9 @@ impl Machine {
             boot: config.boot,
             in_kernel_irqchip: config.in_kernel_irqchip,
             track_dirty_pages: config.track_dirty_pages,
+            generation_id: None,
+            next_boot: None,
+            boot_record: None,
         };
         first_start(started_at);
         Self::build(kvm, blueprint, carried, started_at, 1)
@@ -223,6 +240,9 @@ impl Machine {
             }
             Boot::Incoming | Boot::Snapshot(_) => None,
         };
+        if !matches!(config.boot, Boot::Incoming | Boot::Snapshot(_)) {
+            config.generation_id.map_or_else(GenerationId::random, Ok)?.write(&mem)?;
+        }
 
         phase("boot image loaded");
         let pio = Arc::new(Bus::new());
@@ -236,6 +256,13 @@ impl Machine {
             vm.register_irqfd(line.event(), POWER_BUTTON_GSI)
                 .map_err(|source| MachineError::Irqfd { gsi: POWER_BUTTON_GSI, source })?;
             Some(PowerButton::new(line))
+        } else {
+            None
+        };
+        let vmgenid_changed = if config.in_kernel_irqchip {
+            let line = Interrupt::new().map_err(LegacyError::EventFd)?;
+            vm.register_irqfd(line.event(), VMGENID_GSI).map_err(|source| MachineError::Irqfd { gsi: VMGENID_GSI, source })?;
+            Some(line)
         } else {
             None
         };
@@ -288,12 +315,14 @@ impl Machine {
                 memory: config.memory,
                 cpuid: Arc::new(cpuid0),
                 msr_indices: Arc::new(msr_indices),
+                boot_record: config.boot_record.clone(),
             },
             blueprint: config,
             events_tx,
             events_rx,
             serial_interrupt,
             power_button,
+            vmgenid_changed,
             halted: 0,
             pio,
             debug_port: legacy.debug_port,
@@ -305,9 +334,20 @@ impl Machine {
         })
     }
 
-    /// Whether [`Machine::reboot`] can boot this machine again (not a received guest).
+    /// Whether [`Machine::reboot`] can boot this machine again (a received or restored
+    /// guest only with [`Machine::set_boot_source`]'s `next_boot`).
     pub fn can_reboot(&self) -> bool {
-        self.blueprint.boot.can_boot_again()
+        self.blueprint.boot.can_boot_again() || self.blueprint.next_boot.is_some()
+    }
+
+    /// Sets what the guest boots: `record` describes it to a migration destination or
+    /// a snapshot; `next_boot` is what a received or restored guest boots at its next
+    /// reset (a machine that booted by itself boots the same again and needs none).
+    /// Call it before [`Machine::start`].
+    pub fn set_boot_source(&mut self, record: Option<BootRecord>, next_boot: Option<BootProvider>) {
+        self.parts.boot_record = record.clone();
+        self.blueprint.boot_record = record;
+        self.blueprint.next_boot = next_boot;
     }
 
     /// Which boot this is: 1, then one more at every reboot.
@@ -345,11 +385,41 @@ impl Machine {
             serial_interrupt: self.serial_interrupt.clone(),
             virtio_devices,
         };
-        let blueprint = self.blueprint.clone();
+        let mut blueprint = self.blueprint.clone();
+        // A reboot keeps the generation ID the guest has (a restored or received guest's
+        // too, which arrived in its memory).
+        match GenerationId::read(&self.parts.mem) {
+            Ok(id) => blueprint.generation_id = Some(id),
+            Err(e) => tracing::warn!("{e}; the next boot gets a new one"),
+        }
+        if !blueprint.boot.can_boot_again() {
+            if let Some(next) = blueprint.next_boot.clone() {
+                blueprint.boot = Boot::Linux(next);
+            }
+        }
         let boot_number = self.boot_number.saturating_add(1);
         // The old VM and its memory go first: two guests' RAM need not fit at once.
         drop(self);
         Self::build(kvm, blueprint, carried, Instant::now(), boot_number)
+    }
+
+    /// Gives the guest a new VM generation ID (a clone), written into guest memory;
+    /// call it before the vCPUs run, then [`Machine::announce_generation_id`] once
+    /// they do. Returns the new ID.
+    pub fn new_generation_id(&self) -> Result<GenerationId, GenerationIdError> {
+        let id = GenerationId::random()?;
+        id.write(&self.parts.mem)?;
+        tracing::debug!(id = id.hex(), "new VM generation ID");
+        Ok(id)
+    }
+
+    /// Tells the guest its generation ID changed: the Generic Event Device's interrupt
+    /// (machines with the in-kernel irqchip; others have no ACPI to hear it).
+    pub fn announce_generation_id(&self) -> Result<(), GenerationIdError> {
+        match &self.vmgenid_changed {
+            Some(line) => line.trigger().map_err(GenerationIdError::Notify),
+            None => Ok(()),
+        }
     }
 
     /// The parts other threads may share.

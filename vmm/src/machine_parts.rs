@@ -28,6 +28,9 @@ pub struct MachineParts {
     pub cpuid: Arc<Vec<kvm_bindings::kvm_cpuid_entry2>>,
     /// MSRs this host lets us read and write, probed at creation (migration saves them).
     pub msr_indices: Arc<Vec<u32>>,
+    /// What the guest boots at its next reset, described for a migration destination
+    /// or a snapshot (`None`: nothing, or nothing tern can describe).
+    pub boot_record: Option<migration::messages::BootRecord>,
 }
 
 impl MachineParts {

@@ -491,3 +491,40 @@ fn the_control_api_follows_the_machine_across_a_reboot() {
     assert!(ask(r#"{"command":"shutdown"}"#).contains(r#""ok":true"#));
     assert_eq!(owner.join().unwrap(), Some(MachineExit::UserQuit));
 }
+
+/// Prints the 16 bytes of the VM generation ID (0xfe000) on COM1, then as
+/// [`rebooting_guest`]: resets, or powers off once COM1 has input.
+fn id_printing_rebooting_guest() -> Vec<u8> {
+    let mut code = vec![0xbe, 0x00, 0xe0, 0x0f, 0x00]; // mov esi, 0xfe000
+    code.extend(mov_edx(0x3f8));
+    code.extend_from_slice(&[0xb9, 0x10, 0x00, 0x00, 0x00]); // mov ecx, 16
+    code.extend_from_slice(&[0x8a, 0x06, 0xee, 0xff, 0xc6, 0xff, 0xc9, 0x75, 0xf7]); // mov al, [esi]; out; inc esi; dec ecx; jnz
+    code.extend(rebooting_guest(reset_by_cf9()));
+    code
+}
+
+#[test]
+fn every_cold_boot_draws_a_vm_generation_id_and_reboots_keep_it() {
+    let run = || {
+        let out = Capture::default();
+        let m = machine(id_printing_rebooting_guest(), 1, false, out.clone());
+        let serial = m.serial();
+        let mut boots = 0;
+        let exit = vmm::reboot::run(&kvm(), m, vmm::OnReboot::Restart, false, Some(TIMEOUT), |_| {
+            boots += 1;
+            if boots == 2 {
+                serial.lock().unwrap().enqueue_input(b"x").unwrap();
+            }
+        })
+        .expect("every boot builds");
+        assert_eq!(exit, Some(MachineExit::PowerOff));
+        let console = out.0.lock().unwrap().clone();
+        assert_eq!(console.len(), 3 * 17, "three boots, each the ID and a mark");
+        let ids: Vec<&[u8]> = console.chunks(17).map(|boot| &boot[..16]).collect();
+        assert!(console.chunks(17).all(|boot| boot[16] == b'B'));
+        assert!(ids.iter().all(|id| id == &ids[0]), "the ID outlives reboots: {ids:x?}");
+        assert_ne!(ids[0], [0u8; 16]);
+        ids[0].to_vec()
+    };
+    assert_ne!(run(), run(), "each cold boot draws its own");
+}

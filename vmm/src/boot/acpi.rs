@@ -6,8 +6,8 @@
 //! the IOAPIC, the ISA IRQ0 -> GSI2 override, and LINT1 as NMI.
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Method, Name, Notify, Package, Path, ResourceTemplate,
-    Scope, IO,
+    AddressSpace, AddressSpaceCacheable, Arg, Device, EISAName, Equal, If, Interrupt, Method, Name, Notify, Package, Path,
+    ResourceTemplate, Return, Scope, IO,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
@@ -20,7 +20,8 @@ use devices::legacy::acpi_pm::{
 };
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::layout::{ACPI_TABLES_START, HIGH_MEMORY_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START, PCI_MMIO_END};
+use crate::layout::{ACPI_TABLES_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START, PCI_MMIO_END, VMGENID_ADDR};
+use crate::vmgenid::VMGENID_GSI;
 use devices::legacy::cmos::{CMOS_PORT, CMOS_PORT_COUNT};
 use devices::legacy::serial::{COM1_IRQ, COM1_PORT, UART_PORT_COUNT};
 use devices::power::POWER_BUTTON_GSI;
@@ -92,26 +93,48 @@ fn rtc() -> Vec<u8> {
     to_bytes(&Device::new(Path::new("RTC_"), vec![&hid, &crs]))
 }
 
-/// The power button of a hardware-reduced machine (no fixed PM1 event block): a
-/// Generic Event Device `\_SB.GED0` (ACPI0013) on [`POWER_BUTTON_GSI`], edge,
-/// whose `_EVT` notifies `\_SB.PWRB` (PNP0C0C) with 0x80, "button pressed".
-fn power_button() -> Vec<u8> {
+/// The Generic Event Device of a hardware-reduced machine (no fixed PM1 event block)
+/// and what it signals: `\_SB.GED0` (ACPI0013) with one edge interrupt per event;
+/// the guest calls `_EVT` with the interrupt's GSI, which notifies the device
+/// concerned with 0x80. [`POWER_BUTTON_GSI`]: the power button `\_SB.PWRB` (PNP0C0C),
+/// "button pressed". [`VMGENID_GSI`]: the VM generation ID `\_SB.VGEN`, "the ID
+/// changed" (see [`vm_generation_id`]).
+fn generic_event_device() -> Vec<u8> {
     let pwrb_hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0C0C"));
     let pwrb_uid = Name::new(Path::new("_UID"), &0u8);
     let pwrb = Device::new(Path::new("PWRB"), vec![&pwrb_hid, &pwrb_uid]);
     let ged_hid = Name::new(Path::new("_HID"), &"ACPI0013");
     let ged_uid = Name::new(Path::new("_UID"), &0u8);
-    let irq = Interrupt::new(true, true, false, false, POWER_BUTTON_GSI);
-    let crs = Name::new(Path::new("_CRS"), &ResourceTemplate::new(vec![&irq]));
-    let pwrb_path = Path::new("\\_SB_.PWRB");
+    let button_irq = Interrupt::new(true, true, false, false, POWER_BUTTON_GSI);
+    let vmgenid_irq = Interrupt::new(true, true, false, false, VMGENID_GSI);
+    let crs = Name::new(Path::new("_CRS"), &ResourceTemplate::new(vec![&button_irq, &vmgenid_irq]));
+    let (pwrb_path, vgen_path) = (Path::new("\\_SB_.PWRB"), Path::new("\\_SB_.VGEN"));
     let pressed = Notify::new(&pwrb_path, &0x80u8);
-    let evt = Method::new(Path::new("_EVT"), 1, true, vec![&pressed]);
+    let changed = Notify::new(&vgen_path, &0x80u8);
+    let is_button = Equal::new(&Arg(0), &POWER_BUTTON_GSI);
+    let is_vmgenid = Equal::new(&Arg(0), &VMGENID_GSI);
+    let on_button = If::new(&is_button, vec![&pressed]);
+    let on_vmgenid = If::new(&is_vmgenid, vec![&changed]);
+    let evt = Method::new(Path::new("_EVT"), 1, true, vec![&on_button, &on_vmgenid]);
     let ged = Device::new(Path::new("GED0"), vec![&ged_hid, &ged_uid, &crs, &evt]);
     let mut bytes = to_bytes(&pwrb);
     bytes.extend(to_bytes(&ged));
     bytes
 }
 
+/// The VM generation ID device `\_SB.VGEN` as Linux's vmgenid driver binds it
+/// (`_HID` "VMGENCTR", `_CID` and `_DDN` "VM_Gen_Counter"): `ADDR` returns the
+/// guest-physical address of the 16-byte ID as a package of its low and high 32 bits.
+fn vm_generation_id() -> Vec<u8> {
+    let hid = Name::new(Path::new("_HID"), &"VMGENCTR");
+    let cid = Name::new(Path::new("_CID"), &"VM_Gen_Counter");
+    let ddn = Name::new(Path::new("_DDN"), &"VM_Gen_Counter");
+    let (low, high) = (VMGENID_ADDR as u32, (VMGENID_ADDR >> 32) as u32);
+    let address = Package::new(vec![&low, &high]);
+    let returned = Return::new(&address);
+    let addr = Method::new(Path::new("ADDR"), 0, false, vec![&returned]);
+    to_bytes(&Device::new(Path::new("VGEN"), vec![&hid, &cid, &ddn, &addr]))
+}
 /// The `\_SB` scope with every device tern describes.
 fn system_bus() -> Vec<u8> {
     struct Raw(Vec<u8>);
@@ -120,11 +143,13 @@ fn system_bus() -> Vec<u8> {
             sink.vec(&self.0);
         }
     }
-    let (pci, serial, rtc, button) = (Raw(pci_host_bridge()), Raw(com1()), Raw(rtc()), Raw(power_button()));
-    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&pci, &serial, &rtc, &button]))
+    let (pci, serial, rtc) = (Raw(pci_host_bridge()), Raw(com1()), Raw(rtc()));
+    let (ged, vmgenid) = (Raw(generic_event_device()), Raw(vm_generation_id()));
+    to_bytes(&Scope::new(Path::new("\\_SB_"), vec![&pci, &serial, &rtc, &ged, &vmgenid]))
 }
 
-/// The DSDT: the `_S5_` sleep object, the PCI host bridge, COM1 and the RTC.
+/// The DSDT: the `_S5_` sleep object, the PCI host bridge, COM1, the RTC, the Generic
+/// Event Device with the power button, and the VM generation ID.
 pub fn dsdt() -> Vec<u8> {
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let s5 = Name::new(Path::new("_S5_"), &Package::new(vec![&S5_SLEEP_TYPE, &0u8, &0u8, &0u8]));
@@ -188,7 +213,8 @@ fn align16(x: u64) -> u64 {
     (x + 15) & !15
 }
 
-/// Writes all tables at [`ACPI_TABLES_START`]; returns the RSDP address.
+/// Writes all tables at [`ACPI_TABLES_START`] (below the VM generation ID's page);
+/// returns the RSDP address.
 pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<GuestAddress, AcpiError> {
     let rsdp_addr = ACPI_TABLES_START;
     let mut next = align16(rsdp_addr + Rsdp::len() as u64);
@@ -196,8 +222,8 @@ pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<GuestAddress, Acp
     let mut place = |bytes: &[u8]| -> Result<u64, AcpiError> {
         let addr = next;
         let end = addr + bytes.len() as u64;
-        if end > HIGH_MEMORY_START {
-            return Err(AcpiError::TooLarge { needed: end - ACPI_TABLES_START, available: HIGH_MEMORY_START - ACPI_TABLES_START });
+        if end > VMGENID_ADDR {
+            return Err(AcpiError::TooLarge { needed: end - ACPI_TABLES_START, available: VMGENID_ADDR - ACPI_TABLES_START });
         }
         mem.write_slice(bytes, GuestAddress(addr))?;
         next = align16(end);
@@ -274,6 +300,79 @@ mod tests {
         assert!(t.windows(descriptor.len()).any(|w| w == descriptor), "no interrupt descriptor for GSI {POWER_BUTTON_GSI}");
         // Notify(\_SB_.PWRB, 0x80): NotifyOp 0x86, then the path.
         assert!(t.windows(2).any(|w| w == [0x86, b'\\']));
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    /// An AML integer at `at`: (value, bytes it takes).
+    fn aml_integer(aml: &[u8], at: usize) -> (u64, usize) {
+        let le = |n: usize| aml[at + 1..at + 1 + n].iter().rev().fold(0u64, |v, b| v << 8 | u64::from(*b));
+        match aml[at] {
+            0x00 => (0, 1),
+            0x01 => (1, 1),
+            0x0a => (le(1), 2),
+            0x0b => (le(2), 3),
+            0x0c => (le(4), 5),
+            0x0e => (le(8), 9),
+            op => panic!("not an integer: opcode {op:#x}"),
+        }
+    }
+
+    #[test]
+    fn dsdt_describes_the_vm_generation_id_as_linux_binds_it() {
+        let t = dsdt();
+        // DeviceOp (ExtOpPrefix 0x5b, 0x82), its package length (1 or 2 bytes), its name.
+        let vgen = (4..t.len() - 4)
+            .find(|&i| &t[i..i + 4] == b"VGEN" && (t[i - 3..i - 1] == [0x5b, 0x82] || t[i - 4..i - 2] == [0x5b, 0x82]))
+            .expect("a VGEN device");
+        // _HID "VMGENCTR", _CID and _DDN "VM_Gen_Counter" as strings (StringPrefix 0x0d).
+        assert!(find(&t, b"_HID\x0dVMGENCTR\0").is_some());
+        assert!(find(&t, b"_CID\x0dVM_Gen_Counter\0").is_some());
+        assert!(find(&t, b"_DDN\x0dVM_Gen_Counter\0").is_some());
+        // Method ADDR, no arguments: Return (Package (2) { low, high }).
+        let addr = find(&t, b"ADDR").expect("an ADDR method");
+        assert!(addr > vgen);
+        assert_eq!(t[addr + 4], 0, "no arguments, not serialized");
+        assert_eq!(t[addr + 5], 0xa4, "ReturnOp");
+        assert_eq!(t[addr + 6], 0x12, "PackageOp");
+        assert_eq!(t[addr + 8], 2, "two elements");
+        let (low, used) = aml_integer(&t, addr + 9);
+        let (high, _) = aml_integer(&t, addr + 9 + used);
+        assert!(low <= u64::from(u32::MAX) && high <= u64::from(u32::MAX));
+        assert_eq!(low | high << 32, VMGENID_ADDR, "ADDR returns where the ID is written");
+    }
+
+    #[test]
+    fn the_generic_event_device_notifies_the_vm_generation_id_on_its_own_interrupt() {
+        let t = dsdt();
+        let mut descriptor = vec![0x89, 0x06, 0x00, 0x03, 0x01];
+        descriptor.extend(VMGENID_GSI.to_le_bytes());
+        let ged = find(&t, b"GED0").unwrap();
+        let crs = find(&t[ged..], &descriptor).map(|at| at + ged);
+        assert!(crs.is_some(), "the GED's _CRS has GSI {VMGENID_GSI}");
+        // If (LEqual (Arg0, VMGENID_GSI)) { Notify (\_SB_.VGEN, 0x80) }
+        let evt = find(&t, b"_EVT").unwrap();
+        let test = [0x93, 0x68, 0x0a, VMGENID_GSI as u8];
+        let at = find(&t[evt..], &test).expect("_EVT tests Arg0 for the VM generation ID's GSI") + evt;
+        let notify = [&[0x86, b'\\', 0x2e][..], b"_SB_VGEN", &[0x0a, 0x80]].concat();
+        let n = find(&t[at..], &notify).expect("and notifies VGEN with 0x80") + at;
+        assert!(n - at < 8, "the notify is the If's body");
+        assert_ne!(VMGENID_GSI, POWER_BUTTON_GSI);
+    }
+
+    #[test]
+    fn the_tables_end_below_the_vm_generation_id() {
+        let mem = crate::memory::create_guest_memory(64 << 20).unwrap();
+        write_tables(&mem, 4).unwrap();
+        let mut page = [0u8; 4096];
+        mem.read_slice(&mut page, GuestAddress(VMGENID_ADDR)).unwrap();
+        assert!(page.iter().all(|b| *b == 0), "no table reaches the ID's page");
+        let e820 = crate::memory::e820_map(64 << 20);
+        assert!(e820.iter().any(|e| e.kind == crate::memory::E820Kind::Reserved
+            && e.addr <= VMGENID_ADDR
+            && VMGENID_ADDR + 16 <= e.addr + e.size));
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub fn check_shape(desc: &VmDescription, expect: &Expectations, host: HostLimits
     if desc.devices != local_devices {
         return Err(format!("devices differ: source {:?}, destination {:?}", desc.devices, local_devices));
     }
+    if let Some(boot) = &desc.boot {
+        boot.check().map_err(|e| format!("the source's boot record is malformed: {e}"))?;
+    }
     Ok(())
 }
 
@@ -117,7 +120,7 @@ mod tests {
     use super::*;
 
     fn desc(memory_bytes: u64, cpus: u8) -> VmDescription {
-        VmDescription { version: migration::PROTOCOL_VERSION, memory_bytes, cpus, cpuid: Vec::new(), devices: vec!["virtio-blk".into()] }
+        VmDescription { version: migration::PROTOCOL_VERSION, memory_bytes, cpus, cpuid: Vec::new(), devices: vec!["virtio-blk".into()], boot: None }
     }
 
     const HOST: HostLimits = HostLimits { memory_bytes: 4 << 30, max_vcpus: 8 };
@@ -156,6 +159,20 @@ mod tests {
         assert!(shape(&d, &Expectations::default()).unwrap_err().contains("devices differ"));
         d.devices = vec!["x".repeat(5000)];
         assert!(shape(&d, &Expectations::default()).unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn a_malformed_boot_record_is_refused() {
+        use migration::messages::{BootRecord, BootSourceRecord};
+        let mut d = desc(512 << 20, 1);
+        let kernel = |path: &[u8]| BootRecord {
+            source: BootSourceRecord::Kernel { kernel: path.to_vec(), initrd: None, cmdline: String::new() },
+            restart: true,
+        };
+        d.boot = Some(kernel(b"/boot/vmlinuz"));
+        assert_eq!(shape(&d, &Expectations::default()), Ok(()));
+        d.boot = Some(kernel(b"vmlinuz"));
+        assert!(shape(&d, &Expectations::default()).unwrap_err().contains("boot record is malformed"));
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub fn describe(parts: &MachineParts) -> VmDescription {
         cpus: parts.cpus,
         cpuid: cpuid_to_wire(&parts.cpuid),
         devices: parts.virtio.iter().map(|d| lock(d).device_mut().describe()).collect(),
+        boot: parts.boot_record.clone(),
     }
 }
 

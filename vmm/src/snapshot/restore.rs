@@ -114,7 +114,7 @@ pub struct RestoreOptions {
     /// This side's device descriptions, in slot order (the snapshot's must match).
     pub local_devices: Vec<String>,
     /// A clone: each device keeps its own identity (a NIC its MAC) instead of the
-    /// snapshot's.
+    /// snapshot's, and the guest gets a new VM generation ID.
     pub clone: bool,
 }
 
@@ -141,8 +141,17 @@ pub fn run(
         }
     }
     state::restore(machine.parts(), &state)?;
+    let vmgenid_error = |e: crate::vmgenid::GenerationIdError| SnapshotError::Device(e.to_string());
+    if options.clone {
+        // The guest's first instruction here already sees the new ID.
+        machine.new_generation_id().map_err(vmgenid_error)?;
+    }
     let mut machine = machine;
     destination::take_over(&mut machine).map_err(|e| SnapshotError::Device(e.to_string()))?;
+    if options.clone {
+        // Its vmgenid driver rereads the ID and reseeds the kernel's RNG.
+        machine.announce_generation_id().map_err(vmgenid_error)?;
+    }
     times.device_activation_ms = ms(t.elapsed());
     Ok((machine, times))
 }
