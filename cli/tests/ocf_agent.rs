@@ -290,11 +290,7 @@ fn snapshot_dir_saves_the_vm_on_stop_and_start_restores_it_on_its_disks() {
     let file = dir.join("vm.toml");
     std::fs::write(
         &file,
-        format!(
-            "name = \"{name}\"\nmemory = \"64M\"\nallow-emulated-kvm = true\nserial = \"file={}\"\n\
-             [boot]\nkernel = \"counter.elf\"\n[[disk]]\npath = \"disk.img\"\n",
-            console.display()
-        ),
+        tiny_kernel::definition(&name, "counter.elf", &console, "disk.img"),
     )
     .unwrap();
     let p = vec![

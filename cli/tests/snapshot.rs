@@ -320,14 +320,7 @@ fn a_restore_from_a_definition_runs_by_name_on_its_disks() {
     std::fs::create_dir_all(&runtime).unwrap();
     let name = format!("r{}", std::process::id());
     let def = dir.join("vm.toml");
-    std::fs::write(
-        &def,
-        format!(
-            "name = \"{name}\"\nmemory = \"64M\"\nallow-emulated-kvm = true\nserial = \"file={}\"\n[boot]\nkernel = \"guest.elf\"\n[[disk]]\npath = \"disk.img\"\n",
-            dir.join("vm.serial").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&def, tiny_kernel::definition(&name, "guest.elf", &dir.join("vm.serial"), "disk.img")).unwrap();
     let named = |args: &[&str]| run(tern().env("TERN_RUNTIME_DIR", &runtime).args(args));
     let restore = |from: &Path| {
         let mut cmd = tern();

@@ -169,3 +169,14 @@ pub fn wait_for_tick(serial: &Path, value: u32) -> Vec<u32> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A VM definition of `name` booting `kernel` (64M, kvm_pvm allowed), its console in
+/// the file `serial`, `disk` its one disk (paths relative to the definition's
+/// directory, or absolute).
+pub fn definition(name: &str, kernel: &str, serial: &Path, disk: &str) -> String {
+    format!(
+        "name = \"{name}\"\nmemory = \"64M\"\nallow-emulated-kvm = true\nserial = \"file={}\"\n\
+         [boot]\nkernel = \"{kernel}\"\n[[disk]]\npath = \"{disk}\"\n",
+        serial.display()
+    )
+}
