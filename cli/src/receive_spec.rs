@@ -226,17 +226,28 @@ mod tests {
         assert_eq!(spec.name.as_deref(), Some("web1"));
         assert_eq!(spec.disks.len(), 1);
         assert_eq!(spec.disks[0].config.path, dir.join("root.img"));
+        assert!(spec.disks_from_definition);
         assert_eq!(spec.nets.len(), 1);
         assert_eq!((spec.memory, spec.cpus), (Some(1 << 30), Some(2)));
         assert_eq!(spec.serial, Some(SerialArg::Null));
         assert_eq!(spec.seccomp, Some(tern_seccomp::Mode::Log));
         assert_eq!(spec.tls_dir, Some(dir.join("tls")));
         let spec = ReceiveSpec::resolve(
-            &args(&["--memory", "2G", "--serial", "stdio", "--name", "other"]),
+            &args(&[
+                "--memory",
+                "2G",
+                "--serial",
+                "stdio",
+                "--name",
+                "other",
+                "--disk",
+                "path=/x.img",
+            ]),
             Some(&loaded),
         )
         .unwrap();
         assert_eq!(spec.memory, Some(2 << 30));
+        assert!(!spec.disks_from_definition);
         assert_eq!(spec.serial, Some(SerialArg::Stdio));
         assert_eq!(spec.name.as_deref(), Some("other"));
         let _ = std::fs::remove_dir_all(&dir);

@@ -196,16 +196,11 @@ pub fn prepare(snapshot: &Snapshot, targets: &DiskTargets) -> Result<Disks> {
         },
     );
     if !given.is_empty() && given.len() != records.len() {
-        let what = if targets.from_definition {
-            "the definition gives"
-        } else {
-            "--disk flags were given"
-        };
-        bail!(
-            "the snapshot's guest has {} disks but {} {what}: give one for each, in order, or none",
-            records.len(),
-            given.len()
-        );
+        let (n, m) = (records.len(), given.len());
+        if targets.from_definition {
+            bail!("the snapshot's guest has {n} disks but the definition gives {m}: give --disk for each, in order");
+        }
+        bail!("the snapshot's guest has {n} disks but {m} --disk flags were given: give one for each, in order, or none");
     }
     let mut disks = Disks {
         configs: Vec::new(),
