@@ -53,7 +53,7 @@ enum Command {
     /// Live-migrate a running VM (by name or control socket) to `tern receive` or a
     /// host's `tern listen`.
     Migrate(migrate::MigrateArgs),
-    /// Write a snapshot of a running tern's guest (by its control socket) to a directory.
+    /// Write a snapshot of a running VM (by name or control socket) to a directory.
     Snapshot(snapshot::SnapshotArgs),
     /// Run a guest from a snapshot directory, from the instant it was taken.
     Restore(restore::RestoreArgs),

@@ -23,12 +23,10 @@ use vmm::{Boot, Machine, MachineConfig};
 
 use crate::bridge_tap;
 use crate::definition::Loaded;
-use crate::device_args;
 use crate::guest_devices::{self, Locking};
-use crate::receive_spec::{self, ReceiveSpec};
 use crate::next_boot::{NextBoot, NextBootArgs};
+use crate::receive_spec::{self, LocalArgs, ReceiveSpec};
 use crate::session::{self, SerialArg};
-use crate::size::parse_size;
 
 /// Flags of `tern receive`.
 #[derive(Args, Debug)]
@@ -42,15 +40,8 @@ pub struct ReceiveArgs {
         conflicts_with = "conn_fd"
     )]
     pub listen: Option<String>,
-    /// VM definition (TOML, as `tern run --config`): its name, disks, NICs, serial,
-    /// API socket, `[migration] tls-dir` (when --tls-dir is not given) and, as limits,
-    /// its memory and cpus; flags given here override it. Its boot keys are not used.
-    #[arg(long, value_name = "FILE", conflicts_with = "defs")]
-    pub config: Option<PathBuf>,
-    /// The VM's name: sockets in its runtime directory, as `tern run --name`; refused
-    /// if a VM of that name runs here.
-    #[arg(long, value_name = "NAME", value_parser = crate::vm_name::parse_name)]
-    pub name: Option<String>,
+    #[command(flatten)]
+    pub local: LocalArgs,
     /// Mutual TLS 1.3: DIR holds ca.pem (the CA both hosts trust), cert.pem (this host's
     /// certificate chain) and key.pem (its key). Only a source whose client certificate
     /// is signed by the CA is accepted. Required on a non-loopback address unless
@@ -66,39 +57,15 @@ pub struct ReceiveArgs {
     #[arg(long, value_name = "SECS", default_value_t = destination::DEFAULT_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
-    /// The same disk images as the source (shared storage), in the same order:
-    /// path=FILE[,readonly=on][,serial=ID]. Locked when the source hands them over.
-    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]",
-          value_parser = device_args::parse_disk)]
-    pub disks: Vec<device_args::DiskArg>,
-    /// Attach a virtio-net interface: tap=NAME (an existing TAP, or created) or
-    /// bridge=BRIDGE (a new TAP on that bridge, removed at exit), [,mac=MAC] (repeatable).
-    #[arg(long = "net", value_name = "tap=NAME|bridge=BR[,mac=MAC]", value_parser = device_args::parse_net)]
-    pub nets: Vec<device_args::NetArg>,
-    /// Serial console here: stdio, null, file=PATH, or socket=PATH (see `tern run`)
-    /// [default: stdio; with a name: socket in the runtime directory].
-    #[arg(long, value_name = "DEST")]
-    pub serial: Option<SerialArg>,
-    /// Refuse a source whose guest has more memory than SIZE (always refused: more than
-    /// this host's RAM).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub memory: Option<u64>,
-    /// Refuse a source with more vCPUs than N (always refused: more than KVM's limit).
-    #[arg(long, value_name = "N")]
-    pub cpus: Option<u8>,
-    /// Serve the control API once the guest runs here.
-    #[arg(long, value_name = "PATH")]
-    pub api_socket: Option<PathBuf>,
-    /// Run even where /dev/kvm is software-emulated (kvm_pvm).
-    #[arg(long)]
-    pub allow_emulated_kvm: bool,
-    /// Syscall filters per thread: on (a call off its list kills tern), log (the
-    /// kernel logs it instead), off [default: on].
-    #[arg(long, value_name = "on|log|off")]
-    pub seccomp: Option<tern_seccomp::Mode>,
     /// `tern listen`: the definitions directory; the VM is the one the source's hello
     /// names (DIR/NAME.toml).
-    #[arg(long, value_name = "DIR", hide = true, requires = "conn_fd")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        hide = true,
+        requires = "conn_fd",
+        conflicts_with = "config"
+    )]
     pub defs: Option<PathBuf>,
     /// `tern listen`: the accepted connection, as this descriptor.
     #[arg(long, value_name = "FD", hide = true)]
@@ -126,7 +93,7 @@ fn inherited_fd(fd: RawFd, what: &str) -> Result<RawFd> {
 /// Runs `tern receive`.
 pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let file = args.config.as_deref().map(Loaded::load).transpose()?;
+    let file = args.local.config.as_deref().map(Loaded::load).transpose()?;
     // The connection first (a listener's child owns it from its start).
     let accepted = match args.conn_fd {
         // SAFETY: the listener passed this descriptor, the accepted TCP connection, to
@@ -145,7 +112,7 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     if let (Some(_), None) = (&accepted, &peer) {
         bail!("--conn-fd is not a connected socket");
     }
-    let spec = ReceiveSpec::resolve(&args, file.as_ref())?;
+    let spec = ReceiveSpec::resolve(&args.local, file.as_ref())?;
     // The filter mode is fixed before any thread starts: a VM picked by its hello runs
     // under the listener's.
     tern_seccomp::set_mode(spec.seccomp.unwrap_or(tern_seccomp::Mode::On))?;
@@ -188,8 +155,8 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
                 })?;
                 tracing::info!(name, "incoming migration{from} names its VM");
                 let loaded = receive_spec::load_named(defs, name).map_err(|e| format!("{e:#}"))?;
-                let mut spec =
-                    ReceiveSpec::resolve(&args, Some(&loaded)).map_err(|e| format!("{e:#}"))?;
+                let mut spec = ReceiveSpec::resolve(&args.local, Some(&loaded))
+                    .map_err(|e| format!("{e:#}"))?;
                 spec.name = Some(name.to_string());
                 Local::open(spec).map_err(|e| format!("{e:#}"))?
             }
@@ -207,7 +174,12 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
         };
         let local_devices = virtio_devices.iter().map(|d| d.describe()).collect();
         let kvm = &kvm;
-        let disk_paths: Vec<PathBuf> = here.spec.disks.iter().map(|d| d.config.path.clone()).collect();
+        let disk_paths: Vec<PathBuf> = here
+            .spec
+            .disks
+            .iter()
+            .map(|d| d.config.path.clone())
+            .collect();
         let next_boot = &args.next_boot;
         let next_slot = &next;
         let build = move |desc: &destination::VmDescription| {
@@ -280,7 +252,9 @@ pub fn receive(args: ReceiveArgs) -> Result<ExitCode> {
     }
     let serial_arg = here.spec.serial.clone().unwrap_or(SerialArg::Stdio);
     let console_socket = here.console_socket.take();
-    let reboots = next.into_inner().map_or(session::Reboots::Do(vmm::OnReboot::Exit), NextBoot::reboots);
+    let reboots = next
+        .into_inner()
+        .map_or(session::Reboots::Do(vmm::OnReboot::Exit), NextBoot::reboots);
     // `here` (the name's claim, the bridge TAPs) lives until the guest ends.
     session::serve(
         &kvm,

@@ -1,31 +1,86 @@
-//! What `tern receive` receives with: its flags over a VM definition (`--config FILE`,
-//! or `--defs DIR` with the file the source's hello names, as `tern listen` runs it):
-//! the disks, NICs, serial console, control socket and name of the VM here, the
-//! largest guest accepted, and the definition's migration TLS directory. The boot keys
-//! of a definition are not used (a received guest is not booted), and its files (a
-//! kernel) need not exist here.
+//! The VM on this side of `tern receive` and `tern restore`: their flags over a VM
+//! definition (`--config FILE`, or for `tern receive` `--defs DIR` with the file the
+//! source's hello names, as `tern listen` runs it): the disks, NICs, serial console,
+//! control socket, seccomp mode and name of the VM here, the largest guest accepted,
+//! and the definition's migration TLS directory. The boot keys of a definition are not
+//! used (a received or restored guest is not booted), and its files (a kernel) need
+//! not exist here.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use clap::Args;
 
 use crate::definition::Loaded;
-use crate::device_args::{DiskArg, NetArg};
-use crate::receive::ReceiveArgs;
+use crate::device_args::{self, DiskArg, NetArg};
 use crate::run_spec::{definition_disks, definition_nets};
 use crate::runtime_dir::{self, VmDir};
 use crate::session::SerialArg;
+use crate::size::parse_size;
+
+/// The flags `tern receive` and `tern restore` share: the VM on this side.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// VM definition (TOML, as `tern run --config`): its name, disks, NICs, serial,
+    /// API socket, seccomp, `[migration] tls-dir` (receive: when --tls-dir is not
+    /// given) and, as limits, its memory and cpus; flags given here override it. Its
+    /// boot keys are not used. restore: a snapshot's disk copy goes over the
+    /// definition's image only with --overwrite-disks.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The VM's name: sockets in its runtime directory, as `tern run --name`; refused
+    /// if a VM of that name runs here.
+    #[arg(long, value_name = "NAME", value_parser = crate::vm_name::parse_name)]
+    pub name: Option<String>,
+    /// The VM's disk images, in order: path=FILE[,readonly=on][,serial=ID]. receive:
+    /// the source's images (shared storage), locked when the source hands them over.
+    /// restore: one per snapshot disk: for a disk the snapshot copied, a new file that
+    /// becomes a copy of it (default: DIR.restore-PID-diskN.img beside DIR; an existing
+    /// file only with --overwrite-disks); for a disk recorded with --no-disks, the
+    /// image to run on, of the recorded size.
+    #[arg(long = "disk", value_name = "path=FILE[,readonly=on][,serial=ID]",
+          value_parser = device_args::parse_disk)]
+    pub disks: Vec<DiskArg>,
+    /// Attach a virtio-net interface: tap=NAME (an existing TAP, or created) or
+    /// bridge=BRIDGE (a new TAP on that bridge, removed at exit), [,mac=MAC] (repeatable;
+    /// restore: the snapshot's MAC unless --clone).
+    #[arg(long = "net", value_name = "tap=NAME|bridge=BR[,mac=MAC]", value_parser = device_args::parse_net)]
+    pub nets: Vec<NetArg>,
+    /// Serial console here: stdio, null, file=PATH, or socket=PATH (see `tern run`)
+    /// [default: stdio; with a name: socket in the runtime directory].
+    #[arg(long, value_name = "DEST")]
+    pub serial: Option<SerialArg>,
+    /// Refuse a guest with more memory than SIZE (always refused: more than this
+    /// host's RAM).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Refuse a guest with more vCPUs than N (always refused: more than KVM's limit).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u8>,
+    /// Serve the control API once the guest runs here.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// Run even where /dev/kvm is software-emulated (kvm_pvm).
+    #[arg(long)]
+    pub allow_emulated_kvm: bool,
+    /// Syscall filters per thread: on (a call off its list kills tern), log (the
+    /// kernel logs it instead), off [default: on].
+    #[arg(long, value_name = "on|log|off")]
+    pub seccomp: Option<tern_seccomp::Mode>,
+}
 
 /// The definition file of VM `name` in a definitions directory.
 pub fn definition_path(defs: &Path, name: &str) -> PathBuf {
     defs.join(format!("{name}.toml"))
 }
 
-/// Everything the receiving side needs, flags and definition combined.
+/// Everything the receiving (or restoring) side needs, flags and definition combined.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiveSpec {
     pub name: Option<String>,
     pub disks: Vec<DiskArg>,
+    /// Whether `disks` are the definition's (no `--disk` was given).
+    pub disks_from_definition: bool,
     pub nets: Vec<NetArg>,
     /// `None`: the default (stdio; with a name, a console socket in its directory).
     pub serial: Option<SerialArg>,
@@ -43,7 +98,7 @@ pub struct ReceiveSpec {
 
 impl ReceiveSpec {
     /// The flags over `file` (when given).
-    pub fn resolve(args: &ReceiveArgs, file: Option<&Loaded>) -> Result<Self> {
+    pub fn resolve(args: &LocalArgs, file: Option<&Loaded>) -> Result<Self> {
         let def = file.map(|f| &f.def);
         let disks = match (args.disks.is_empty(), file) {
             (true, Some(file)) => definition_disks(file)?,
@@ -61,6 +116,8 @@ impl ReceiveSpec {
                 .name
                 .clone()
                 .or_else(|| def.and_then(|d| d.name.clone())),
+            disks_from_definition: args.disks.is_empty()
+                && file.is_some_and(|f| !f.def.disks.is_empty()),
             disks,
             nets,
             serial: args
@@ -134,11 +191,11 @@ mod tests {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        args: ReceiveArgs,
+        args: LocalArgs,
     }
 
-    fn args(flags: &[&str]) -> ReceiveArgs {
-        let mut argv = vec!["receive", "--listen", "127.0.0.1:0"];
+    fn args(flags: &[&str]) -> LocalArgs {
+        let mut argv = vec!["receive"];
         argv.extend_from_slice(flags);
         Cli::parse_from(argv).args
     }
@@ -169,17 +226,28 @@ mod tests {
         assert_eq!(spec.name.as_deref(), Some("web1"));
         assert_eq!(spec.disks.len(), 1);
         assert_eq!(spec.disks[0].config.path, dir.join("root.img"));
+        assert!(spec.disks_from_definition);
         assert_eq!(spec.nets.len(), 1);
         assert_eq!((spec.memory, spec.cpus), (Some(1 << 30), Some(2)));
         assert_eq!(spec.serial, Some(SerialArg::Null));
         assert_eq!(spec.seccomp, Some(tern_seccomp::Mode::Log));
         assert_eq!(spec.tls_dir, Some(dir.join("tls")));
         let spec = ReceiveSpec::resolve(
-            &args(&["--memory", "2G", "--serial", "stdio", "--name", "other"]),
+            &args(&[
+                "--memory",
+                "2G",
+                "--serial",
+                "stdio",
+                "--name",
+                "other",
+                "--disk",
+                "path=/x.img",
+            ]),
             Some(&loaded),
         )
         .unwrap();
         assert_eq!(spec.memory, Some(2 << 30));
+        assert!(!spec.disks_from_definition);
         assert_eq!(spec.serial, Some(SerialArg::Stdio));
         assert_eq!(spec.name.as_deref(), Some("other"));
         let _ = std::fs::remove_dir_all(&dir);

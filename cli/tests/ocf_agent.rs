@@ -249,3 +249,120 @@ fn migrate_to_and_migrate_from_move_the_vm_through_the_listener() {
     std::thread::sleep(Duration::from_millis(100));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The path of the file a process with `pid` has open whose path ends with `suffix`.
+fn open_file(pid: u64, suffix: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .find(|target| target.ends_with(suffix))
+}
+
+/// The pid `tern info NAME` reports, on the "host" with runtime directory `runtime`.
+fn vm_pid(runtime: &Path, name: &str) -> u64 {
+    let out = Command::new(TERN)
+        .args(["info", name, "--json"])
+        .env("TERN_RUNTIME_DIR", runtime)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    reply["pid"].as_u64().unwrap()
+}
+
+#[test]
+fn snapshot_dir_saves_the_vm_on_stop_and_start_restores_it_on_its_disks() {
+    require_environment();
+    let dir = test_dir("snapdir");
+    std::fs::write(
+        dir.join("counter.elf"),
+        tiny_kernel::pvh_elf(tiny_kernel::COUNTING_GUEST),
+    )
+    .unwrap();
+    std::fs::File::create(dir.join("disk.img"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let (runtime, snaps, console) = (dir.join("run"), dir.join("snaps"), dir.join("console"));
+    std::fs::create_dir_all(&runtime).unwrap();
+    let name = format!("snap{}", std::process::id());
+    let file = dir.join("vm.toml");
+    std::fs::write(
+        &file,
+        tiny_kernel::definition(&name, "counter.elf", &console, "disk.img"),
+    )
+    .unwrap();
+    let p = vec![
+        ("config", file.display().to_string()),
+        ("shutdown_timeout", "1".to_string()),
+        ("snapshot_dir", snaps.display().to_string()),
+        ("logfile", dir.join("vm.log").display().to_string()),
+    ];
+    let log = || std::fs::read_to_string(dir.join("vm.log")).unwrap_or_default();
+    let saved = snaps.join(&name);
+
+    assert_eq!(action(&runtime, &dir, "monitor", &p).0, 7);
+    let (rc, err) = action(&runtime, &dir, "start", &p);
+    assert_eq!(rc, 0, "start: {err}\n{}", log());
+    assert_eq!(action(&runtime, &dir, "monitor", &p).0, 0);
+    tiny_kernel::wait_for_tick(&console, 3);
+
+    // stop saves it: memory and state, not the disk; the guest is gone.
+    let (rc, err) = action(&runtime, &dir, "stop", &p);
+    assert_eq!(rc, 0, "stop: {err}\n{}", log());
+    assert_eq!(action(&runtime, &dir, "monitor", &p).0, 7);
+    assert!(
+        saved.join("manifest").is_file(),
+        "no snapshot in {}: {err}",
+        saved.display()
+    );
+    assert!(!saved.join("disk0.img").exists(), "the disk was copied");
+    let mut counter = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(saved.join("memory.bin")).unwrap(),
+        &mut counter,
+        tiny_kernel::COUNTER,
+    )
+    .unwrap();
+    let at_stop = u32::from_le_bytes(counter);
+    let before = tiny_kernel::ticks(&console);
+    assert!(
+        at_stop >= 3 && before.last().is_some_and(|&t| t <= at_stop),
+        "saved at {at_stop}, printed {before:?}"
+    );
+
+    // start restores it, on the definition's disk, continuing from the saved tick.
+    let (rc, err) = action(&runtime, &dir, "start", &p);
+    assert_eq!(rc, 0, "start from the snapshot: {err}\n{}", log());
+    assert_eq!(action(&runtime, &dir, "monitor", &p).0, 0);
+    let after = tiny_kernel::wait_for_tick(&console, at_stop + 3);
+    assert!(
+        after[0] == at_stop || after[0] == at_stop + 1,
+        "saved at {at_stop}, the restored guest printed {after:?} (a fresh boot starts at 1)"
+    );
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    let pid = vm_pid(&runtime, &name);
+    assert!(
+        open_file(pid, &dir.join("disk.img")).is_some(),
+        "the restored VM (pid {pid}) does not run on the definition's disk"
+    );
+    assert!(
+        log().contains(&format!("guest restored from {}", saved.display())),
+        "{}",
+        log()
+    );
+    // The snapshot is kept aside, so a later start cannot bring this state back.
+    assert!(!saved.exists());
+    assert!(snaps
+        .join(format!("{name}.restored"))
+        .join("manifest")
+        .is_file());
+
+    // The next stop saves again; a start after that restores the newer state.
+    let (rc, err) = action(&runtime, &dir, "stop", &p);
+    assert_eq!(rc, 0, "second stop: {err}\n{}", log());
+    assert_eq!(action(&runtime, &dir, "monitor", &p).0, 7);
+    assert!(saved.join("manifest").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

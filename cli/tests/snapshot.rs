@@ -15,38 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use tiny_kernel::{ticks, wait_for_tick, COUNTER, COUNTING_GUEST};
 use vmm::snapshot::format::Manifest;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-/// Where the guest keeps its tick counter (an offset in the memory file too).
-const COUNTER: u64 = 0x1_0000;
 /// What the test disk holds when the snapshot is taken.
 const DISK_CONTENT: &[u8] = b"DISK at the snapshot";
-
-/// Forever: inc dword [0x10000]; print it as 8 hex digits and a newline on COM1;
-/// spin a while. 32-bit code (the same bytes run in 64-bit mode).
-const COUNTING_GUEST: &[u8] = &[
-    0xbf, 0x00, 0x00, 0x01, 0x00, // mov edi, 0x10000
-    0xff, 0x07, // top: inc dword [edi]
-    0x8b, 0x07, // mov eax, [edi]
-    0xb9, 0x08, 0x00, 0x00, 0x00, // mov ecx, 8
-    0xc1, 0xc0, 0x04, // digit: rol eax, 4
-    0x89, 0xc3, // mov ebx, eax
-    0x83, 0xe3, 0x0f, // and ebx, 0xf
-    0x83, 0xc3, 0x30, // add ebx, '0'
-    0x83, 0xfb, 0x39, // cmp ebx, '9'
-    0x76, 0x03, // jbe emit
-    0x83, 0xc3, 0x07, // add ebx, 'A' - '9' - 1
-    0xba, 0xf8, 0x03, 0x00, 0x00, // emit: mov edx, 0x3f8
-    0x93, 0xee, 0x93, // xchg eax, ebx; out dx, al; xchg eax, ebx
-    0xff, 0xc9, // dec ecx
-    0x75, 0xe1, // jnz digit
-    0xb0, 0x0a, 0xee, // mov al, 10; out dx, al
-    0xbe, 0x00, 0x40, 0x00, 0x00, // mov esi, 0x4000
-    0xff, 0xce, // delay: dec esi
-    0x75, 0xfc, // jnz delay
-    0xeb, 0xca, // jmp top
-];
 
 fn test_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tern-snapshot-e2e-{}-{name}", std::process::id()));
@@ -96,27 +70,6 @@ fn start_source(dir: &Path) -> Tern {
         std::thread::sleep(Duration::from_millis(10));
     }
     Tern(child)
-}
-
-/// The complete tick lines printed so far.
-fn ticks(serial: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(serial).unwrap_or_default();
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    lines.pop(); // the line being printed
-    lines.iter().filter(|l| l.len() == 8).filter_map(|l| u32::from_str_radix(l, 16).ok()).collect()
-}
-
-/// Waits until the guest printed a tick of at least `value`; returns the ticks.
-fn wait_for_tick(serial: &Path, value: u32) -> Vec<u32> {
-    let t = Instant::now();
-    loop {
-        let ticks = ticks(serial);
-        if ticks.last().is_some_and(|&last| last >= value) {
-            return ticks;
-        }
-        assert!(t.elapsed() < DEADLINE, "{} stuck at {:?}", serial.display(), ticks.last());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -335,5 +288,97 @@ fn bad_snapshots_are_refused_with_one_line() {
     let serial = dir.join("ok.serial");
     let _ok = start_restore(&snap, &serial, &["--verify".into(), "--disk".into(), format!("path={}", a.display())]);
     wait_for_tick(&serial, snapshot_counter(&snap) + 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tern (run or restore) of VM `name` on the "host" whose runtime directory is
+/// `runtime`, once its control socket answers.
+fn start_named(cmd: &mut Command, runtime: &Path, name: &str) -> Tern {
+    let mut t = Tern(cmd.env("TERN_RUNTIME_DIR", runtime).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    let started = Instant::now();
+    while UnixStream::connect(runtime.join(name).join("api.sock")).is_err() {
+        if let Some(status) = t.0.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(t.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("tern ended ({status}) before VM {name} answered: {err}");
+        }
+        assert!(started.elapsed() < DEADLINE, "VM {name} never answered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t
+}
+
+/// The first bytes of the image at `path`.
+fn disk_head(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()[..DISK_CONTENT.len()].to_vec()
+}
+
+#[test]
+fn a_restore_from_a_definition_runs_by_name_on_its_disks() {
+    let dir = test_dir("named");
+    let runtime = dir.join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let name = format!("r{}", std::process::id());
+    let def = dir.join("vm.toml");
+    std::fs::write(&def, tiny_kernel::definition(&name, "guest.elf", &dir.join("vm.serial"), "disk.img")).unwrap();
+    let named = |args: &[&str]| run(tern().env("TERN_RUNTIME_DIR", &runtime).args(args));
+    let restore = |from: &Path| {
+        let mut cmd = tern();
+        cmd.args(["restore", "--from"]).arg(from).arg("--config").arg(&def);
+        cmd
+    };
+    let (copies, saved) = (dir.join("copies"), dir.join("saved"));
+
+    // `tern snapshot NAME`, with disk copies, of a VM run from the definition.
+    let mut source = start_named(tern().arg("run").arg("--config").arg(&def), &runtime, &name);
+    wait_for_tick(&dir.join("vm.serial"), 2);
+    let out = named(&["snapshot", &name, "--to", copies.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    // A name that runs is refused in one line, before any disk is looked at.
+    let mut refused = restore(&copies);
+    assert_one_error_line(
+        &run(refused.env("TERN_RUNTIME_DIR", &runtime)),
+        &format!("VM {name} is already running (runtime directory {})", runtime.join(&name).display()),
+    );
+    // A copy never goes over the definition's image unasked.
+    let mut other = restore(&copies);
+    let out = run(other.env("TERN_RUNTIME_DIR", &runtime).args(["--name", "other"]));
+    assert_one_error_line(&out, &format!("the definition's disk 0 is {}", dir.join("disk.img").display()));
+    assert!(text(&out).1.contains("--overwrite-disks"), "{:?}", text(&out));
+    // Saved without disks and stopped by name: the definition's image is the disk.
+    let out = named(&["snapshot", &name, "--to", saved.to_str().unwrap(), "--no-disks", "--stop"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(source.0.wait().unwrap().code(), Some(0));
+    let at_stop = snapshot_counter(&saved);
+
+    let mut restored = start_named(&mut restore(&saved), &runtime, &name);
+    let ticks = wait_for_tick(&dir.join("vm.serial"), at_stop + 2);
+    assert!(ticks[0] == at_stop || ticks[0] == at_stop + 1, "saved at {at_stop}, restored guest printed {ticks:?}");
+    let (list, _) = text(&named(&["list"]));
+    let row = list.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{name} not listed: {list}"));
+    assert!(row.contains("running") && row.contains("64M"), "{row}");
+    let out = named(&["stop", &name]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(restored.0.wait().unwrap().code(), Some(0));
+    assert!(!text(&named(&["list"])).0.contains(&name));
+
+    // --overwrite-disks: the snapshot's copy replaces the image, which another tern
+    // holding it is protected from; a restore that fails after the copy puts it back.
+    let image = dir.join("disk.img");
+    std::fs::OpenOptions::new().write(true).open(&image).unwrap().write_all_at(b"CHANGED", 0).unwrap();
+    let changed = disk_head(&image);
+    let mut bad = restore(&copies);
+    let out = run(bad.env("TERN_RUNTIME_DIR", &runtime).args(["--overwrite-disks", "--memory", "32M"]));
+    assert_one_error_line(&out, "more than --memory");
+    assert_eq!(disk_head(&image), changed, "a failed restore put the image back");
+    let mut over = restore(&copies);
+    let _over = start_named(over.args(["--overwrite-disks", "--serial", "null"]), &runtime, &name);
+    assert_eq!(disk_head(&image), DISK_CONTENT, "the image is the snapshot's copy");
+    let mut busy = restore(&copies);
+    let out = run(busy.env("TERN_RUNTIME_DIR", &runtime).args(["--overwrite-disks", "--name", "busy"]));
+    assert_one_error_line(&out, "is in use (another tern holds it locked)");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("tern-restore")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

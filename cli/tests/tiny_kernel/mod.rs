@@ -1,7 +1,10 @@
 //! Tiny "kernels" for CLI tests: ELF images with a Xen PVH note, entered in 32-bit
 //! protected mode (so they run on kvm_pvm too), that mark their boot on COM1 and then
-//! reset the machine or power it off.
+//! reset the machine or power it off; and a guest that counts ticks in its memory.
 #![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Where the tiny kernels load and start.
 pub const ENTRY: u32 = 0x10_0000;
@@ -105,4 +108,75 @@ pub fn linux32_entry_check() -> Vec<u8> {
     code.extend_from_slice(&[0x8a, 0x03, 0xee, 0x8a, 0x43, 0x01, 0xee]); // out [ebx], out [ebx + 1]
     code.extend_from_slice(POWER_OFF);
     code
+}
+
+/// Where the guest keeps its tick counter (an offset in the memory file too).
+pub const COUNTER: u64 = 0x1_0000;
+/// Forever: inc dword [0x10000]; print it as 8 hex digits and a newline on COM1;
+/// spin a while. 32-bit code (the same bytes run in 64-bit mode).
+pub const COUNTING_GUEST: &[u8] = &[
+    0xbf, 0x00, 0x00, 0x01, 0x00, // mov edi, 0x10000
+    0xff, 0x07, // top: inc dword [edi]
+    0x8b, 0x07, // mov eax, [edi]
+    0xb9, 0x08, 0x00, 0x00, 0x00, // mov ecx, 8
+    0xc1, 0xc0, 0x04, // digit: rol eax, 4
+    0x89, 0xc3, // mov ebx, eax
+    0x83, 0xe3, 0x0f, // and ebx, 0xf
+    0x83, 0xc3, 0x30, // add ebx, '0'
+    0x83, 0xfb, 0x39, // cmp ebx, '9'
+    0x76, 0x03, // jbe emit
+    0x83, 0xc3, 0x07, // add ebx, 'A' - '9' - 1
+    0xba, 0xf8, 0x03, 0x00, 0x00, // emit: mov edx, 0x3f8
+    0x93, 0xee, 0x93, // xchg eax, ebx; out dx, al; xchg eax, ebx
+    0xff, 0xc9, // dec ecx
+    0x75, 0xe1, // jnz digit
+    0xb0, 0x0a, 0xee, // mov al, 10; out dx, al
+    0xbe, 0x00, 0x40, 0x00, 0x00, // mov esi, 0x4000
+    0xff, 0xce, // delay: dec esi
+    0x75, 0xfc, // jnz delay
+    0xeb, 0xca, // jmp top
+];
+
+/// How long `wait_for_tick` waits.
+pub const TICK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The complete tick lines printed so far.
+pub fn ticks(serial: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(serial).unwrap_or_default();
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    lines.pop(); // the line being printed
+    lines
+        .iter()
+        .filter(|l| l.len() == 8)
+        .filter_map(|l| u32::from_str_radix(l, 16).ok())
+        .collect()
+}
+
+/// Waits until the guest printed a tick of at least `value`; returns the ticks.
+pub fn wait_for_tick(serial: &Path, value: u32) -> Vec<u32> {
+    let t = Instant::now();
+    loop {
+        let ticks = ticks(serial);
+        if ticks.last().is_some_and(|&last| last >= value) {
+            return ticks;
+        }
+        assert!(
+            t.elapsed() < TICK_DEADLINE,
+            "{} stuck at {:?}",
+            serial.display(),
+            ticks.last()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A VM definition of `name` booting `kernel` (64M, kvm_pvm allowed), its console in
+/// the file `serial`, `disk` its one disk (paths relative to the definition's
+/// directory, or absolute).
+pub fn definition(name: &str, kernel: &str, serial: &Path, disk: &str) -> String {
+    format!(
+        "name = \"{name}\"\nmemory = \"64M\"\nallow-emulated-kvm = true\nserial = \"file={}\"\n\
+         [boot]\nkernel = \"{kernel}\"\n[[disk]]\npath = \"{disk}\"\n",
+        serial.display()
+    )
 }
