@@ -204,6 +204,23 @@ pub enum AckStage {
 pub struct Ack {
     pub version: u32,
     pub stage: AckStage,
+    /// What the destination's own part of the step cost (zero where none).
+    pub times: StepTimes,
+}
+
+/// The destination's share of a migration's downtime, µs, reported in its acks so the
+/// source's report can break the downtime down: `restore_us` in the `Restored` ack
+/// (loading the machine state into KVM and the devices), the rest in the `Resumed` ack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTimes {
+    /// Loading the machine state (vCPUs, VM, devices).
+    pub restore_us: u32,
+    /// Taking the disk locks and TAPs at the hand-over.
+    pub take_over_us: u32,
+    /// Starting the vCPUs.
+    pub start_us: u32,
+    /// The devices' announcements (virtio-net's gratuitous ARP request).
+    pub announce_us: u32,
 }
 
 /// A refusal or failure, sent by either side before it gives up.
@@ -351,7 +368,12 @@ pub fn send_pages(w: &mut impl Write, batch: &PageBatch) -> Result<(), ProtocolE
 
 /// Convenience constructors.
 pub fn ack(stage: AckStage) -> Message {
-    Message::Ack(Ack { version: PROTOCOL_VERSION, stage })
+    ack_with(stage, StepTimes::default())
+}
+
+/// An ack that reports what the step cost here.
+pub fn ack_with(stage: AckStage, times: StepTimes) -> Message {
+    Message::Ack(Ack { version: PROTOCOL_VERSION, stage, times })
 }
 
 /// An error message for the peer.
@@ -359,10 +381,11 @@ pub fn error(reason: impl Into<String>) -> Message {
     Message::Error(ErrorMessage { version: PROTOCOL_VERSION, reason: reason.into() })
 }
 
-/// Waits for an ack of `stage`; a peer error becomes [`ProtocolError::Peer`].
-pub fn expect_ack(r: &mut impl Read, buf: &mut Vec<u8>, stage: AckStage) -> Result<(), ProtocolError> {
+/// Waits for an ack of `stage` and returns the times it reports; a peer error becomes
+/// [`ProtocolError::Peer`].
+pub fn expect_ack(r: &mut impl Read, buf: &mut Vec<u8>, stage: AckStage) -> Result<StepTimes, ProtocolError> {
     match Message::receive(r, buf)? {
-        Message::Ack(a) if a.stage == stage => Ok(()),
+        Message::Ack(a) if a.stage == stage => Ok(a.times),
         Message::Error(e) => Err(ProtocolError::Peer(e.reason)),
         other => Err(ProtocolError::Unexpected { expected: "ack", got: other.name() }),
     }

@@ -161,8 +161,29 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
         assert!(*after >= last_gen - 1, "page {:#x} is stale: {after} < {}", STAMP_START as usize + i * 4096, last_gen - 1);
     }
     dest.stop_vcpus();
+    assert_downtime_breakdown(&final_reply, false);
     let report = final_reply;
     eprintln!("migration report: {report}");
+}
+
+/// The report breaks its downtime down: the destination's own steps arrive in its acks,
+/// every step is measured, and together they are the downtime (give or take the few
+/// statements between the timers).
+fn assert_downtime_breakdown(reply: &str, with_disk: bool) {
+    let v: serde_json::Value = serde_json::from_str(reply).unwrap();
+    let report = &v["report"];
+    let downtime = report["downtime_ms"].as_f64().unwrap();
+    let b = &report["downtime_breakdown"];
+    let step = |k: &str| b[k].as_f64().unwrap_or_else(|| panic!("no {k} in {reply}"));
+    let steps = ["pause_ms", "last_pages_ms", "state_ms", "disk_flush_ms", "restore_ms", "release_ms", "take_over_ms", "start_ms", "announce_ms", "transfer_ms"];
+    let sum: f64 = steps.iter().map(|k| step(k)).sum();
+    for k in ["pause_ms", "last_pages_ms", "state_ms", "restore_ms", "start_ms", "transfer_ms"] {
+        assert!(step(k) > 0.0, "{k} was not measured: {reply}");
+    }
+    if with_disk {
+        assert!(step("disk_flush_ms") > 0.0 && step("take_over_ms") > 0.0, "the disk's flush and lock hand-over were not measured: {reply}");
+    }
+    assert!(sum <= downtime + 0.5 && sum >= downtime * 0.9 - 1.0, "the steps add up to {sum} ms of a {downtime} ms downtime: {reply}");
 }
 
 /// Sends one migrate request over the source's API socket; returns the final reply.
@@ -540,6 +561,7 @@ fn a_destination_reset_mid_transfer_leaves_a_source_that_migrates_again() {
     let (port, dest) = receiver_with_disk(image.clone());
     let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
     assert!(reply.contains("\"ok\":true"), "{reply}");
+    assert_downtime_breakdown(&reply, true);
     assert_eq!(owner.join().unwrap(), Some(MachineExit::MigratedAway));
     let mut dest = dest.join().unwrap().unwrap();
     dest.stop_vcpus();

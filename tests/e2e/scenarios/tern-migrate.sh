@@ -12,7 +12,8 @@
 #     answers pings (its gratuitous ARP moved it to tap1 in the bridge);
 #   - the guest verifies its working set on the destination (memory intact) and reads
 #     back the disk data written before the migration.
-# Figures: tern's report (total, downtime, rounds, bytes, zero pages), largest ping gap.
+# Figures: tern's report (total, downtime and where it went, rounds, bytes, zero pages),
+# largest ping gap.
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
@@ -131,5 +132,5 @@ wait_exit "$dst" 60 || fail "destination guest did not power off" "$WORK/dst.log
 [ "$EXIT_RC" = 0 ] || fail "destination exited with $EXIT_RC" "$WORK/dst.out"
 num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" "$WORK/report.json"; }
 step "migrated: working set and disk verified on the destination, counter $c_after -> $c1"
-bench vmm=tern tls=$tls mem_mb=$mem total_ms=$(num total_ms) downtime_ms=$(num downtime_ms) ping_max_gap_ms=$gap rounds=$(num rounds) bytes_sent=$(num bytes_sent) zero_pages=$(num zero_pages) max_throttle=$(num max_throttle_percent) wall_ms=$wall
+bench vmm=tern tls=$tls mem_mb=$mem total_ms=$(num total_ms) downtime_ms=$(num downtime_ms) downtime_last_pages_ms=$(num last_pages_ms) downtime_state_ms=$(num state_ms) downtime_restore_ms=$(num restore_ms) downtime_transfer_ms=$(num transfer_ms) ping_max_gap_ms=$gap rounds=$(num rounds) bytes_sent=$(num bytes_sent) zero_pages=$(num zero_pages) max_throttle=$(num max_throttle_percent) wall_ms=$wall
 pass

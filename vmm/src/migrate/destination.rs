@@ -8,11 +8,11 @@ use std::io::{self, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devices::sync::lock;
 use migration::frame::{read_frame, FrameError, Kind};
-use migration::messages::{self, AckStage, Message, ProtocolError};
+use migration::messages::{self, AckStage, Message, ProtocolError, StepTimes};
 /// What `receive_connection`'s callers are handed: the hello and the description.
 pub use migration::messages::{Hello, VmDescription};
 use migration::pages::PageBatchView;
@@ -140,10 +140,10 @@ enum OwnerSays {
     Welcome,
     /// The description fits and the machine is built: acknowledge, take pages into it.
     Accepted(GuestMemoryMmap),
-    /// The state is restored: acknowledge.
-    Restored,
-    /// The guest runs here: acknowledge; the migration is over.
-    Resumed,
+    /// The state is restored: acknowledge (with what it cost).
+    Restored(StepTimes),
+    /// The guest runs here: acknowledge (with what it cost); the migration is over.
+    Resumed(StepTimes),
     /// Refused or failed here: tell the source and stop.
     Refused(String),
 }
@@ -187,12 +187,14 @@ where
     loop {
         match next()? {
             ReaderSays::State(machine_state) => {
+                let t = Instant::now();
                 state::restore(machine.parts(), &machine_state)?;
-                to_reader.send(OwnerSays::Restored).map_err(|_| reader_gone())?;
+                let times = StepTimes { restore_us: micros(t), ..Default::default() };
+                to_reader.send(OwnerSays::Restored(times)).map_err(|_| reader_gone())?;
             }
             ReaderSays::HandOver => {
-                take_over(&mut machine)?;
-                to_reader.send(OwnerSays::Resumed).map_err(|_| reader_gone())?;
+                let times = take_over(&mut machine)?;
+                to_reader.send(OwnerSays::Resumed(times)).map_err(|_| reader_gone())?;
                 return Ok(machine);
             }
             ReaderSays::Hello(_) | ReaderSays::Described(_) | ReaderSays::Failed(_) => {
@@ -204,16 +206,28 @@ where
 
 /// Runs a machine whose state is restored: takes the disk locks and TAPs, starts the
 /// vCPUs, lets the devices announce (virtio-net). A migration destination does it at
-/// the hand-over, a snapshot restore at once.
-pub fn take_over(machine: &mut Machine) -> Result<(), MigrateError> {
+/// the hand-over, a snapshot restore at once. Returns what each step cost.
+pub fn take_over(machine: &mut Machine) -> Result<StepTimes, MigrateError> {
+    let mut times = StepTimes::default();
+    let t = Instant::now();
     for device in &machine.parts().virtio {
         lock(device).device_mut().acquire_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
     }
+    times.take_over_us = micros(t);
+    let t = Instant::now();
     machine.start().map_err(|e| MigrateError::Device(format!("starting vCPUs: {e}")))?;
+    times.start_us = micros(t);
+    let t = Instant::now();
     for device in &machine.parts().virtio {
         lock(device).device_mut().after_migration();
     }
-    Ok(())
+    times.announce_us = micros(t);
+    Ok(times)
+}
+
+/// Microseconds since `t` (saturating: a step never takes 71 minutes).
+fn micros(t: Instant) -> u32 {
+    u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX)
 }
 
 /// The reader thread: confines itself, then serves the stream; on a failure of its
@@ -361,12 +375,18 @@ fn serve(r: &mut BufReader<Conn>, timeout: Duration, to_owner: &Sender<ReaderSay
             Message::RoundDone(done) => tracing::debug!(round = done.round, pages = done.pages, "round received"),
             Message::State(bytes) => {
                 let machine_state = MachineState::decode(&bytes).map_err(MigrateError::from)?;
-                ask(to_owner, from_owner, ReaderSays::State(Box::new(machine_state)))?;
-                send(r, messages::ack(AckStage::Restored))?;
+                let times = match ask(to_owner, from_owner, ReaderSays::State(Box::new(machine_state)))? {
+                    OwnerSays::Restored(times) => times,
+                    _ => StepTimes::default(),
+                };
+                send(r, messages::ack_with(AckStage::Restored, times))?;
             }
             Message::HandOver(_) => {
-                ask(to_owner, from_owner, ReaderSays::HandOver)?;
-                send(r, messages::ack(AckStage::Resumed))?;
+                let times = match ask(to_owner, from_owner, ReaderSays::HandOver)? {
+                    OwnerSays::Resumed(times) => times,
+                    _ => StepTimes::default(),
+                };
+                send(r, messages::ack_with(AckStage::Resumed, times))?;
                 return Ok(());
             }
             // The protocol state machine admits nothing else here.

@@ -196,8 +196,8 @@ fn open_connection(options: &Options) -> Result<Conn, MigrateError> {
     }
 }
 
-/// Waits for the destination's acknowledgement of `stage`.
-fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<(), MigrateError> {
+/// Waits for the destination's acknowledgement of `stage`; returns the times it reports.
+fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<messages::StepTimes, MigrateError> {
     let conn = w.inner.get_mut();
     let tls = conn.is_tls();
     messages::expect_ack(conn, buf, stage).map_err(|e| match e {
@@ -278,7 +278,9 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
 
     // Stop and copy. From here on, any failure must give the guest back.
     let paused_at = Instant::now();
-    if let Err(e) = parts.vcpus.pause() {
+    let vcpus_paused = parts.vcpus.pause();
+    report.downtime_breakdown.pause_ms = ms(paused_at);
+    if let Err(e) = vcpus_paused {
         // The failed pause let the guest run again here; tell the destination.
         let e = MigrateError::Device(format!("pause failed: {e}"));
         let _ = messages::error(format!("source aborted: {e}")).send(&mut w);
@@ -326,28 +328,54 @@ fn stop_and_copy(
     report: &mut Report,
     handed_over: &mut bool,
 ) -> Result<(), MigrateError> {
+    let b = &mut report.downtime_breakdown;
+    let t = Instant::now();
     parts.pause_devices().map_err(MigrateError::Device)?;
+    b.pause_ms += ms(t);
     // Everything written until the pause, by vCPUs and device workers alike.
+    let t = Instant::now();
     pages.extend(tracker.take()?);
     pages.sort_unstable();
     pages.dedup();
     let (full, zero) = send_pages(w, parts, u32::MAX, &pages, batch)?;
-    report.final_pages = full + zero;
-    report.pages_sent += full;
-    report.zero_pages += zero;
+    b.last_pages_ms = ms(t);
+    let t = Instant::now();
     let machine_state = state::capture(parts, &parts.msr_indices)?;
     Message::State(machine_state.encode()).send(w)?;
     w.flush()?;
+    b.state_ms = ms(t);
+    let t = Instant::now();
     parts.flush_devices().map_err(MigrateError::Device)?;
-    expect_ack(w, buf, AckStage::Restored)?;
+    b.disk_flush_ms = ms(t);
+    let t = Instant::now();
+    let restored = expect_ack(w, buf, AckStage::Restored)?;
+    let restored_wait = ms(t);
     *handed_over = true;
+    let t = Instant::now();
     for device in &parts.virtio {
         lock(device).device_mut().release_backend().map_err(|e| MigrateError::Device(e.to_string()))?;
     }
     Message::HandOver(HandOver { version: PROTOCOL_VERSION }).send(w)?;
     w.flush()?;
-    expect_ack(w, buf, AckStage::Resumed)?;
+    b.release_ms = ms(t);
+    let t = Instant::now();
+    let resumed = expect_ack(w, buf, AckStage::Resumed)?;
+    let resumed_wait = ms(t);
+    let us = |v: u32| f64::from(v) / 1000.0;
+    b.restore_ms = us(restored.restore_us);
+    b.take_over_ms = us(resumed.take_over_us);
+    b.start_ms = us(resumed.start_us);
+    b.announce_ms = us(resumed.announce_us);
+    b.transfer_ms = (restored_wait - b.restore_ms).max(0.0) + (resumed_wait - b.take_over_ms - b.start_ms - b.announce_ms).max(0.0);
+    report.final_pages = full + zero;
+    report.pages_sent += full;
+    report.zero_pages += zero;
     Ok(())
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Gives the guest back after a failed stop-and-copy: disk locks first (if the
