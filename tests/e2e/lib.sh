@@ -24,6 +24,12 @@
 #                             start_vmm for the default guest's boot job (512 MiB; QEMU
 #                             with -kernel vmlinux), its console in the file CONSOLE;
 #                             EXTRA_CMDLINE is appended to the guest's command line
+#   qemu_monitored LABEL TAP MONITOR_PORT [EXTRA...]
+#                             start_vmm for QEMU on the default guest (vmlinux + initramfs,
+#                             ${mem}M, 1 vCPU, command line $args, console in
+#                             $WORK/LABEL.log, virtio-net on TAP with MAC 52:54:00:12:34:56,
+#                             HMP on 127.0.0.1:MONITOR_PORT); EXTRA goes to QEMU
+#   hmp PORT COMMAND          one HMP command over TCP; prints the monitor's answer
 #   stop_pid PID              TERM, then KILL after 3 s
 #   show_log FILE [N]         last N (50) lines of FILE, each prefixed with "  | " so that
 #                             guest kernel messages never look like the L1 kernel's own
@@ -214,6 +220,21 @@ start_boot_job() {
         start_vmm "$_label" "$TERN" run --on-reboot exit --kernel "$GUEST/vmlinux" --initrd "$GUEST/initramfs.cpio.gz" \
             --cpus "$_cpus" --memory 512M --cmdline "$_cmdline" --serial "file=$_con"
     fi
+}
+
+qemu_monitored() {
+    _l=$1 _tap=$2 _port=$3
+    shift 3
+    start_vmm "$_l" "$QEMU" -accel kvm -cpu host -m "${mem}M" -smp 1 \
+        -kernel "$GUEST/vmlinux" -initrd "$GUEST/initramfs.cpio.gz" -append "$args" \
+        -display none -nodefaults -no-reboot -serial "file:$WORK/$_l.log" \
+        -netdev "tap,id=n0,ifname=$_tap,script=no,downscript=no" \
+        -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56 \
+        -monitor "tcp:127.0.0.1:$_port,server=on,wait=off" "$@"
+}
+
+hmp() {
+    { echo "$2"; sleep 0.5; } | nc 127.0.0.1 "$1" 2>/dev/null | tr -d '\r'
 }
 
 stop_pid() {

@@ -14,23 +14,10 @@ tap_src=$1 tap_dst=$2
 mem=${MIGRATE_MEM_MB:-512}
 ip=10.0.2.15
 args="console=ttyS0 tern.job=dirty tern.ip=$ip/24 tern.dirty_mb=64 tern.dirty_report=2 $GUEST_APPEND"
-qemu() { # LABEL TAP MONITOR_PORT EXTRA...
-    _l=$1 _tap=$2 _port=$3
-    shift 3
-    start_vmm "$_l" "$QEMU" -accel kvm -cpu host -m "${mem}M" -smp 1 \
-        -kernel "$GUEST/vmlinux" -initrd "$GUEST/initramfs.cpio.gz" -append "$args" \
-        -display none -nodefaults -no-reboot -serial "file:$WORK/$_l.log" \
-        -netdev "tap,id=n0,ifname=$_tap,script=no,downscript=no" \
-        -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56 \
-        -monitor "tcp:127.0.0.1:$_port,server=on,wait=off" "$@"
-}
-mon() { # PORT COMMAND: HMP over TCP
-    { echo "$2"; sleep 0.5; } | nc 127.0.0.1 "$1" 2>/dev/null | tr -d '\r'
-}
 
-qemu src "$tap_src" 5550
+qemu_monitored src "$tap_src" 5550
 src=$VMM_PID
-qemu dst "$tap_dst" 5551 -incoming tcp:127.0.0.1:4444
+qemu_monitored dst "$tap_dst" 5551 -incoming tcp:127.0.0.1:4444
 dst=$VMM_PID
 wait_for_marker "$WORK/src.log" '^TERN-JOB dirty ready' 180 || rig_fault "QEMU's source guest did not come up" "$WORK/src.log" "$WORK/src.out"
 wait_for_marker "$WORK/src.log" '^TERN-DIRTY counter=' 60 || fail "dirty workload not reporting" "$WORK/src.log"
@@ -47,12 +34,12 @@ ping -i 0.01 $ip >"$WORK/ping.log" 2>&1 &
 ping_pid=$!
 _lib_pids="$_lib_pids $ping_pid"
 sleep 1
-mon 5550 "migrate_set_parameter downtime-limit 300" >/dev/null
+hmp 5550 "migrate_set_parameter downtime-limit 300" >/dev/null
 t0=$(now_ms)
-mon 5550 "migrate -d tcp:127.0.0.1:4444" >/dev/null
+hmp 5550 "migrate -d tcp:127.0.0.1:4444" >/dev/null
 status=
 while :; do
-    info=$(mon 5550 "info migrate")
+    info=$(hmp 5550 "info migrate")
     status=$(echo "$info" | sed -n 's/.*Migration status: *\([a-z-]*\).*/\1/p' | head -n 1)
     case "$status" in completed | failed | cancelled) break ;; esac
     [ "$(since_ms "$t0")" -lt 180000 ] || fail "migration still '$status' after 180 s" "$WORK/src.out" "$WORK/dst.out"
@@ -70,9 +57,9 @@ sleep 0.5
 gap=$(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping.log" | awk 'NR > 1 { g = $1 - p; if (g > m) m = g } { p = $1 } END { print m * 10 }')
 answered=$(grep -c 'seq=' "$WORK/ping.log")
 
-st=$(mon 5551 "info status")
+st=$(hmp 5551 "info status")
 echo "$st" | grep -q 'VM status: running' || rig_fault "QEMU's destination is not running: $st" "$WORK/dst.out"
-mon 5550 quit >/dev/null
+hmp 5550 quit >/dev/null
 wait_exit "$src" 10 || stop_pid "$src"
 res=$(timeout 120 wget -q -O - "http://$ip/cgi-bin/verify")
 echo "$res" | grep -q 'TERN-DIRTY verify ok' || fail "working set did not verify after migration: $res" "$WORK/dst.log"

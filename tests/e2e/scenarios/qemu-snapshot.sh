@@ -14,32 +14,19 @@ tap_src=$1 tap_dst=$2
 mem=512
 ip=10.0.2.15
 args="console=ttyS0 tern.job=dirty tern.ip=$ip/24 tern.dirty_mb=64 tern.dirty_report=2 $GUEST_APPEND"
-qemu() { # LABEL TAP MONITOR_PORT EXTRA...
-    _l=$1 _tap=$2 _port=$3
-    shift 3
-    start_vmm "$_l" "$QEMU" -accel kvm -cpu host -m "${mem}M" -smp 1 \
-        -kernel "$GUEST/vmlinux" -initrd "$GUEST/initramfs.cpio.gz" -append "$args" \
-        -display none -nodefaults -no-reboot -serial "file:$WORK/$_l.log" \
-        -netdev "tap,id=n0,ifname=$_tap,script=no,downscript=no" \
-        -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:56 \
-        -monitor "tcp:127.0.0.1:$_port,server=on,wait=off" "$@"
-}
-mon() { # PORT COMMAND: HMP over TCP
-    { echo "$2"; sleep 0.5; } | nc 127.0.0.1 "$1" 2>/dev/null | tr -d '\r'
-}
 counter() { sed -n 's/.*counter=\([0-9]*\).*/\1/p' | tail -n 1; }
 
 t0=$(now_ms)
-qemu src "$tap_src" 5560
+qemu_monitored src "$tap_src" 5560
 src=$VMM_PID
 wait_for_marker "$WORK/src.log" '^TERN-DIRTY counter=' 180 "$src" || rig_fault "QEMU's guest did not come up" "$WORK/src.log" "$WORK/src.out"
 cold_ms=$(since_ms "$t0")
 c0=$(echo "$MARKER_LINE" | counter)
 sleep 4
 t0=$(now_ms)
-mon 5560 "migrate -d file:$WORK/qemu.snap" >/dev/null
+hmp 5560 "migrate -d file:$WORK/qemu.snap" >/dev/null
 while :; do
-    info=$(mon 5560 "info migrate")
+    info=$(hmp 5560 "info migrate")
     status=$(echo "$info" | sed -n 's/.*Migration status: *\([a-z-]*\).*/\1/p' | head -n 1)
     case "$status" in completed | failed | cancelled) break ;; esac
     [ "$(since_ms "$t0")" -lt 180000 ] || fail "save still '$status' after 180 s" "$WORK/src.out"
@@ -52,12 +39,12 @@ total=$(echo "$info" | sed -n 's/.*total time: *\([0-9]*\) ms.*/\1/p' | head -n 
 down=$(echo "$info" | sed -n 's/.*downtime: *\([0-9]*\) ms.*/\1/p' | head -n 1)
 size_kb=$(du -k "$WORK/qemu.snap" | cut -f1)
 c_saved=$(grep -a '^TERN-DIRTY counter=' "$WORK/src.log" | counter)
-mon 5560 quit >/dev/null
+hmp 5560 quit >/dev/null
 wait_exit "$src" 10 || stop_pid "$src"
 step "saved: total ${total} ms, downtime ${down} ms, $((size_kb / 1024)) MiB"
 
 t0=$(now_ms)
-qemu dst "$tap_dst" 5561 -incoming "file:$WORK/qemu.snap"
+qemu_monitored dst "$tap_dst" 5561 -incoming "file:$WORK/qemu.snap"
 dst=$VMM_PID
 wait_for_marker "$WORK/dst.log" '^TERN-DIRTY counter=' 120 "$dst" || fail "the restored guest does not count" "$WORK/dst.log" "$WORK/dst.out"
 first_ms=$(since_ms "$t0")
@@ -65,7 +52,7 @@ c_r=$(echo "$MARKER_LINE" | counter)
 [ "$c_r" -ge "$c0" ] || fail "the restored count $c_r is before the save ($c0)"
 res=$(timeout 120 wget -q -O - "http://$ip/cgi-bin/verify")
 echo "$res" | grep -q 'TERN-DIRTY verify ok' || fail "working set did not verify after the restore: $res" "$WORK/dst.log"
-mon 5561 quit >/dev/null
+hmp 5561 quit >/dev/null
 step "restored: first guest line after $first_ms ms (counter $c_r; saved at ~$c_saved), working set verifies"
 bench vmm=qemu mem_mb=$mem snapshot_total_ms=$total snapshot_paused_ms=$down snapshot_wall_ms=$wall \
     snapshot_mib=$((size_kb / 1024)) restore_first_line_ms=$first_ms cold_boot_first_line_ms=$cold_ms
