@@ -1,6 +1,7 @@
 #!/bin/sh
 # rig: timeout=900 needs=tern
-# tern-clones: 8 clones of one snapshot run at once. The guest is the default guest with
+# tern-clones (on demand, not in the suite: see tests/rig/README.md, "Snapshots,
+# restores and clones"): 8 clones of one snapshot run at once. The guest is the default guest with
 # Debian's generic kernel (target/guest/generic: it has the VM generation ID driver) on
 # the dirty job (256 MiB RAM, 8 MiB working set); it is snapshotted with --stop. Then 8
 # `tern restore --clone` run together, each with its own new TAP on br0
