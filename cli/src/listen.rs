@@ -280,11 +280,12 @@ fn spawn(
         .args(receive_args)
         .stdin(Stdio::null())
         .env_remove("NOTIFY_SOCKET");
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (fcntl, dup2, setsid) on descriptors this process
-    // owns: each is first copied above 10 (so dup2 never lands on the other's source
-    // or copies a descriptor onto itself, which would keep close-on-exec), then put
-    // at 3 and 4 without close-on-exec.
+    // The closure runs in the forked child before exec. Each descriptor is first
+    // copied above 10 (so dup2 never lands on the other's source or copies a
+    // descriptor onto itself, which would keep close-on-exec), then put at 3 and 4
+    // without close-on-exec.
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, setsid) on descriptors this
+    // process owns.
     unsafe {
         command.pre_exec(move || {
             let conn = libc::fcntl(conn_fd, libc::F_DUPFD_CLOEXEC, 10);

@@ -79,11 +79,11 @@ pub struct ReceiveArgs {
 
 /// A descriptor handed over by `tern listen`, checked to be open.
 fn inherited_fd(fd: RawFd, what: &str) -> Result<RawFd> {
-    // SAFETY: F_GETFD only reads the descriptor's flags; F_SETFD sets close-on-exec
-    // on it (nothing this process starts later needs it).
-    let ok = fd > 2
-        && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
-        && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } >= 0;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    let open = fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    // SAFETY: F_SETFD sets close-on-exec on a descriptor this process was handed
+    // (nothing it starts later needs it); no memory is passed.
+    let ok = open && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } >= 0;
     if !ok {
         bail!("{what} descriptor {fd} is not open");
     }

@@ -130,10 +130,7 @@ fn start_restore(snap: &Path, serial: &Path, extra: &[&str]) -> Tern {
 /// The whole ID lines the guest printed to `serial` so far (a line the guest was in
 /// the middle of at a snapshot is shorter, and left out).
 fn id_lines(serial: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(serial).unwrap_or_default();
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    lines.pop(); // the line being printed
-    lines.iter().filter(|l| l.len() == 32 && l.bytes().all(|b| b.is_ascii_hexdigit())).map(|l| l.to_string()).collect()
+    tiny_kernel::whole_lines(serial).into_iter().filter(|l| l.len() == 32 && l.bytes().all(|b| b.is_ascii_hexdigit())).collect()
 }
 
 /// Waits for `count` whole ID lines; they must all be one ID, which is returned.

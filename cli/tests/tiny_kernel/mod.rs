@@ -140,12 +140,18 @@ pub const COUNTING_GUEST: &[u8] = &[
 /// How long `wait_for_tick` waits.
 pub const TICK_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The complete tick lines printed so far.
-pub fn ticks(serial: &Path) -> Vec<u32> {
+/// The lines a guest finished printing to the console file `serial` so far (the
+/// one it is in the middle of is left out).
+pub fn whole_lines(serial: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(serial).unwrap_or_default();
-    let mut lines: Vec<&str> = text.split('\n').collect();
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
     lines.pop(); // the line being printed
     lines
+}
+
+/// The complete tick lines printed so far.
+pub fn ticks(serial: &Path) -> Vec<u32> {
+    whole_lines(serial)
         .iter()
         .filter(|l| l.len() == 8)
         .filter_map(|l| u32::from_str_radix(l, 16).ok())
