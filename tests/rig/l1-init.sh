@@ -4,6 +4,10 @@
 # tap0/tap1, then runs the scenarios named on the kernel command line in order:
 #   tern.rig.plan=NAME:TIMEOUT,NAME:TIMEOUT   tern.rig.hb=SECONDS (heartbeat interval)
 #   tern.rig.l2=WORD,WORD                     extra L2 kernel parameters (GUEST_APPEND)
+#   tern.rig.disks=NAME,NAME                  the drives after the payload (vdb, vdc, ...):
+#                                             distro (Debian disk images, writable through
+#                                             a throwaway overlay) -> /distro, cluster (the
+#                                             cluster e2e's host root, read-only) -> /cluster
 # Markers on the console (the host side of the rig reads them):
 #   TERN-RIG-L1-UP uptime=S kvm=yes|no cpus=N mem_kb=N
 #   TERN-RIG-HEARTBEAT uptime=S load=L
@@ -27,24 +31,28 @@ for m in $(cat /lib/modules/tern/load-order); do
     insmod /lib/modules/tern/$m.ko || echo "TERN-RIG-ERROR insmod $m failed"
 done
 
-plan= hb=15 l2=
+plan= hb=15 l2= disks=
 for w in $(cat /proc/cmdline); do
     case "$w" in
     tern.rig.plan=*) plan=${w#*=} ;;
     tern.rig.hb=*) hb=${w#*=} ;;
     tern.rig.l2=*) l2=$(echo "${w#*=}" | tr ',' ' ') ;;
+    tern.rig.disks=*) disks=$(echo "${w#*=}" | tr ',' ' ') ;;
     esac
 done
 
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 mount -t ext4 -o ro /dev/vda /payload || echo "TERN-RIG-ERROR cannot mount the payload disk /dev/vda"
-# Debian disk images (rig.py attaches them, writable through a throwaway overlay, when a
-# scenario says needs=distro).
-if [ -b /dev/vdb ]; then
-    mkdir -p /distro
-    mount -t ext4 /dev/vdb /distro || echo "TERN-RIG-ERROR cannot mount the distro disk /dev/vdb"
-fi
+# The extra drives rig.py attaches for scenarios with needs=distro or needs=cluster.
+dev=b
+for d in $disks; do
+    opt=rw
+    [ "$d" = cluster ] && opt=ro
+    mkdir -p "/$d"
+    mount -t ext4 -o $opt "/dev/vd$dev" "/$d" || echo "TERN-RIG-ERROR cannot mount the $d disk /dev/vd$dev"
+    dev=$(echo $dev | tr 'b-y' 'c-z')
+done
 # Shared libraries the tern binary needs beyond those already here.
 if [ -d /payload/lib ]; then
     for f in /payload/lib/*; do

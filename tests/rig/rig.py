@@ -44,6 +44,7 @@ GUEST = os.path.join(TARGET, "guest")
 # Migration TLS test certificates (tests/tls/make-test-certs.sh); scenarios find them
 # beside the guest artifacts: $GUEST/../tls (target/tls here, /payload/tls in L1).
 TLS_CERTS = os.path.join(TARGET, "tls")
+OCF_AGENT = os.path.join(ROOT, "resources", "ocf", "tern")
 E2E = os.path.join(ROOT, "tests", "e2e")
 RIG = os.path.join(ROOT, "tests", "rig")
 GUEST_SRC = os.path.join(ROOT, "resources", "guest")
@@ -287,7 +288,8 @@ def build_payload(with_tern, base_libs):
         guest_files += [os.path.join(dp, f) for f in sorted(fn) if not f.startswith(".")]
     tern = TERN_BIN if with_tern and os.path.exists(TERN_BIN) else None
     tern_libs = [lib for lib in ldd([tern]) if os.path.basename(lib) not in base_libs] if tern else []
-    h = file_key(sorted(e2e_files) + sorted(tls_files) + guest_files + ([tern] if tern else []) + tern_libs)
+    h = file_key(sorted(e2e_files) + sorted(tls_files) + guest_files + ([tern] if tern else []) + tern_libs
+                 + [OCF_AGENT])
     key = h.hexdigest()[:16]
     out = os.path.join(CACHE, f"payload-{key}.ext4")
     if os.path.exists(out):
@@ -309,6 +311,8 @@ def build_payload(with_tern, base_libs):
         link(f, os.path.join(stage, "e2e", os.path.relpath(f, E2E)))
     for f in tls_files:
         link(f, os.path.join(stage, "tls", os.path.relpath(f, TLS_CERTS)))
+    # The Pacemaker resource agent (the cluster e2e runs it as ocf:tern:tern).
+    link(OCF_AGENT, os.path.join(stage, "ocf", "tern"))
     if tern:
         link(tern, os.path.join(stage, "tern"))
         for lib in tern_libs:
@@ -377,6 +381,15 @@ def build_distro_disk():
         die(f"mkfs.ext4 -d for the distro disk failed: {r.stderr}")
     os.replace(tmp, out)
     return out
+
+
+def build_cluster_disk():
+    """The cluster e2e's host root file system (resources/cluster/build.sh), for L1's
+    /cluster (attached read-only: every host binds its own writable directories over it)."""
+    r = subprocess.run([os.path.join(ROOT, "resources", "cluster", "build.sh")])
+    if r.returncode != 0:
+        die("resources/cluster/build.sh failed")
+    return os.path.join(TARGET, "cluster", "rootfs.ext4")
 
 
 # ---------------------------------------------------------------- scenarios
@@ -546,22 +559,28 @@ class L1Boot:
         o = self.o
         # Mark the images as in use: cache_gc in a concurrent rig run only removes
         # images unused for 10 minutes, and a long run boots many L1s from them.
-        for image in filter(None, (o.l1_initrd, o.payload, o.distro)):
+        for image in filter(None, (o.l1_initrd, o.payload, o.distro, o.cluster)):
             try:
                 os.utime(image)
             except OSError:
                 pass
         plan = ",".join(f"{n}:{scenario_meta(n)['timeout']}" for n in self.names)
+        # The extra drives, in order after the payload (vdb, vdc, ...), by what L1
+        # mounts them as.
+        disks = [(n, p) for n, p in (("distro", o.distro), ("cluster", o.cluster)) if p]
         append = f"console=ttyS0 panic=-1 loglevel=4 {o.l1_append} tern.rig.plan={plan} tern.rig.hb={o.heartbeat}"
+        if disks:
+            append += " tern.rig.disks=" + ",".join(n for n, _ in disks)
         if o.l2_append:
             append += " tern.rig.l2=" + ",".join(o.l2_append.split())
         return [o.qemu, "-accel", "tcg,thread=multi", "-cpu", o.cpu, "-smp", str(o.smp), "-m", o.mem,
                 "-kernel", os.path.join(GUEST, "vmlinux"), "-initrd", o.l1_initrd, "-append", append,
                 "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio", "-monitor", "none",
                 "-drive", f"file={o.payload},if=none,id=payload,format=raw,readonly=on",
-                "-device", "virtio-blk-pci,drive=payload"] + (
-                ["-drive", f"file={o.distro},if=none,id=distro,format=raw,snapshot=on",
-                 "-device", "virtio-blk-pci,drive=distro"] if o.distro else [])
+                "-device", "virtio-blk-pci,drive=payload"] + [
+                    a for n, p in disks for a in (
+                        "-drive", f"file={p},if=none,id={n},format=raw," + ("readonly=on" if n == "cluster" else "snapshot=on"),
+                        "-device", f"virtio-blk-pci,drive={n}")]
 
     def run(self):
         o = self.o
@@ -975,6 +994,10 @@ def main():
         o.distro = None
         if any("distro" in scenario_meta(n)["needs"] for g in groups for n in g):
             o.distro = build_distro_disk()
+        # Scenarios with needs=cluster run Corosync and Pacemaker: L1 gets their root on /cluster.
+        o.cluster = None
+        if any("cluster" in scenario_meta(n)["needs"] for g in groups for n in g):
+            o.cluster = build_cluster_disk()
         cache_gc({o.l1_initrd, o.payload} | ({o.distro} if o.distro else set()))
     else:
         made = host_network(os.geteuid() == 0)

@@ -4,10 +4,12 @@
 #   OUTDIR/dest/    ca.pem cert.pem key.pem   destination host (SAN IP:127.0.0.1, DNS:localhost)
 #   OUTDIR/source/  ca.pem cert.pem key.pem   source host, same CA
 #   OUTDIR/rogue/   ca.pem cert.pem key.pem   a host of ANOTHER CA (must be refused)
+#   OUTDIR/node1/, node2/, node3/             the cluster e2e's hosts, same CA
+#                                             (SAN IP:10.0.2.1N, DNS:nodeN)
 # Idempotent: an OUTDIR that is complete is left as it is.
 set -eu
 out=${1:?usage: make-test-certs.sh OUTDIR}
-[ -f "$out/rogue/key.pem" ] && exit 0
+[ -f "$out/rogue/key.pem" ] && [ -f "$out/node3/key.pem" ] && exit 0
 command -v openssl >/dev/null || { echo "make-test-certs: openssl is missing (resources/install-host-packages.sh installs it)" >&2; exit 1; }
 mkdir -p "$out"
 tmp=$(mktemp -d "$out/.make.XXXXXX")
@@ -38,7 +40,10 @@ new_ca "$tmp/other-ca" "another CA"
 new_host "$tmp/ca" "$tmp/out/dest" dest "IP:127.0.0.1,DNS:localhost"
 new_host "$tmp/ca" "$tmp/out/source" source "IP:127.0.0.1,DNS:localhost"
 new_host "$tmp/other-ca" "$tmp/out/rogue" rogue "IP:127.0.0.1,DNS:localhost"
-for d in dest source rogue; do
+for n in 1 2 3; do
+    new_host "$tmp/ca" "$tmp/out/node$n" "node$n" "IP:10.0.2.1$n,DNS:node$n"
+done
+for d in dest source rogue node1 node2 node3; do
     rm -rf "${out:?}/$d"
     mv "$tmp/out/$d" "$out/$d"
 done
