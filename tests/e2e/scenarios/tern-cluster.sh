@@ -8,7 +8,7 @@
 # and a switch in L1 that kills a host's namespaces and cuts its link.
 # The VM (resource vm1, ocf:tern:tern with allow-migrate, definition /etc/tern/vm1.toml
 # on both hosts, mutual TLS with each host's own certificate): the default guest booting
-# its root from /shared/vm1.ext4 (root=/dev/vda), on the dirty job (256 MiB, 16 MiB
+# its root from /shared/vm1.ext4 (root=/dev/vda), on the dirty job (128 MiB, 8 MiB
 # working set, a counter every second), at 10.0.2.15 on br0.
 #   1. The cluster forms (both online) and starts vm1 on node1 (its preferred node);
 #      L1 pings it.
@@ -36,13 +36,13 @@ for k in 1 2; do
     cat >"$CL/node$k/etc/tern/vm1.toml" <<EOF
 name = "vm1"
 cpus = 1
-memory = "256M"
+memory = "128M"
 serial = "file=/var/log/tern/vm1.console"
 
 [boot]
 kernel = "/payload/guest/vmlinux"
 initrd = "/payload/guest/initramfs.cpio.gz"
-cmdline = "console=ttyS0 quiet root=/dev/vda tern.job=dirty tern.dirty_mb=16 tern.dirty_report=1 tern.ip=$ip/24 tern.acpid=1 $GUEST_APPEND"
+cmdline = "console=ttyS0 quiet root=/dev/vda tern.job=dirty tern.dirty_mb=8 tern.dirty_report=1 tern.ip=$ip/24 tern.acpid=1 $GUEST_APPEND"
 
 [[disk]]
 path = "/shared/vm1.ext4"
