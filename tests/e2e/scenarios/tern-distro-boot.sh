@@ -22,6 +22,9 @@
 # reboot's time: from n=1 to n=2 less the hold (shutdown, the reset, the second boot).
 # A Debian systemd boot under the nested rig's TCG takes minutes (a loaded machine: more
 # than 250 s to reach userspace), so each marker gets 15 minutes.
+# Then the first image boots once more under a name and is shut down gracefully by
+# `tern shutdown` (the ACPI power button; systemd-logind powers off): the console must
+# show systemd stopping units and reaching the power-off target, and tern exit 0.
 # Env: DISTRO_DIR (default /distro, else $GUEST/../distro), DISTRO_IMAGES (names without
 # .img; default every *.img there), DISTRO_QEMU=0 to skip the QEMU comparison.
 . "$E2E_DIR/lib.sh"
@@ -120,4 +123,27 @@ for name in $images; do
 
     [ "$RIG_MODE" = nested ] || rm -f "$IMG"
 done
+
+# 3. A graceful shutdown of the first image through the ACPI power button: `tern
+#    shutdown` presses it, systemd-logind sees the key and powers the system off,
+#    systemd stopping its units (systemd.show_status=1: they show on the console).
+name=${images%% *}
+fresh_copy "$name"
+con=$WORK/$name-button.console
+start_vmm "$name-button" "$TERN" run --name distro-button --disk "path=$IMG" --memory 1G --cpus 2 \
+    --serial "file=$con" --cmdline-append "systemd.show_status=1 $GUEST_APPEND"
+pid=$VMM_PID
+wait_for_marker "$con" 'TERN-DISTRO-BOOT n=[0-9]+ ' 900 "$pid" || fail "$name: no TERN-DISTRO-BOOT for the power-button boot" "$con" "$WORK/$name-button.out"
+sleep 5
+t0=$(now_ms)
+"$TERN" shutdown distro-button --timeout 300 >"$WORK/button.out" 2>&1 ||
+    fail "$name: tern shutdown (the power button) did not power the systemd guest off" "$WORK/button.out" "$con"
+shutdown_ms=$(since_ms "$t0")
+wait_exit "$pid" 60 || fail "$name: tern still runs after the guest powered off" "$WORK/$name-button.out"
+[ "$EXIT_RC" = 0 ] || fail "$name: tern exited with $EXIT_RC after the power button" "$WORK/$name-button.out"
+grep -a -q 'System Power Off' "$con" || fail "$name: the console shows no systemd power-off" "$con"
+stopped=$(grep -a -c 'Stopped ' "$con")
+[ "$stopped" -gt 0 ] || fail "$name: systemd stopped no unit on the way down" "$con"
+step "$name: power button -> systemd power-off in $shutdown_ms ms ($stopped units stopped), tern exit 0"
+bench vmm=tern image=$name button_shutdown_ms=$shutdown_ms units_stopped=$stopped
 pass
