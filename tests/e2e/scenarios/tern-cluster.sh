@@ -141,7 +141,11 @@ c_after=$(counter "$n2con")
     fail "vm1's counter did not go on on node2 (node1 at $c_before, node2 at $c_after)" "$n2con"
 grep -q "migrate_to" "$CL/node1/var/log/pacemaker/pacemaker.log" ||
     fail "Pacemaker did not live-migrate vm1 (no migrate_to)" "$CL/node1/var/log/pacemaker/pacemaker.log"
-gap=$(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping-migrate.log" | awk 'NR > 1 { g = $1 - p; if (g > m) m = g } { p = $1 } END { print m * 10 }')
+# The largest gap, and where it began: ms after the move command (pings every 10 ms
+# from 2 s before it).
+set -- $(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping-migrate.log" |
+    awk 'NR > 1 { g = $1 - p; if (g > m) { m = g; at = p } } { p = $1 } END { print m * 10, at * 10 - 2000 }')
+gap=$1 gap_at=$2
 answered=$(grep -c 'seq=' "$WORK/ping-migrate.log")
 # The agent logs tern migrate's JSON report; Pacemaker logs each operation's result.
 report=$(grep -a 'migrated to node2: {' "$CL/node1/var/log/pacemaker/pacemaker.log" | tail -n 1)
@@ -150,7 +154,7 @@ downtime=$(field downtime_ms)
 step "tern migrate: total $(field total_ms) ms, $(field rounds) rounds, max throttle $(field max_throttle_percent)%, downtime $downtime ms"
 grep -a -h 'Result of .* operation for vm1\|Initiating .* operation vm1' "$CL"/node*/var/log/pacemaker/pacemaker.log |
     sed 's/^/  | /' | tail -n 12
-step "Pacemaker live-migrated vm1 to node2 in $move_ms ms (tern downtime ${downtime:-?} ms; largest ping gap $gap ms, $answered pings answered); counter $c_before -> $c_after"
+step "Pacemaker live-migrated vm1 to node2 in $move_ms ms (tern downtime ${downtime:-?} ms; largest ping gap $gap ms from +$gap_at ms, $answered pings answered); counter $c_before -> $c_after"
 bench vmm=tern pacemaker_move_ms=$move_ms downtime_ms=${downtime:-unknown} ping_gap_ms=$gap
 
 # 3. node2 dies; node1 fences it and restarts vm1 from the shared disk.
