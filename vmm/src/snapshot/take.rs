@@ -81,7 +81,7 @@ pub fn spawn(parts: MachineParts, options: Options, updates: impl Fn(SnapshotUpd
             Err(e) => {
                 tracing::warn!("snapshot failed: {e}");
                 let _ = events.send(VmEvent::SnapshotEnded { stopped: false });
-                updates(SnapshotUpdate::Failed(format!("snapshot failed, the guest keeps running: {e}")));
+                updates(SnapshotUpdate::Failed(format!("snapshot to {} failed, the guest keeps running: {e}", options.to.display())));
             }
         }
     });
