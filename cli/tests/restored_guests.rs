@@ -326,3 +326,101 @@ fn a_received_guest_reboots_into_the_kernel_the_source_booted() {
     assert!(out.ends_with(b"P"), "{}", String::from_utf8_lossy(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits for the API socket at `sock` to answer (or `t` to end, which fails the test).
+fn wait_for_api(t: &mut Tern, sock: &Path) {
+    let started = Instant::now();
+    while UnixStream::connect(sock).is_err() {
+        if let Some(status) = t.0.try_wait().unwrap() {
+            let mut err = String::new();
+            t.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("tern ended ({status}) before {} answered: {err}", sock.display());
+        }
+        assert!(started.elapsed() < DEADLINE, "{} never answered", sock.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The counting guest's counter in a snapshot's memory file.
+fn snapshot_counter(snap: &Path) -> u32 {
+    let mut bytes = [0u8; 4];
+    std::fs::File::open(snap.join("memory.bin")).unwrap().read_exact_at(&mut bytes, tiny_kernel::COUNTER).unwrap();
+    u32::from_le_bytes(bytes)
+}
+
+/// The ticks a guest restored or received at counter `from` printed: its first
+/// whole line is the tick it was printing then or the next, and they follow on.
+fn assert_continues(serial: &Path, from: u32) -> Vec<u32> {
+    let ticks = tiny_kernel::wait_for_tick(serial, from + 3);
+    assert!(ticks[0] == from || ticks[0] == from + 1, "{} continues from {from}, printed {ticks:?}", serial.display());
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+    ticks
+}
+
+#[test]
+fn a_restored_guest_is_snapshotted_again_and_migrated_and_each_continues_counting() {
+    let dir = test_dir("restored-moves");
+    std::fs::write(dir.join("guest.elf"), tiny_kernel::pvh_elf(tiny_kernel::COUNTING_GUEST)).unwrap();
+    let source = start_source(&dir, "src.serial");
+    tiny_kernel::wait_for_tick(&dir.join("src.serial"), 2);
+    let first = dir.join("first");
+    snapshot_and_stop(&dir, source, &first);
+    let at_first = snapshot_counter(&first);
+
+    // Restored, with a control socket of its own.
+    let (restored_serial, restored_sock) = (dir.join("restored.serial"), dir.join("restored.sock"));
+    let mut restored = start_restore(&first, &restored_serial, &["--api-socket", restored_sock.to_str().unwrap()]);
+    wait_for_api(&mut restored, &restored_sock);
+    assert_continues(&restored_serial, at_first);
+
+    // Snapshotted again while it runs: it runs on, and the second snapshot restores.
+    let second = dir.join("second");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["snapshot", "--api-socket"])
+        .arg(&restored_sock)
+        .arg("--to")
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let at_second = snapshot_counter(&second);
+    assert!(at_second > at_first, "the second snapshot ({at_second}) is later than the first ({at_first})");
+    tiny_kernel::wait_for_tick(&restored_serial, at_second + 3);
+    let again_serial = dir.join("again.serial");
+    let again = start_restore(&second, &again_serial, &[]);
+    assert_continues(&again_serial, at_second);
+    drop(again);
+
+    // Migrated to a receiver on loopback: the restored source ends, the destination
+    // counts on from where it was.
+    let receiver_serial = dir.join("received.serial");
+    let mut receiver = tern()
+        .args(["receive", "--listen", "127.0.0.1:0", "--allow-emulated-kvm", "--serial"])
+        .arg(format!("file={}", receiver_serial.display()))
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(receiver.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let _receiver = Tern(receiver);
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["migrate", "--api-socket"])
+        .arg(&restored_sock)
+        .args(["--to", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = restored.0.wait().unwrap();
+    let mut err = String::new();
+    restored.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("tern: guest migrated to the destination; exiting"), "{err}");
+    let last = *tiny_kernel::ticks(&restored_serial).last().unwrap();
+    assert!(last > at_second, "{last}");
+    let received = tiny_kernel::wait_for_tick(&receiver_serial, last + 4);
+    assert!(received[0] == last + 1 || received[0] == last + 2, "the restored guest printed up to {last}, the received one {received:?}");
+    assert!(received.windows(2).all(|w| w[1] == w[0] + 1), "{received:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

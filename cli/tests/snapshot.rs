@@ -193,7 +193,7 @@ fn failed_snapshots_leave_the_guest_running_and_stop_ends_it() {
     assert_one_error_line(&snapshot(&dir, &dir.join("missing/snap"), &[]), "missing");
     // Refused by the running tern itself: /proc takes no directories.
     let out = snapshot(&dir, Path::new("/proc/tern-snapshot-test"), &[]);
-    assert_one_error_line(&out, "snapshot failed, the guest keeps running");
+    assert_one_error_line(&out, "snapshot to /proc/tern-snapshot-test failed, the guest keeps running");
     let now = *ticks(&src_serial).last().unwrap();
     wait_for_tick(&src_serial, now + 3);
 
@@ -380,5 +380,119 @@ fn a_restore_from_a_definition_runs_by_name_on_its_disks() {
     let leftovers: Vec<_> =
         std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("tern-restore")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tmpfs mounted for a test, unmounted (and its mount point removed) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax: `16k`, `1m`) at `path`, created here.
+    /// The test needs it: a host where it cannot be mounted fails the test.
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let t = Tmpfs(path.to_path_buf());
+        t.mount_with(&["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tern-test"]);
+        t
+    }
+
+    /// Makes it `bytes` large (at least what it holds).
+    fn resize(&self, bytes: u64) {
+        self.mount_with(&["-o", &format!("remount,size={bytes}")]);
+    }
+
+    fn mount_with(&self, args: &[&str]) {
+        let out = Command::new("mount")
+            .args(args)
+            .arg(&self.0)
+            .output()
+            .unwrap_or_else(|e| panic!("this test mounts a small tmpfs and cannot run mount(8): {e}"));
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs (as root) and could not: mount {args:?} {}: {}",
+            self.0.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The snapshot to `to`, on a filesystem too small for it, fails in one line that
+/// names the target, the full filesystem and the file being written (`writing`);
+/// nothing is left on that filesystem, a restore from it is refused, and the guest
+/// runs on (its ticks advance, its API answers, tern is still there).
+fn assert_snapshot_fails_full(dir: &Path, source: &mut Tern, to: &Path, writing: &str, extra: &[&str]) {
+    let out = snapshot(dir, to, extra);
+    assert_one_error_line(&out, "No space left on device");
+    let (_, err) = text(&out);
+    assert!(err.contains(&format!("snapshot to {} failed, the guest keeps running", to.display())), "{err}");
+    assert!(err.contains(writing), "expected `{writing}` in: {err}");
+    let parent = to.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(parent).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "a failed snapshot left {left:?} in {}", parent.display());
+    let restore = run(tern().args(["restore", "--allow-emulated-kvm", "--serial", "null", "--from"]).arg(to));
+    assert_one_error_line(&restore, &format!("snapshot {}: No such file or directory", to.display()));
+    assert!(source.0.try_wait().unwrap().is_none(), "tern ended after a failed snapshot");
+    let serial = dir.join("src.serial");
+    let now = *ticks(&serial).last().unwrap();
+    wait_for_tick(&serial, now + 3);
+    let info = run(tern().args(["info", "--api-socket"]).arg(dir.join("api.sock")));
+    assert!(info.status.success() && text(&info).0.contains("running"), "{:?}", text(&info));
+}
+
+/// Bytes a tmpfs charges for the files in `dir` but `except`.
+fn charged(dir: &Path, except: &str) -> u64 {
+    std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name() != except).map(|e| e.metadata().unwrap().blocks() * 512).sum()
+}
+
+#[test]
+fn a_snapshot_onto_a_full_filesystem_fails_in_one_line_and_the_guest_runs_on() {
+    let dir = test_dir("full");
+    // A disk full of data: its copy alone is more than the small filesystem holds.
+    let mut image = vec![0xa5u8; 1 << 20];
+    image[..DISK_CONTENT.len()].copy_from_slice(DISK_CONTENT);
+    std::fs::write(dir.join("disk.img"), &image).unwrap();
+    let mut source = start_source(&dir);
+    wait_for_tick(&dir.join("src.serial"), 2);
+
+    // Full while guest memory is written, and while the disk is copied (the guest
+    // paused); a failing --stop does not stop it either.
+    for (name, size, writing) in [("tiny", "16k", "guest memory"), ("small", "1m", "disk copy")] {
+        let mount = Tmpfs::mount(&dir.join(name), size);
+        for extra in [&[][..], &["--stop"]] {
+            assert_snapshot_fails_full(&dir, &mut source, &mount.0.join("snap"), writing, extra);
+        }
+    }
+    // Full only when the manifest is written, once the guest runs again: the tmpfs
+    // holds exactly what a snapshot takes without its manifest.
+    let mount = Tmpfs::mount(&dir.join("late"), "8m");
+    let probe = mount.0.join("probe");
+    let out = snapshot(&dir, &probe, &[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let without_manifest = charged(&probe, "manifest");
+    std::fs::remove_dir_all(&probe).unwrap();
+    mount.resize(without_manifest);
+    for extra in [&[][..], &["--stop"]] {
+        assert_snapshot_fails_full(&dir, &mut source, &mount.0.join("snap"), "manifest", extra);
+    }
+    drop(mount);
+    // The failures left no snapshot running: the next ones are written, each asked
+    // for as soon as the one before answered (none finds it still in progress).
+    for n in 0..4 {
+        let snap = dir.join(format!("after{n}"));
+        let out = snapshot(&dir, &snap, &[]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert!(snapshot_counter(&snap) >= 2);
+    }
+    drop(source);
     let _ = std::fs::remove_dir_all(&dir);
 }

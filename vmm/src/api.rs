@@ -6,21 +6,30 @@
 //! The listener thread only parses and forwards; the machine's owner thread executes
 //! requests between events, so no request races a vCPU exit.
 //!
+//! The last replies are not lost at the end: each request is counted from before the
+//! owner has it until its last reply is written (`pending_replies`), and dropping the
+//! [`ApiSocket`] waits (at most 2 s) for that count to reach zero, so the client of a
+//! request that ended the machine (`migrate`, `snapshot` with `stop`, `stop`) reads
+//! its answer before tern exits.
+//!
 //! The socket is a trust boundary: it is created owner-only (`socket_file`), each
 //! connecting process must be tern's own user or root (`peer`, by SO_PEERCRED), and
 //! at most [`MAX_CONNECTIONS`] are served at once (`connection_limit`). A refused
 //! connection gets one `{"ok":false,"error":"..."}` line and is closed.
 
 mod connection_limit;
+mod pending_replies;
 
-pub use crate::owner_socket::{OwnedSocketFile as ApiSocket, SOCKET_MODE};
+pub use crate::owner_socket::SOCKET_MODE;
 
-use crate::owner_socket::{peer, socket_file, SocketFileError};
+use crate::owner_socket::{peer, socket_file, OwnedSocketFile, SocketFileError};
+use pending_replies::PendingReplies;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::{ApiCommand, ApiReply, ApiRequest, VmEvent};
@@ -38,20 +47,41 @@ pub enum ApiError {
 /// Most control-API connections served at once; more are refused with an error reply.
 pub const MAX_CONNECTIONS: usize = 16;
 
+/// How long dropping the [`ApiSocket`] waits for replies the machine gave but the
+/// connections have not written yet.
+const LAST_REPLIES_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The served control socket. Dropped (as tern exits), it first waits a while for
+/// the replies still being written, then removes the socket file if it is still ours.
+pub struct ApiSocket {
+    pending: Arc<PendingReplies>,
+    _file: OwnedSocketFile,
+}
+
+impl Drop for ApiSocket {
+    fn drop(&mut self) {
+        if !self.pending.wait_written(LAST_REPLIES_TIMEOUT) {
+            tracing::warn!("an API reply was not written within {LAST_REPLIES_TIMEOUT:?} of the end");
+        }
+    }
+}
+
 /// Starts the listener thread on `path`, forwarding requests into `events`.
 pub fn serve(path: &Path, events: Sender<VmEvent>) -> Result<ApiSocket, ApiError> {
-    let (listener, socket) = socket_file::create(path, "API socket")?;
+    let (listener, file) = socket_file::create(path, "API socket")?;
     let limit = connection_limit::ConnectionLimit::new(MAX_CONNECTIONS);
+    let pending = Arc::new(PendingReplies::default());
+    let served = pending.clone();
     std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || accept_loop(listener, events, limit))
+        .spawn(move || accept_loop(listener, events, limit, served))
         .map_err(|source| ApiError::Spawn { path: path.to_path_buf(), source })?;
-    Ok(socket)
+    Ok(ApiSocket { pending, _file: file })
 }
 
 /// Accepts connections, refuses the ones from other users and those over the limit,
 /// and serves each of the rest on its own thread.
-fn accept_loop(listener: UnixListener, events: Sender<VmEvent>, limit: connection_limit::ConnectionLimit) {
+fn accept_loop(listener: UnixListener, events: Sender<VmEvent>, limit: connection_limit::ConnectionLimit, pending: Arc<PendingReplies>) {
     let own_uid = peer::own_uid();
     if let Err(e) = tern_seccomp::confine(tern_seccomp::ThreadClass::Api) {
         tracing::error!("control socket not served: {e}");
@@ -86,12 +116,13 @@ fn accept_loop(listener: UnixListener, events: Sender<VmEvent>, limit: connectio
             continue;
         };
         let events = events.clone();
+        let pending = pending.clone();
         // The slot moves into the thread (or is dropped with the closure if the thread
         // cannot start) and is released however the connection ends.
         let spawned = std::thread::Builder::new().name("api-conn".into()).spawn(move || {
             let _slot = slot;
             match tern_seccomp::confine(tern_seccomp::ThreadClass::ApiConnection) {
-                Ok(()) => serve_connection(stream, events),
+                Ok(()) => serve_connection(stream, events, &pending),
                 Err(e) => tracing::error!("control connection not served: {e}"),
             }
         });
@@ -111,7 +142,7 @@ fn refuse(mut stream: UnixStream, reason: &str) {
 /// Longest request line accepted; anything longer is refused, not buffered.
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
-fn serve_connection(stream: UnixStream, events: Sender<VmEvent>) {
+fn serve_connection(stream: UnixStream, events: Sender<VmEvent>, pending: &Arc<PendingReplies>) {
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     loop {
@@ -138,6 +169,8 @@ fn serve_connection(stream: UnixStream, events: Sender<VmEvent>) {
             _ => Duration::from_secs(30),
         };
         let (tx, rx) = channel();
+        // Counted before the machine has it, until its last reply is written.
+        let _pending = pending.begin();
         if events.send(VmEvent::Api(ApiRequest { command, reply: tx })).is_err() {
             let _ = write_reply(&mut writer, &ApiReply::error("the machine is shutting down"));
             return;
@@ -216,6 +249,32 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(5), "the freed slot never came back");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn the_socket_outlives_a_reply_given_just_before_the_end() {
+        let path = socket_path("last-reply");
+        let (tx, rx) = channel();
+        let socket = serve(&path, tx).unwrap();
+        let (taken_tx, taken) = channel();
+        // A machine that ends on the request: it answers it after a while (the
+        // connection has not written the answer when the socket is dropped).
+        std::thread::spawn(move || {
+            if let Ok(VmEvent::Api(req)) = rx.recv() {
+                taken_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = req.reply.send(ApiReply { state: Some("ended".into()), ..ApiReply::ok() });
+            }
+        });
+        let mut conn = UnixStream::connect(&path).unwrap();
+        conn.write_all(b"{\"command\":\"shutdown\"}\n").unwrap();
+        taken.recv_timeout(Duration::from_secs(10)).expect("the request reaches the machine");
+        drop(socket);
+        // Written before the drop returned: it is there at once.
+        conn.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let reply = read_line(&conn);
+        assert!(reply.contains("\"ok\":true") && reply.contains("ended"), "{reply}");
+        assert!(!path.exists(), "the socket file is removed");
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub enum SnapshotError {
     Checksum { what: String, stored: u32, actual: u32 },
     #[error("{what} version {found}, this tern reads version {ours}")]
     Version { what: String, found: u32, ours: u32 },
+    /// The snapshot directory itself cannot be read (the caller names it).
+    #[error("{0}")]
+    Directory(std::io::Error),
+    /// A directory without a manifest (the caller names it).
+    #[error("has no manifest (not a snapshot, or an unfinished one)")]
+    NoManifest,
     #[error("not a usable snapshot: {0}")]
     Malformed(String),
     #[error("{0}")]

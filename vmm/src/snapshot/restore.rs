@@ -62,10 +62,8 @@ pub fn open(dir: &Path, verify: bool) -> Result<Snapshot, SnapshotError> {
     let manifest_path = dir.join(format::MANIFEST_FILE);
     let file = match File::open(&manifest_path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() => {
-            return Err(SnapshotError::Malformed(format!("{} has no manifest (not a snapshot, or an unfinished one)", dir.display())))
-        }
-        Err(e) => return Err(SnapshotError::io("snapshot", dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() => return Err(SnapshotError::NoManifest),
+        Err(e) => return Err(std::fs::metadata(dir).err().map_or_else(|| SnapshotError::io("cannot open", &manifest_path, e), SnapshotError::Directory)),
     };
     let mut bytes = Vec::new();
     file.take(format::MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(|e| SnapshotError::io("cannot read", &manifest_path, e))?;

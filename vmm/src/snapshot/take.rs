@@ -74,14 +74,23 @@ pub fn spawn(parts: MachineParts, options: Options, updates: impl Fn(SnapshotUpd
         match run(&parts, &options, &mut progress) {
             Ok(report) => {
                 tracing::info!(?report, "snapshot written");
-                let stopped = report.stopped;
-                updates(SnapshotUpdate::Done(report));
-                let _ = events.send(VmEvent::SnapshotEnded { stopped });
+                if report.stopped {
+                    // The owner ends the machine on this event: the answer goes first.
+                    updates(SnapshotUpdate::Done(report));
+                    let _ = events.send(VmEvent::SnapshotEnded { stopped: true });
+                } else {
+                    // The owner hears of the end first: a client that sends its next
+                    // request as soon as it has the answer must not find this
+                    // snapshot still in progress (its request queues behind the event).
+                    let _ = events.send(VmEvent::SnapshotEnded { stopped: false });
+                    updates(SnapshotUpdate::Done(report));
+                }
             }
             Err(e) => {
                 tracing::warn!("snapshot failed: {e}");
+                // As above: the owner first.
                 let _ = events.send(VmEvent::SnapshotEnded { stopped: false });
-                updates(SnapshotUpdate::Failed(format!("snapshot failed, the guest keeps running: {e}")));
+                updates(SnapshotUpdate::Failed(format!("snapshot to {} failed, the guest keeps running: {e}", options.to.display())));
             }
         }
     });
