@@ -88,31 +88,43 @@ pass() {
 # SIGPIPE: the write fails and the scenario reports what happened.
 trap '' PIPE
 
-# no_init REASON CONSOLE [LOGS...]: a guest did not reach its init marker. The nested
-# rig crashes or freezes L2 guests of every VMM now and then in early boot (see
-# tests/rig/README.md: QEMU's own guests triple-fault and hang there too), so these are
-# rig faults, retried on a fresh L1 (a deterministic boot bug fails every retry):
-#   - the console shows a crash (kernel panic, oops, double/triple fault) before init;
-#   - the kernel stopped before it started init ("Run /init" never printed).
-# A guest that started init and then got stuck or failed is a failure.
 # What a guest console (or a VMM's log) shows when the guest kernel crashed.
 CRASH_SIGNATURES='Kernel panic|BUG: unable to handle|Oops|triple fault|double fault|general protection fault'
 
+# early_boot_fault CONSOLE [LOGS...]: a guest has not printed its init marker. The
+# nested rig crashes or freezes L2 guests of every VMM now and then in early boot (see
+# tests/rig/README.md: QEMU's own guests triple-fault and hang there too). Returns 0,
+# the reason in EARLY_BOOT_FAULT, when the guest went wrong in that way:
+#   - the console (or a log) shows a crash (kernel panic, oops, double/triple fault);
+#   - the kernel stopped before it started init ("Run /init" never printed).
+# Returns 1 when the guest started init (it got stuck or failed after that).
+early_boot_fault() {
+    _con=$1
+    shift
+    EARLY_BOOT_FAULT=
+    grep -a -q '^TERN-GUEST-INIT' "$_con" 2>/dev/null && return 1
+    # Each file on its own: a console that stopped mid-line must not glue its last
+    # bytes to the first line of the next log.
+    _crash=$(grep -a -h -m 1 -E "$CRASH_SIGNATURES" "$_con" "$@" 2>/dev/null | head -n 1 | tr -d '\r')
+    if [ -n "$_crash" ]; then
+        EARLY_BOOT_FAULT="L2 guest crashed in early boot: $_crash"
+        return 0
+    fi
+    if ! grep -a -q 'Run /init' "$_con" 2>/dev/null; then
+        _last=$(tail -n 1 "$_con" 2>/dev/null | tr -d '\r' | cut -c1-100)
+        EARLY_BOOT_FAULT="L2 guest stopped in early boot, before init; last console output: $_last"
+        return 0
+    fi
+    return 1
+}
+
+# no_init REASON CONSOLE [LOGS...]: a guest did not reach its init marker. An early-boot
+# fault (above) is a rig fault, retried on a fresh L1 (a deterministic boot bug fails
+# every retry); a guest that started init and then got stuck or failed is a failure.
 no_init() {
     _why=$1 _con=$2
     shift 2
-    if ! grep -a -q '^TERN-GUEST-INIT' "$_con" 2>/dev/null; then
-        # Each file on its own: a console that stopped mid-line must not glue its last
-        # bytes to the first line of the next log.
-        _crash=$(grep -a -h -m 1 -E "$CRASH_SIGNATURES" "$_con" "$@" 2>/dev/null | head -n 1 | tr -d '\r')
-        if [ -n "$_crash" ]; then
-            rig_fault "$_why (L2 guest crashed in early boot: $_crash)" "$_con" "$@"
-        fi
-        if ! grep -a -q 'Run /init' "$_con" 2>/dev/null; then
-            _last=$(tail -n 1 "$_con" 2>/dev/null | tr -d '\r' | cut -c1-100)
-            rig_fault "$_why (L2 guest stopped in early boot, before init; last console output: $_last)" "$_con" "$@"
-        fi
-    fi
+    early_boot_fault "$_con" "$@" && rig_fault "$_why ($EARLY_BOOT_FAULT)" "$_con" "$@"
     fail "$_why" "$_con" "$@"
 }
 

@@ -245,7 +245,7 @@ MARKER = re.compile(r'^TERN-SCENARIO name=(\S+) result=(\S+) reason="(.*)"$')
 
 
 class ShellClassifiers(unittest.TestCase):
-    """lib.sh's no_init and net_guest_ended, sourced as a scenario would, on canned logs."""
+    """lib.sh's no_init, early_boot_fault and net_guest_ended, sourced as a scenario would, on canned logs."""
 
     def call(self, shell, busybox, func, *args):
         """Runs `. lib.sh; func args...` and returns (result, reason) of its one marker."""
@@ -290,6 +290,24 @@ class ShellClassifiers(unittest.TestCase):
         # TERN-GUEST-INIT was printed: whatever came after (here a panic) is tern's problem.
         self.check("no_init", ["guest network not configured", data("l2-net-panic.console")],
                    "fail", "guest network not configured")
+
+    # early_boot_fault returns rather than ending the scenario: a caller that counts such
+    # guests and goes on (tern-density) sees the class; the marker here only reports it.
+    EARLY = 'f() { early_boot_fault "$@" && rig_fault "early: $EARLY_BOOT_FAULT"; fail "not early"; }; f'
+
+    def test_early_boot_fault_crash_before_init(self):
+        self.check(self.EARLY, [data("l2-early-panic.console")],
+                   "rig-fault", "early: L2 guest crashed in early boot: [    0.402213] BUG: unable to handle page fault")
+
+    def test_early_boot_fault_stopped_before_init(self):
+        self.check(self.EARLY, [data("l2-stopped-early.console"), data("tern-error.out")],
+                   "rig-fault", "early: L2 guest stopped in early boot, before init")
+
+    def test_early_boot_fault_not_after_run_init(self):
+        self.check(self.EARLY, [data("l2-init-no-marker.console"), data("tern-error.out")], "fail", "not early")
+
+    def test_early_boot_fault_not_after_init_marker(self):
+        self.check(self.EARLY, [data("l2-net-panic.console")], "fail", "not early")
 
     def test_net_silent_reset_is_rig_fault(self):
         self.check("net_guest_ended", ["no TCP_RR result", data("l2-net-silent-reset.console"),
