@@ -564,7 +564,9 @@ class L1Boot:
                 os.utime(image)
             except OSError:
                 pass
-        plan = ",".join(f"{n}:{scenario_meta(n)['timeout']}" for n in self.names)
+        # The timeouts read when this boot began: a scenario file edited while L1 runs
+        # (caught mid-write, even) must not change the limit below.
+        plan = ",".join(f"{n}:{self.outcomes[n].timeout}" for n in self.names)
         # The extra drives, in order after the payload (vdb, vdc, ...), by what L1
         # mounts them as.
         disks = [(n, p) for n, p in (("distro", o.distro), ("cluster", o.cluster)) if p]
@@ -635,7 +637,7 @@ class L1Boot:
                 break
             if cur is not None:
                 oc = self.outcomes[cur]
-                limit = scenario_meta(cur)["timeout"] + 90
+                limit = oc.timeout + 90
                 if now - t0 - oc.start > limit:
                     self.fault = f"scenario {cur} ran {limit} s with no end from L1's own timer"
                     break

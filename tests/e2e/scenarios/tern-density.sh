@@ -7,12 +7,16 @@
 #      have) on the default guest (vmlinux + initramfs, 1 vCPU, --memory 128M, the
 #      netserver job: it prints its ready marker and then sleeps), until starting
 #      another batch would take L1's MemAvailable below DENSITY_MARGIN_MB (256), or
-#      DENSITY_MAX (64) guests run. What a guest costs is measured as the guests come
-#      up (MemAvailable's drop per running guest; before the first batch: its whole RAM
-#      and 16 MiB), so idle guests that touch only part of their RAM are packed by what
-#      they touch. A guest that crashes or freezes in early boot (lib.sh's
-#      early_boot_fault, the nested rig's) is counted, stopped and replaced; more than
-#      DENSITY_CRASHES (3) of those is a rig fault. Fewer than 2 guests is a failure.
+#      DENSITY_MAX guests run (64 on a host; 16 in the nested rig, whose L1 itself
+#      crashed with 2, 18 and 25 L2 guests running: tests/rig/README.md, "Density").
+#      What a guest costs is measured as the guests come up (MemAvailable's drop per
+#      running guest; before the first batch: its whole RAM and 16 MiB), so idle guests
+#      that touch only part of their RAM are packed by what they touch. Each guest's
+#      memory is printed as it comes up (a step line), so a run whose L1 dies keeps
+#      its figures in the console log. A guest that crashes or freezes in early boot
+#      (lib.sh's early_boot_fault, the nested rig's) is counted, stopped and replaced;
+#      more than DENSITY_CRASHES (3) of those is a rig fault. Fewer than 2 guests is a
+#      failure.
 #   2. With all of them up: `tern list` shows every one running; per tern process its
 #      RSS (VmRSS), PSS (smaps_rollup), anonymous RSS, and the RSS of its guest RAM
 #      mapping (the one 128 MiB mapping in /proc/PID/smaps: the guest RAM it touched).
@@ -25,13 +29,15 @@
 #      only drops the anchor.
 # Figures (bench vmm=tern): guests, time from the first start to the last ready marker,
 # each guest's boot time (median, last), overhead median/max (KiB and MiB), guest RAM
-# touched (median), MemAvailable before and after, its drop per guest, and the count
-# that would fit if each guest's whole RAM were backed (no overcommit).
+# touched (median), MemAvailable before and after, its drop per guest, the guests that
+# memory alone would hold at that drop (fit_by_memory: what a capped run stands for),
+# and those that would fit if each guest's whole RAM were backed (no overcommit).
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
 mem=${DENSITY_MEM_MB:-128}
 max=${DENSITY_MAX:-64}
+[ "$RIG_MODE" = nested ] && max=${DENSITY_MAX:-16}
 margin=${DENSITY_MARGIN_MB:-256}
 batch=${DENSITY_BATCH:-2}
 max_crashes=${DENSITY_CRASHES:-3}
@@ -47,6 +53,18 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 mapping() {
     awk -v want=$((mem * 1024)) '/^Size:/ { size = $2 } /^Rss:/ { if (size == want) { g += $2; n++ } }
         END { print g + 0, n + 0 }' "/proc/$1/smaps" 2>/dev/null
+}
+
+# memory_of PID: sets RSS ANON PSS (kB: VmRSS, RssAnon, smaps_rollup's Pss) and GUEST
+# (kB: the RSS of the guest RAM mapping), or fails.
+memory_of() {
+    RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+    ANON=$(awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+    PSS=$(awk '/^Pss:/ { print $2; exit }' "/proc/$1/smaps_rollup" 2>/dev/null)
+    set -- $(mapping "$1") "$1"
+    GUEST=$1
+    [ -n "$RSS" ] && [ -n "$ANON" ] && [ -n "$PSS" ] || fail "cannot read the memory figures of process $3"
+    [ "$2" = 1 ] || fail "process $3 has ${2:-no} mappings of ${mem} MiB, not the one guest RAM mapping"
 }
 
 avail0=$(avail_mib)
@@ -87,9 +105,14 @@ while :; do
     done
     for i in $ids; do
         eval "pid=\$pid_$i t=\$t_$i"
-        if wait_for_marker "$WORK/g$i.log" "$ready" 300 "$pid"; then
-            since_ms "$t" >>"$WORK/boot_ms"
+        # A crash message ends the wait at once: a panicked guest's tern keeps running.
+        if wait_for_marker "$WORK/g$i.log" "$ready|$CRASH_SIGNATURES" 300 "$pid" &&
+            echo "$MARKER_LINE" | grep -q -E "$ready"; then
+            ms=$(since_ms "$t")
+            echo "$ms" >>"$WORK/boot_ms"
             up="$up $i"
+            memory_of "$pid"
+            step "guest $i ready in $ms ms: tern RSS $RSS kB (anon $ANON, PSS $PSS), guest RAM touched $GUEST kB, overhead $((RSS - GUEST)) kB"
             continue
         fi
         if early_boot_fault "$WORK/g$i.log" "$WORK/g$i.out"; then
@@ -120,22 +143,17 @@ sleep 5
 listed=$(grep -c -E '^dens[0-9]+ +running ' "$WORK/list.out")
 [ "$listed" = "$started" ] || fail "tern list shows $listed of the $started guests running" "$WORK/list.out"
 avail1=$(avail_mib)
+step "all $started idle: L1 MemAvailable ${avail1} MiB, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$WORK/over_rss" ; : >"$WORK/over_pss" ; : >"$WORK/over_anon" ; : >"$WORK/touched"
 for i in $up; do
     eval "pid=\$pid_$i"
     alive "$pid" || fail "guest $i's tern ended while the guests idled" "$WORK/g$i.out" "$WORK/g$i.log"
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
-    anon=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status")
-    pss=$(awk '/^Pss:/ { print $2; exit }' "/proc/$pid/smaps_rollup")
-    set -- $(mapping "$pid")
-    guest=$1
-    [ "$2" = 1 ] || fail "tern $pid (guest $i) has $2 mappings of ${mem} MiB, not the one guest RAM mapping"
-    [ -n "$rss" ] && [ -n "$anon" ] && [ -n "$pss" ] || fail "cannot read tern $pid's memory figures"
-    echo $((rss - guest)) >>"$WORK/over_rss"
-    echo $((pss - guest)) >>"$WORK/over_pss"
-    echo $((anon - guest)) >>"$WORK/over_anon"
-    echo "$guest" >>"$WORK/touched"
-    step "guest $i: tern RSS ${rss} kB (anon ${anon}, PSS ${pss}), guest RAM touched ${guest} kB, overhead $((rss - guest)) kB"
+    memory_of "$pid"
+    echo $((RSS - GUEST)) >>"$WORK/over_rss"
+    echo $((PSS - GUEST)) >>"$WORK/over_pss"
+    echo $((ANON - GUEST)) >>"$WORK/over_anon"
+    echo "$GUEST" >>"$WORK/touched"
+    step "guest $i idle: tern RSS $RSS kB (anon $ANON, PSS $PSS), guest RAM touched $GUEST kB, overhead $((RSS - GUEST)) kB"
 done
 set -- $(stats <"$WORK/over_rss"); o_med=$1 o_max=$2
 set -- $(stats <"$WORK/over_pss"); p_med=$1
@@ -144,12 +162,15 @@ set -- $(stats <"$WORK/touched"); g_med=$1
 set -- $(stats <"$WORK/boot_ms"); b_med=$1
 b_last=$(tail -n 1 "$WORK/boot_ms")
 drop=$(((avail0 - avail1) / started))
-# Guests that would fit if each one's whole RAM were backed, plus tern's overhead.
+[ "$drop" -ge 1 ] || drop=1
+# Guests that memory alone would hold at the measured cost, and those that would fit
+# if each one's whole RAM were backed, plus tern's overhead.
+by_mem=$(((avail0 - margin) / drop))
 full=$(awk -v a="$avail0" -v m="$margin" -v g="$mem" -v o="$o_med" 'BEGIN { printf "%d", (a - m) / (g + o / 1024) }')
 bench vmm=tern mem_mb=$mem guests=$started start_all_ms=$start_all_ms boot_median_ms=$b_med boot_last_ms=$b_last \
     overhead_median_kib=$o_med overhead_max_kib=$o_max overhead_median_mib=$(mib "$o_med") overhead_max_mib=$(mib "$o_max") \
     overhead_pss_median_kib=$p_med overhead_anon_median_kib=$a_med guest_touched_median_mib=$(mib "$g_med") \
-    avail_before_mib=$avail0 avail_after_mib=$avail1 avail_drop_per_guest_mib=$drop fit_fully_backed=$full \
+    avail_before_mib=$avail0 avail_after_mib=$avail1 avail_drop_per_guest_mib=$drop fit_by_memory=$by_mem fit_fully_backed=$full \
     early_boot_faults=$crashes target_overhead_mib=5
 
 # 3. Stop them all by name; every tern exits 0.
@@ -176,11 +197,12 @@ anchor() {
             -display none -nodefaults -no-reboot -serial "file:$WORK/q$q.log"
         eval "qpid_$q=$VMM_PID"
         qids="$qids $q"
-        # Two at a time, as the tern guests.
+        # DENSITY_BATCH at a time, as the tern guests.
         if [ $((q % batch)) = 0 ] || [ $q = "$n_qemu" ]; then
             for b in $qids; do
                 eval "pid=\$qpid_$b"
-                wait_for_marker "$WORK/q$b.log" "$ready" 300 "$pid" || {
+                { wait_for_marker "$WORK/q$b.log" "$ready|$CRASH_SIGNATURES" 300 "$pid" &&
+                    echo "$MARKER_LINE" | grep -q -E "$ready"; } || {
                     step "QEMU anchor dropped: QEMU guest $b did not become ready"
                     show_log "$WORK/q$b.log" 20
                     return 0
