@@ -55,16 +55,27 @@ mapping() {
         END { print g + 0, n + 0 }' "/proc/$1/smaps" 2>/dev/null
 }
 
-# memory_of PID: sets RSS ANON PSS (kB: VmRSS, RssAnon, smaps_rollup's Pss) and GUEST
-# (kB: the RSS of the guest RAM mapping), or fails.
+# memory_of PID: sets M_RSS M_ANON M_PSS (kB: VmRSS, RssAnon, smaps_rollup's Pss) and
+# M_RAM (kB: the RSS of the guest RAM mapping), or fails.
 memory_of() {
-    RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
-    ANON=$(awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
-    PSS=$(awk '/^Pss:/ { print $2; exit }' "/proc/$1/smaps_rollup" 2>/dev/null)
+    M_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+    M_ANON=$(awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+    M_PSS=$(awk '/^Pss:/ { print $2; exit }' "/proc/$1/smaps_rollup" 2>/dev/null)
     set -- $(mapping "$1") "$1"
-    GUEST=$1
-    [ -n "$RSS" ] && [ -n "$ANON" ] && [ -n "$PSS" ] || fail "cannot read the memory figures of process $3"
+    M_RAM=$1
+    [ -n "$M_RSS" ] && [ -n "$M_ANON" ] && [ -n "$M_PSS" ] || fail "cannot read the memory figures of process $3"
     [ "$2" = 1 ] || fail "process $3 has ${2:-no} mappings of ${mem} MiB, not the one guest RAM mapping"
+    M_LINE="tern RSS $M_RSS kB (anon $M_ANON, PSS $M_PSS), guest RAM touched $M_RAM kB, overhead $((M_RSS - M_RAM)) kB"
+}
+
+# top_mappings PID: PID's 6 largest mappings by RSS besides the guest RAM, one a line:
+# "RSS_KB SIZE_KB ANON_HUGE_KB NAME" (where an overhead goes).
+top_mappings() {
+    awk -v want=$((mem * 1024)) '
+        function out() { if (rss != "" && size != want) print rss, size, thp, name }
+        $1 ~ /^[0-9a-f]+-[0-9a-f]+$/ { out(); name = ($6 == "" ? "[anon]" : $6); rss = ""; thp = 0 }
+        /^Size:/ { size = $2 } /^Rss:/ { rss = $2 } /^AnonHugePages:/ { thp = $2 }
+        END { out() }' "/proc/$1/smaps" 2>/dev/null | sort -rn | awk 'NR <= 6'
 }
 
 avail0=$(avail_mib)
@@ -112,17 +123,23 @@ while :; do
             echo "$ms" >>"$WORK/boot_ms"
             up="$up $i"
             memory_of "$pid"
-            step "guest $i ready in $ms ms: tern RSS $RSS kB (anon $ANON, PSS $PSS), guest RAM touched $GUEST kB, overhead $((RSS - GUEST)) kB"
+            step "guest $i ready in $ms ms: $M_LINE"
             continue
+        fi
+        # A tern that ended with no crash to show for it failed on its own (a bad flag,
+        # a refused name, an error): that is tern's, never the rig's.
+        if ! alive "$pid" && ! grep -a -q -E "$CRASH_SIGNATURES" "$WORK/g$i.log" "$WORK/g$i.out" 2>/dev/null; then
+            fail "guest $i's tern ended before its guest was ready" "$WORK/g$i.log" "$WORK/g$i.out"
         fi
         if early_boot_fault "$WORK/g$i.log" "$WORK/g$i.out"; then
             crashes=$((crashes + 1))
             step "guest $i: $EARLY_BOOT_FAULT (early-boot fault $crashes, stopped and not counted)"
             show_log "$WORK/g$i.log" 20
+            show_log "$WORK/g$i.out" 10
             stop_pid "$pid"
             started=$((started - 1))
             [ "$crashes" -le "$max_crashes" ] ||
-                no_init "guest $i is the $crashes-th early-boot fault (at most $max_crashes)" "$WORK/g$i.log" "$WORK/g$i.out"
+                no_init "guest $i is early-boot fault number $crashes (at most $max_crashes)" "$WORK/g$i.log" "$WORK/g$i.out"
             continue
         fi
         alive "$pid" && step "guest $i's tern threads (CPU ticks over 1 s): $(threads_cpu "$pid")"
@@ -140,8 +157,9 @@ step "stopped starting guests at $started: $stopped_by"
 # 2. Measure, once every guest has settled.
 sleep 5
 "$TERN" list >"$WORK/list.out" 2>&1 || fail "tern list failed" "$WORK/list.out"
-listed=$(grep -c -E '^dens[0-9]+ +running ' "$WORK/list.out")
-[ "$listed" = "$started" ] || fail "tern list shows $listed of the $started guests running" "$WORK/list.out"
+for i in $up; do
+    grep -q -E "^dens$i +running " "$WORK/list.out" || fail "tern list does not show dens$i running" "$WORK/list.out"
+done
 avail1=$(avail_mib)
 step "all $started idle: L1 MemAvailable ${avail1} MiB, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$WORK/over_rss" ; : >"$WORK/over_pss" ; : >"$WORK/over_anon" ; : >"$WORK/touched"
@@ -149,12 +167,16 @@ for i in $up; do
     eval "pid=\$pid_$i"
     alive "$pid" || fail "guest $i's tern ended while the guests idled" "$WORK/g$i.out" "$WORK/g$i.log"
     memory_of "$pid"
-    echo $((RSS - GUEST)) >>"$WORK/over_rss"
-    echo $((PSS - GUEST)) >>"$WORK/over_pss"
-    echo $((ANON - GUEST)) >>"$WORK/over_anon"
-    echo "$GUEST" >>"$WORK/touched"
-    step "guest $i idle: tern RSS $RSS kB (anon $ANON, PSS $PSS), guest RAM touched $GUEST kB, overhead $((RSS - GUEST)) kB"
+    echo $((M_RSS - M_RAM)) >>"$WORK/over_rss"
+    echo $((M_PSS - M_RAM)) >>"$WORK/over_pss"
+    echo $((M_ANON - M_RAM)) >>"$WORK/over_anon"
+    echo "$M_RAM" >>"$WORK/touched"
+    step "guest $i idle: $M_LINE"
+    if [ $((M_RSS - M_RAM)) -gt "${worst_kb:--1}" ]; then worst_kb=$((M_RSS - M_RAM)) worst=$i; fi
 done
+eval "pid=\$pid_$worst"
+step "guest $worst has the largest overhead; its largest mappings besides guest RAM (RSS kB, size kB, anon huge kB, name):"
+top_mappings "$pid" | sed 's/^/    /'
 set -- $(stats <"$WORK/over_rss"); o_med=$1 o_max=$2
 set -- $(stats <"$WORK/over_pss"); p_med=$1
 set -- $(stats <"$WORK/over_anon"); a_med=$1
