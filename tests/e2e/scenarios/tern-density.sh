@@ -7,16 +7,16 @@
 #      have) on the default guest (vmlinux + initramfs, 1 vCPU, --memory 128M, the
 #      netserver job: it prints its ready marker and then sleeps), until starting
 #      another batch would take L1's MemAvailable below DENSITY_MARGIN_MB (256), or
-#      DENSITY_MAX guests run (64 on a host; 16 in the nested rig, whose L1 itself
-#      crashed with 2, 18 and 25 L2 guests running: tests/rig/README.md, "Density").
+#      DENSITY_MAX guests run (64 on a host; 16 in the nested rig, whose L1 kernel
+#      failed 4 times in about 90 L2 boots: tests/rig/README.md, "Density").
 #      What a guest costs is measured as the guests come up (MemAvailable's drop per
 #      running guest; before the first batch: its whole RAM and 16 MiB), so idle guests
 #      that touch only part of their RAM are packed by what they touch. Each guest's
 #      memory is printed as it comes up (a step line), so a run whose L1 dies keeps
 #      its figures in the console log. A guest that crashes or freezes in early boot
 #      (lib.sh's early_boot_fault, the nested rig's) is counted, stopped and replaced;
-#      more than DENSITY_CRASHES (3) of those is a rig fault. Fewer than 2 guests is a
-#      failure.
+#      more than DENSITY_CRASHES (3) of those is a rig fault. A counted guest whose tern
+#      ends (checked after every batch) and fewer than 2 guests are failures.
 #   2. With all of them up: `tern list` shows every one running; per tern process its
 #      RSS (VmRSS), PSS (smaps_rollup), anonymous RSS, and the RSS of its guest RAM
 #      mapping (the one 128 MiB mapping in /proc/PID/smaps: the guest RAM it touched).
@@ -32,6 +32,8 @@
 # touched (median), MemAvailable before and after, its drop per guest, the guests that
 # memory alone would hold at that drop (fit_by_memory: what a capped run stands for),
 # and those that would fit if each guest's whole RAM were backed (no overcommit).
+# DENSITY_* come from the environment: rig.py passes its own on in host mode; in the
+# nested rig, change the defaults below.
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
@@ -78,6 +80,17 @@ top_mappings() {
         END { out() }' "/proc/$1/smaps" 2>/dev/null | sort -rn | awk 'NR <= 6'
 }
 
+# check_up: every guest counted so far still runs; one whose tern ended fails the run
+# with its exit status, console and tern output (an idle guest must not end).
+check_up() {
+    for _i in $up; do
+        eval "_pid=\$pid_$_i"
+        alive "$_pid" && continue
+        wait "$_pid"
+        fail "guest $_i's tern ended (status $?) while its guest idled" "$WORK/g$_i.log" "$WORK/g$_i.out"
+    done
+}
+
 avail0=$(avail_mib)
 step "L1 MemAvailable ${avail0} MiB before any guest; batches of $batch, at most $max guests, margin $margin MiB"
 cost=$((mem + 16))
@@ -122,6 +135,7 @@ while :; do
             ms=$(since_ms "$t")
             echo "$ms" >>"$WORK/boot_ms"
             up="$up $i"
+            check_up
             memory_of "$pid"
             step "guest $i ready in $ms ms: $M_LINE"
             continue
@@ -147,6 +161,7 @@ while :; do
             "$WORK/g$i.log" "$WORK/g$i.out"
     done
     t_last=$(now_ms)
+    check_up
     step "$started guests ready, L1 MemAvailable $(avail_mib) MiB"
 done
 [ -n "$t_last" ] || fail "no guest started ($stopped_by)"
@@ -156,6 +171,7 @@ step "stopped starting guests at $started: $stopped_by"
 
 # 2. Measure, once every guest has settled.
 sleep 5
+check_up
 "$TERN" list >"$WORK/list.out" 2>&1 || fail "tern list failed" "$WORK/list.out"
 for i in $up; do
     grep -q -E "^dens$i +running " "$WORK/list.out" || fail "tern list does not show dens$i running" "$WORK/list.out"
@@ -165,7 +181,6 @@ step "all $started idle: L1 MemAvailable ${avail1} MiB, load average $(cut -d' '
 : >"$WORK/over_rss" ; : >"$WORK/over_pss" ; : >"$WORK/over_anon" ; : >"$WORK/touched"
 for i in $up; do
     eval "pid=\$pid_$i"
-    alive "$pid" || fail "guest $i's tern ended while the guests idled" "$WORK/g$i.out" "$WORK/g$i.log"
     memory_of "$pid"
     echo $((M_RSS - M_RAM)) >>"$WORK/over_rss"
     echo $((M_PSS - M_RAM)) >>"$WORK/over_pss"
