@@ -44,7 +44,9 @@ pub struct Report {
 /// The downtime of a migration step by step, ms (source-side steps measured on the
 /// source, the destination's from its acks; `transfer_ms` is what is left of waiting
 /// for the acks once the destination's own work is taken out: the network, the last
-/// bytes in flight, both sides' scheduling). The steps add up to the downtime;
+/// bytes in flight, both sides' scheduling). The steps add up to the downtime, except
+/// where the destination's work overlapped the source's own last steps (a restore
+/// during the disk flush): that wait's transfer is then 0 and the steps add up to more.
 /// `dest_last_pages_ms` and `dest_last_read_ms` overlap the source's sending and are
 /// not part of the sum. Fields a destination of an earlier build does not report are 0.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

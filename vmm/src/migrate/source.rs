@@ -95,7 +95,9 @@ struct CountingWriter<W> {
     pace: Option<Pace>,
 }
 
-/// Keeps the average send rate at or under a cap (from the pace's start).
+/// Keeps the average send rate at or under a cap (from the pace's start, which is
+/// each round's: time a round spent waiting, for its ack or the dirty log, is no
+/// credit for a burst in the next).
 struct Pace {
     bytes_per_s: u64,
     start: Instant,
@@ -103,6 +105,15 @@ struct Pace {
 }
 
 impl<W> CountingWriter<W> {
+    /// Starts the pace again from now.
+    fn restart_pace(&mut self) {
+        let bytes = self.bytes;
+        if let Some(p) = &mut self.pace {
+            p.start = Instant::now();
+            p.start_bytes = bytes;
+        }
+    }
+
     /// Sleeps until the bytes written since the pace began fit under the cap.
     fn keep_pace(&self) {
         if let Some(p) = &self.pace {
@@ -250,6 +261,7 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     loop {
         let round_start = Instant::now();
         let bytes_before = w.bytes;
+        w.restart_pace();
         let (full, zero) = send_pages(&mut w, parts, round, &pages, &mut batch)?;
         w.flush()?;
         if round_acks {
