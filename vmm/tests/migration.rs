@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
 use migration::frame;
-use migration::messages::Message;
+use migration::messages::{self, Message};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::migrate::destination::{self, Expectations, ReceiveOptions};
 use vmm::state::{xsave, MachineState};
@@ -374,11 +374,23 @@ type Tamper = fn(&mut MachineState);
 /// Relays one migration from the source (accepted on `front`) to `to`, passing every
 /// frame through unchanged except the machine state, which `tamper` rewrites.
 fn tampering_relay(front: std::net::TcpListener, to: u16, tamper: Tamper) -> std::thread::JoinHandle<()> {
+    editing_relay(front, to, move |kind, payload| {
+        if kind == frame::Kind::State {
+            let Ok(Message::State(bytes)) = Message::decode(kind, payload) else { panic!("state frame") };
+            let mut state = MachineState::decode(&bytes).expect("the source's own state decodes");
+            tamper(&mut state);
+            *payload = state.encode();
+        }
+    })
+}
+
+/// Relays one migration from the source (accepted on `front`) to `to` frame by frame;
+/// `edit` may rewrite each frame's payload on the way. Replies go back untouched.
+fn editing_relay(front: std::net::TcpListener, to: u16, edit: impl Fn(frame::Kind, &mut Vec<u8>) + Send + 'static) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let (source, _) = front.accept().unwrap();
         let dest = std::net::TcpStream::connect(("127.0.0.1", to)).unwrap();
         let (mut dest_r, mut source_w) = (dest.try_clone().unwrap(), source.try_clone().unwrap());
-        // Replies go back untouched.
         let back = std::thread::spawn(move || {
             let _ = std::io::copy(&mut dest_r, &mut source_w);
             let _ = source_w.shutdown(std::net::Shutdown::Both);
@@ -386,21 +398,58 @@ fn tampering_relay(front: std::net::TcpListener, to: u16, tamper: Tamper) -> std
         let (mut from, mut into) = (std::io::BufReader::new(source), dest);
         let mut buf = Vec::new();
         while let Ok(kind) = frame::read_frame(&mut from, &mut buf) {
-            let sent = if kind == frame::Kind::State {
-                let Ok(Message::State(bytes)) = Message::decode(kind, &buf) else { panic!("state frame") };
-                let mut state = MachineState::decode(&bytes).expect("the source's own state decodes");
-                tamper(&mut state);
-                Message::State(state.encode()).send(&mut into).is_ok()
-            } else {
-                frame::write_frame(&mut into, kind, &buf).is_ok()
-            };
-            if !sent {
+            edit(kind, &mut buf);
+            if frame::write_frame(&mut into, kind, &buf).is_err() {
                 break;
             }
         }
         let _ = into.shutdown(std::net::Shutdown::Both);
         let _ = back.join();
     })
+}
+
+/// A destination of an earlier build knows no round acks: it ignores the hello's
+/// feature bit and sends plain acks. Played here by the real destination behind a
+/// relay that clears the bit: the source must not wait for round acks, and its report
+/// has the steps plain acks carry.
+#[test]
+fn a_destination_that_gives_no_round_acks_still_receives() {
+    let _serial = one_at_a_time();
+    let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
+    let dir = std::env::temp_dir().join(format!("tern-migration-plain-acks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    source.start().unwrap();
+    let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
+    let (dest_port, dest) = receiver(ReceiveOptions::default());
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    let relay = editing_relay(front, dest_port, |kind, payload| {
+        if kind == frame::Kind::Hello {
+            let Ok(Message::Hello(mut hello)) = Message::decode(kind, payload) else { panic!("hello frame") };
+            assert_ne!(hello.features & messages::FEATURE_ROUND_ACKS, 0, "the source asks for round acks");
+            hello.features &= !messages::FEATURE_ROUND_ACKS;
+            payload.clear();
+            Message::Hello(hello).send(payload).unwrap();
+            // The frame's payload alone: drop the header `send` wrote.
+            payload.drain(..5);
+        }
+    });
+    let t = Instant::now();
+    let reply = migrate_via_api(&api, &format!("127.0.0.1:{front_port}"));
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    assert!(t.elapsed() < Duration::from_secs(60), "the source waited for acks that never come: {reply}");
+    relay.join().unwrap();
+    assert_eq!(owner.join().unwrap(), Some(MachineExit::MigratedAway));
+    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    let b = &v["report"]["downtime_breakdown"];
+    assert!(b["restore_ms"].as_f64().unwrap() > 0.0 && b["start_ms"].as_f64().unwrap() > 0.0, "{reply}");
+    for k in ["decode_ms", "handoff_ms", "dest_last_pages_ms"] {
+        assert_eq!(b[k].as_f64(), Some(0.0), "{k} from a destination that was not asked for it: {reply}");
+    }
+    let mut dest = dest.join().unwrap().expect("destination received the guest");
+    dest.stop_vcpus();
 }
 
 #[test]
