@@ -352,7 +352,7 @@ struct RoundTimes {
 }
 
 /// Microseconds of `d` (saturating).
-pub(crate) fn micros_of(d: Duration) -> u32 {
+fn micros_of(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
