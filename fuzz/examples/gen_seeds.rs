@@ -13,7 +13,7 @@ use devices::virtio::pci::common_config::CommonConfig;
 use devices::virtio::pci::VirtioPciSnapshot;
 use devices::pci::msix::MsixSnapshot;
 use devices::legacy::serial::SerialSnapshot;
-use migration::messages::{self, AckStage, CpuidEntry, HandOver, Hello, Message, RoundDone, VmDescription};
+use migration::messages::{self, AckDetail, AckStage, CpuidEntry, HandOver, Hello, Message, RoundDone, StepTimes, VmDescription};
 use migration::pages::PageBatch;
 use migration::PROTOCOL_VERSION;
 use tern_fuzz::encoding::{decode, to_bytes, Blob, Encode, List};
@@ -323,6 +323,7 @@ fn machine_state() -> Vec<u8> {
     let virtio = VirtioPciSnapshot {
         device: "virtio-blk capacity=64 read_only=false".into(),
         config_space: vec![0; 256],
+        bar_sizes: vec![0x4000, 0, 0, 0, 0, 0],
         common: CommonConfig::new(1 << 32, &[256]),
         msix: MsixSnapshot { enabled: true, function_masked: false, vectors: vec![(0xfee0_0000, 0x41, false, false); 2] },
         isr: 0,
@@ -382,5 +383,24 @@ fn migration_seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut refused = Vec::new();
     messages::error("destination refused: no such disk").send(&mut refused).expect("encode");
-    vec![("full_stream", full), ("page_batch", page_batch().encode()), ("machine_state", machine_state()), ("error", refused)]
+    // What a destination answers a source that asked for round acks: acks with detail.
+    let mut detailed = Vec::new();
+    for m in [
+        messages::ack_detailed(AckStage::Hello, StepTimes::default(), AckDetail { features: messages::FEATURE_ROUND_ACKS, ..Default::default() }),
+        messages::ack_detailed(AckStage::Round(0), StepTimes::default(), AckDetail { pages_us: 900, read_us: 40, ..Default::default() }),
+        messages::ack_detailed(
+            AckStage::Restored,
+            StepTimes { restore_us: 300, ..Default::default() },
+            AckDetail { features: 0, pages_us: 20, read_us: 5, decode_us: 30, handoff_us: 60 },
+        ),
+    ] {
+        m.send(&mut detailed).expect("encode");
+    }
+    vec![
+        ("full_stream", full),
+        ("page_batch", page_batch().encode()),
+        ("machine_state", machine_state()),
+        ("error", refused),
+        ("detailed_acks", detailed),
+    ]
 }

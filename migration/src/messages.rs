@@ -16,6 +16,15 @@ use crate::{MAGIC, PROTOCOL_VERSION};
 /// migration listener can pick that VM's definition; without the bit the hello is the
 /// three fields alone, as every earlier build sent and reads it.
 pub const FEATURE_VM_NAME: u64 = 1;
+/// Hello feature bit: the source asks the destination to acknowledge every memory
+/// round once its pages are in guest memory (`AckStage::Round`, so the source times
+/// a round to its end there and pauses the guest with nothing left in flight) and to
+/// add [`AckDetail`] to its acks. A destination that does says so in the hello's ack
+/// (`AckDetail::features`); one of an earlier build ignores the bit and sends the
+/// plain acks it always sent.
+pub const FEATURE_ROUND_ACKS: u64 = 2;
+/// The hello features this build honours as a destination.
+pub const DESTINATION_FEATURES: u64 = FEATURE_ROUND_ACKS;
 /// The longest VM name a hello may carry, in bytes.
 pub const MAX_VM_NAME: usize = 64;
 
@@ -50,6 +59,13 @@ impl Hello {
     pub fn named(name: Option<String>) -> Self {
         let features = if name.is_some() { FEATURE_VM_NAME } else { 0 };
         Self { features, vm_name: name, ..Self::current() }
+    }
+
+    /// This build's hello as a migration source sends it: named (or not) and asking
+    /// for round acknowledgements.
+    pub fn from_source(name: Option<String>) -> Self {
+        let hello = Self::named(name);
+        Self { features: hello.features | FEATURE_ROUND_ACKS, ..hello }
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -197,15 +213,67 @@ pub enum AckStage {
     Restored,
     /// The guest runs on the destination: the source may exit.
     Resumed,
+    /// Every page of this round is in guest memory (only to a source that asked,
+    /// [`FEATURE_ROUND_ACKS`]; never for the final round).
+    Round(u32),
 }
 
-/// Acknowledgement from the destination.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Acknowledgement from the destination. On the wire: `version`, `stage`, `times`,
+/// then `detail` only to a source whose hello asked for it ([`FEATURE_ROUND_ACKS`]):
+/// earlier builds send and read the three fields alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {
     pub version: u32,
     pub stage: AckStage,
     /// What the destination's own part of the step cost (zero where none).
     pub times: StepTimes,
+    /// More of the destination's side of the step.
+    pub detail: Option<AckDetail>,
+}
+
+/// The ack's fixed fields, as every build encodes them.
+#[derive(Serialize, Deserialize)]
+struct AckHead {
+    version: u32,
+    stage: AckStage,
+    times: StepTimes,
+}
+
+/// What a destination adds to its acks for a source that asked ([`FEATURE_ROUND_ACKS`]),
+/// µs where a time: the parts of the downtime the plain acks leave in "transfer".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckDetail {
+    /// Hello ack: the hello's features this destination honours.
+    pub features: u64,
+    /// Round and Restored acks: writing the round's pages into guest memory (Restored:
+    /// the final copy's).
+    pub pages_us: u32,
+    /// Round and Restored acks: reading the round's frames off the connection after
+    /// its first (waiting for bytes, TLS decryption, copying).
+    pub read_us: u32,
+    /// Restored ack: decoding the machine state.
+    pub decode_us: u32,
+    /// Restored and Resumed acks: handing the state or the hand-over to the thread
+    /// that owns the machine and its answer back (the step's time, its work aside).
+    pub handoff_us: u32,
+}
+
+impl Ack {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = encode(&AckHead { version: self.version, stage: self.stage, times: self.times });
+        if let Some(detail) = &self.detail {
+            bytes.extend(encode(detail));
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let malformed = |reason: String| ProtocolError::Malformed { kind: Kind::Ack, reason };
+        let (head, rest): (AckHead, _) = postcard::take_from_bytes(bytes).map_err(|e| malformed(e.to_string()))?;
+        check_version(head.version)?;
+        let detail = if rest.is_empty() { None } else { Some(decode::<AckDetail>(Kind::Ack, rest)?) };
+        Ok(Self { version: head.version, stage: head.stage, times: head.times, detail })
+    }
 }
 
 /// The destination's share of a migration's downtime, µs, reported in its acks so the
@@ -312,7 +380,7 @@ impl Message {
             Message::RoundDone(m) => (Kind::RoundDone, encode(m)),
             Message::State(s) => (Kind::State, s.clone()),
             Message::HandOver(m) => (Kind::HandOver, encode(m)),
-            Message::Ack(m) => (Kind::Ack, encode(m)),
+            Message::Ack(m) => (Kind::Ack, m.encode()),
             Message::Error(m) => (Kind::Error, encode(m)),
         };
         write_frame(w, kind, &payload)?;
@@ -346,11 +414,7 @@ impl Message {
                 check_version(m.version)?;
                 Message::HandOver(m)
             }
-            Kind::Ack => {
-                let m: Ack = decode(kind, bytes)?;
-                check_version(m.version)?;
-                Message::Ack(m)
-            }
+            Kind::Ack => Message::Ack(Ack::decode(bytes)?),
             Kind::Error => {
                 let m: ErrorMessage = decode(kind, bytes)?;
                 Message::Error(m)
@@ -373,7 +437,12 @@ pub fn ack(stage: AckStage) -> Message {
 
 /// An ack that reports what the step cost here.
 pub fn ack_with(stage: AckStage, times: StepTimes) -> Message {
-    Message::Ack(Ack { version: PROTOCOL_VERSION, stage, times })
+    Message::Ack(Ack { version: PROTOCOL_VERSION, stage, times, detail: None })
+}
+
+/// An ack with the detail a source asked for ([`FEATURE_ROUND_ACKS`]).
+pub fn ack_detailed(stage: AckStage, times: StepTimes, detail: AckDetail) -> Message {
+    Message::Ack(Ack { version: PROTOCOL_VERSION, stage, times, detail: Some(detail) })
 }
 
 /// An error message for the peer.
@@ -381,11 +450,11 @@ pub fn error(reason: impl Into<String>) -> Message {
     Message::Error(ErrorMessage { version: PROTOCOL_VERSION, reason: reason.into() })
 }
 
-/// Waits for an ack of `stage` and returns the times it reports; a peer error becomes
-/// [`ProtocolError::Peer`].
-pub fn expect_ack(r: &mut impl Read, buf: &mut Vec<u8>, stage: AckStage) -> Result<StepTimes, ProtocolError> {
+/// Waits for an ack of `stage` and returns it (the times it reports); a peer error
+/// becomes [`ProtocolError::Peer`].
+pub fn expect_ack(r: &mut impl Read, buf: &mut Vec<u8>, stage: AckStage) -> Result<Ack, ProtocolError> {
     match Message::receive(r, buf)? {
-        Message::Ack(a) if a.stage == stage => Ok(a.times),
+        Message::Ack(a) if a.stage == stage => Ok(a),
         Message::Error(e) => Err(ProtocolError::Peer(e.reason)),
         other => Err(ProtocolError::Unexpected { expected: "ack", got: other.name() }),
     }
@@ -441,8 +510,51 @@ mod tests {
             Message::State(vec![1, 2, 3]),
             Message::HandOver(HandOver { version: PROTOCOL_VERSION }),
             ack(AckStage::Resumed),
+            ack_detailed(AckStage::Round(7), StepTimes::default(), AckDetail { pages_us: 1200, read_us: 300, ..Default::default() }),
+            ack_detailed(AckStage::Hello, StepTimes::default(), AckDetail { features: DESTINATION_FEATURES, ..Default::default() }),
+            ack_detailed(
+                AckStage::Restored,
+                StepTimes { restore_us: 400, ..Default::default() },
+                AckDetail { features: 0, pages_us: 5, read_us: 6, decode_us: 7, handoff_us: 8 },
+            ),
             error("nope"),
         ]
+    }
+
+    #[test]
+    fn an_ack_without_detail_is_the_three_fields_of_earlier_builds() {
+        // What every earlier build sent and reads: version, stage, times.
+        let times = StepTimes { restore_us: 1, take_over_us: 2, start_us: 3, announce_us: 4 };
+        let old = encode(&AckHead { version: PROTOCOL_VERSION, stage: AckStage::Resumed, times });
+        let Message::Ack(plain) = ack_with(AckStage::Resumed, times) else { panic!("an ack") };
+        assert_eq!(plain.encode(), old);
+        assert_eq!(Message::decode(Kind::Ack, &old).unwrap(), Message::Ack(plain));
+        // The detail follows the fields; a detailed ack decodes with it, and only a
+        // whole detail is accepted.
+        let detail = AckDetail { features: 0, pages_us: 10, read_us: 20, decode_us: 30, handoff_us: 40 };
+        let Message::Ack(detailed) = ack_detailed(AckStage::Resumed, times, detail) else { panic!("an ack") };
+        let wire = detailed.encode();
+        assert!(wire.starts_with(&old));
+        assert_eq!(Message::decode(Kind::Ack, &wire).unwrap(), Message::Ack(detailed));
+        let e = Message::decode(Kind::Ack, &wire[..wire.len() - 1]).unwrap_err().to_string();
+        assert!(e.starts_with("malformed Ack message"), "{e}");
+        let mut longer = wire.clone();
+        longer.push(0);
+        assert_eq!(Message::decode(Kind::Ack, &longer).unwrap_err().to_string(), "malformed Ack message: 1 trailing bytes");
+    }
+
+    #[test]
+    fn a_source_asks_for_round_acks_and_a_destination_of_any_build_reads_its_hello() {
+        let hello = Hello::from_source(None);
+        assert_eq!(hello.features, FEATURE_ROUND_ACKS);
+        // Earlier destinations read the three fields and look at the name bit only.
+        let wire = hello.encode();
+        let (head, rest): (HelloHead, _) = postcard::take_from_bytes(&wire).unwrap();
+        assert!(rest.is_empty() && head.features & FEATURE_VM_NAME == 0);
+        assert_eq!(Message::decode(Kind::Hello, &wire).unwrap(), Message::Hello(hello));
+        let named = Hello::from_source(Some("web1".into()));
+        assert_eq!(named.features, FEATURE_ROUND_ACKS | FEATURE_VM_NAME);
+        assert_eq!(Message::decode(Kind::Hello, &named.encode()).unwrap(), Message::Hello(named));
     }
 
     #[test]

@@ -44,8 +44,13 @@ pub struct Report {
 /// The downtime of a migration step by step, ms (source-side steps measured on the
 /// source, the destination's from its acks; `transfer_ms` is what is left of waiting
 /// for the acks once the destination's own work is taken out: the network, the last
-/// bytes in flight, both sides' scheduling).
+/// bytes in flight, both sides' scheduling). The steps add up to the downtime, except
+/// where the destination's work overlapped the source's own last steps (a restore
+/// during the disk flush): that wait's transfer is then 0 and the steps add up to more.
+/// `dest_last_pages_ms` and `dest_last_read_ms` overlap the source's sending and are
+/// not part of the sum. Fields a destination of an earlier build does not report are 0.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DowntimeBreakdown {
     /// Parking the vCPUs and the device workers.
     pub pause_ms: f64,
@@ -55,6 +60,8 @@ pub struct DowntimeBreakdown {
     pub state_ms: f64,
     /// Flushing the disks (fdatasync of every image).
     pub disk_flush_ms: f64,
+    /// Destination: decoding the machine state.
+    pub decode_ms: f64,
     /// Destination: loading the machine state.
     pub restore_ms: f64,
     /// Source: releasing the disk locks and TAPs and sending the hand-over.
@@ -65,25 +72,37 @@ pub struct DowntimeBreakdown {
     pub start_ms: f64,
     /// Destination: the devices' announcements.
     pub announce_ms: f64,
+    /// Destination: passing the state and the hand-over between its reader and the
+    /// machine's owner, and their answers back.
+    pub handoff_ms: f64,
     /// Waiting for the two acks beyond the destination's own work.
     pub transfer_ms: f64,
+    /// Destination, not in the sum: writing the final copy's pages into guest memory.
+    pub dest_last_pages_ms: f64,
+    /// Destination, not in the sum: reading the final copy's frames off the connection
+    /// (waiting for them, TLS decryption).
+    pub dest_last_read_ms: f64,
 }
 
 impl DowntimeBreakdown {
     /// One line: each step's share.
     pub fn render(&self) -> String {
         format!(
-            "pause {:.1}, last pages {:.1}, state {:.1}, disk flush {:.1}, restore (dest) {:.1}, release {:.1}, take-over (dest) {:.1}, vCPU start (dest) {:.1}, announce (dest) {:.1}, transfer {:.1} ms",
+            "pause {:.1}, last pages {:.1}, state {:.1}, disk flush {:.1}, decode (dest) {:.1}, restore (dest) {:.1}, release {:.1}, take-over (dest) {:.1}, vCPU start (dest) {:.1}, announce (dest) {:.1}, hand-off (dest) {:.1}, transfer {:.1} ms (the destination wrote the last pages in {:.1} ms, read them in {:.1})",
             self.pause_ms,
             self.last_pages_ms,
             self.state_ms,
             self.disk_flush_ms,
+            self.decode_ms,
             self.restore_ms,
             self.release_ms,
             self.take_over_ms,
             self.start_ms,
             self.announce_ms,
-            self.transfer_ms
+            self.handoff_ms,
+            self.transfer_ms,
+            self.dest_last_pages_ms,
+            self.dest_last_read_ms
         )
     }
 }

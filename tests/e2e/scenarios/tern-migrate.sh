@@ -132,5 +132,5 @@ wait_exit "$dst" 60 || fail "destination guest did not power off" "$WORK/dst.log
 [ "$EXIT_RC" = 0 ] || fail "destination exited with $EXIT_RC" "$WORK/dst.out"
 num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" "$WORK/report.json"; }
 step "migrated: working set and disk verified on the destination, counter $c_after -> $c1"
-bench vmm=tern tls=$tls mem_mb=$mem total_ms=$(num total_ms) downtime_ms=$(num downtime_ms) downtime_last_pages_ms=$(num last_pages_ms) downtime_state_ms=$(num state_ms) downtime_restore_ms=$(num restore_ms) downtime_transfer_ms=$(num transfer_ms) ping_max_gap_ms=$gap rounds=$(num rounds) bytes_sent=$(num bytes_sent) zero_pages=$(num zero_pages) max_throttle=$(num max_throttle_percent) wall_ms=$wall
+bench vmm=tern tls=$tls mem_mb=$mem total_ms=$(num total_ms) downtime_ms=$(num downtime_ms) downtime_last_pages_ms=$(num last_pages_ms) downtime_state_ms=$(num state_ms) downtime_pause_ms=$(num pause_ms) downtime_restore_ms=$(num restore_ms) downtime_decode_ms=$(num decode_ms) downtime_handoff_ms=$(num handoff_ms) downtime_transfer_ms=$(num transfer_ms) downtime_dest_last_pages_ms=$(num dest_last_pages_ms) ping_max_gap_ms=$gap rounds=$(num rounds) bytes_sent=$(num bytes_sent) zero_pages=$(num zero_pages) max_throttle=$(num max_throttle_percent) wall_ms=$wall
 pass

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use devices::sync::lock;
 use migration::frame::{read_frame, FrameError, Kind};
-use migration::messages::{self, AckStage, Message, ProtocolError, StepTimes};
+use migration::messages::{self, AckDetail, AckStage, Message, ProtocolError, StepTimes, DESTINATION_FEATURES, FEATURE_ROUND_ACKS};
 /// What `receive_connection`'s callers are handed: the hello and the description.
 pub use migration::messages::{Hello, VmDescription};
 use migration::pages::PageBatchView;
@@ -227,7 +227,7 @@ pub fn take_over(machine: &mut Machine) -> Result<StepTimes, MigrateError> {
 
 /// Microseconds since `t` (saturating: a step never takes 71 minutes).
 fn micros(t: Instant) -> u32 {
-    u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX)
+    micros_of(t.elapsed())
 }
 
 /// The reader thread: confines itself, then serves the stream; on a failure of its
@@ -325,6 +325,37 @@ fn ask(to_owner: &Sender<ReaderSays>, from_owner: &Receiver<OwnerSays>, said: Re
     }
 }
 
+/// How a source is acknowledged: plain acks, or (when its hello asked) with
+/// [`AckDetail`] and an ack per memory round.
+struct Acks {
+    detailed: bool,
+}
+
+impl Acks {
+    fn ack(&self, stage: AckStage, times: StepTimes, detail: AckDetail) -> Message {
+        if self.detailed {
+            messages::ack_detailed(stage, times, detail)
+        } else {
+            messages::ack_with(stage, times)
+        }
+    }
+}
+
+/// Where the reader's time goes during a memory round.
+#[derive(Clone, Copy, Default)]
+struct RoundTimes {
+    /// Reading frames after the round's first (waiting for bytes, TLS decryption,
+    /// copying).
+    read: Duration,
+    /// Writing pages into guest memory.
+    pages: Duration,
+}
+
+/// Microseconds of `d` (saturating).
+fn micros_of(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
 fn serve(r: &mut BufReader<Conn>, timeout: Duration, to_owner: &Sender<ReaderSays>, from_owner: &Receiver<OwnerSays>) -> Result<(), Stop> {
     let mut buf = Vec::new();
     let mut protocol = ReceiverProtocol::new();
@@ -339,10 +370,12 @@ fn serve(r: &mut BufReader<Conn>, timeout: Duration, to_owner: &Sender<ReaderSay
     let Message::Hello(hello) = decode(kind, &buf)? else {
         return Err(Stop::Reader(MigrateError::Protocol(ProtocolError::Unexpected { expected: "hello", got: "another message" })));
     };
+    let acks = Acks { detailed: hello.features & FEATURE_ROUND_ACKS != 0 };
+    let features = hello.features & DESTINATION_FEATURES;
     let OwnerSays::Welcome = ask(to_owner, from_owner, ReaderSays::Hello(hello))? else {
         return Err(Stop::Owner("the destination answered out of order".into()));
     };
-    send(r, messages::ack(AckStage::Hello))?;
+    send(r, acks.ack(AckStage::Hello, StepTimes::default(), AckDetail { features, ..Default::default() }))?;
 
     let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
     let Message::Config(desc) = decode(kind, &buf)? else {
@@ -351,11 +384,22 @@ fn serve(r: &mut BufReader<Conn>, timeout: Duration, to_owner: &Sender<ReaderSay
     let OwnerSays::Accepted(mem) = ask(to_owner, from_owner, ReaderSays::Described(desc))? else {
         return Err(Stop::Owner("the destination answered out of order".into()));
     };
-    send(r, messages::ack(AckStage::Config))?;
+    send(r, acks.ack(AckStage::Config, StepTimes::default(), AckDetail::default()))?;
 
     let zero = vec![0u8; migration::PAGE_SIZE];
+    // The round being received, and the final copy's once its round is done.
+    let (mut round, mut last_copy) = (RoundTimes::default(), RoundTimes::default());
+    // A round's reading is timed from its first frame on: before that, the reader
+    // waits for the source to harvest the dirty log and decide (or pause).
+    let mut round_started = false;
     loop {
+        let t = Instant::now();
         let kind = next_frame(r, &mut buf, &mut protocol, timeout)?;
+        let frame_read = Instant::now();
+        if round_started {
+            round.read += frame_read - t;
+        }
+        round_started = kind != Kind::RoundDone;
         if kind == Kind::Pages {
             // Pages go from the network buffer straight into guest memory.
             let batch = PageBatchView::parse(&buf).map_err(ProtocolError::from)?;
@@ -369,24 +413,45 @@ fn serve(r: &mut BufReader<Conn>, timeout: Duration, to_owner: &Sender<ReaderSay
                 guest_pages::write_page(&mem, gpa, bytes)
                     .map_err(|e| MigrateError::Memory(format!("page from the source is outside guest memory: {e}")))?;
             }
+            round.pages += frame_read.elapsed();
             continue;
         }
         match decode(kind, &buf)? {
-            Message::RoundDone(done) => tracing::debug!(round = done.round, pages = done.pages, "round received"),
+            Message::RoundDone(done) => {
+                tracing::debug!(round = done.round, pages = done.pages, "round received");
+                let times = std::mem::take(&mut round);
+                if done.round == u32::MAX {
+                    // The final copy: its times go with the state's ack.
+                    last_copy = times;
+                } else if acks.detailed {
+                    let detail = AckDetail { pages_us: micros_of(times.pages), read_us: micros_of(times.read), ..Default::default() };
+                    send(r, acks.ack(AckStage::Round(done.round), StepTimes::default(), detail))?;
+                }
+            }
             Message::State(bytes) => {
                 let machine_state = MachineState::decode(&bytes).map_err(MigrateError::from)?;
+                let decoded = Instant::now();
                 let times = match ask(to_owner, from_owner, ReaderSays::State(Box::new(machine_state)))? {
                     OwnerSays::Restored(times) => times,
                     _ => StepTimes::default(),
                 };
-                send(r, messages::ack_with(AckStage::Restored, times))?;
+                let detail = AckDetail {
+                    features: 0,
+                    pages_us: micros_of(last_copy.pages),
+                    read_us: micros_of(last_copy.read),
+                    decode_us: micros_of(decoded - frame_read),
+                    handoff_us: micros_of(decoded.elapsed()).saturating_sub(times.restore_us),
+                };
+                send(r, acks.ack(AckStage::Restored, times, detail))?;
             }
             Message::HandOver(_) => {
                 let times = match ask(to_owner, from_owner, ReaderSays::HandOver)? {
                     OwnerSays::Resumed(times) => times,
                     _ => StepTimes::default(),
                 };
-                send(r, messages::ack_with(AckStage::Resumed, times))?;
+                let own = [times.take_over_us, times.start_us, times.announce_us].iter().fold(0u32, |a, b| a.saturating_add(*b));
+                let detail = AckDetail { handoff_us: micros_of(frame_read.elapsed()).saturating_sub(own), ..Default::default() };
+                send(r, acks.ack(AckStage::Resumed, times, detail))?;
                 return Ok(());
             }
             // The protocol state machine admits nothing else here.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use devices::sync::lock;
 use migration::convergence::{Convergence, Decision, Policy, RoundStats};
-use migration::messages::{self, AckStage, HandOver, Hello, Message, RoundDone, VmDescription};
+use migration::messages::{self, Ack, AckStage, HandOver, Hello, Message, RoundDone, VmDescription, FEATURE_ROUND_ACKS};
 use migration::pages::PageBatch;
 use migration::report::{Progress, Report};
 use migration::PROTOCOL_VERSION;
@@ -95,7 +95,9 @@ struct CountingWriter<W> {
     pace: Option<Pace>,
 }
 
-/// Keeps the average send rate at or under a cap (from the pace's start).
+/// Keeps the average send rate at or under a cap (from the pace's start, which is
+/// each round's: time a round spent waiting, for its ack or the dirty log, is no
+/// credit for a burst in the next).
 struct Pace {
     bytes_per_s: u64,
     start: Instant,
@@ -103,6 +105,15 @@ struct Pace {
 }
 
 impl<W> CountingWriter<W> {
+    /// Starts the pace again from now.
+    fn restart_pace(&mut self) {
+        let bytes = self.bytes;
+        if let Some(p) = &mut self.pace {
+            p.start = Instant::now();
+            p.start_bytes = bytes;
+        }
+    }
+
     /// Sleeps until the bytes written since the pace began fit under the cap.
     fn keep_pace(&self) {
         if let Some(p) = &self.pace {
@@ -196,8 +207,17 @@ fn open_connection(options: &Options) -> Result<Conn, MigrateError> {
     }
 }
 
-/// Waits for the destination's acknowledgement of `stage`; returns the times it reports.
-fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<messages::StepTimes, MigrateError> {
+/// A step as the source's errors name it.
+fn stage_name(stage: AckStage) -> String {
+    match stage {
+        AckStage::Round(n) => format!("round {n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Waits for the destination's acknowledgement of `stage`; returns it (with the times
+/// it reports).
+fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<Ack, MigrateError> {
     let conn = w.inner.get_mut();
     let tls = conn.is_tls();
     messages::expect_ack(conn, buf, stage).map_err(|e| match e {
@@ -206,7 +226,7 @@ fn expect_ack(w: &mut Writer, buf: &mut Vec<u8>, stage: AckStage) -> Result<mess
         migration::messages::ProtocolError::Frame(migration::frame::FrameError::Io(io))
             if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
         {
-            MigrateError::NoAnswer(format!("{stage:?}").to_lowercase(), ACK_TIMEOUT.as_secs())
+            MigrateError::NoAnswer(stage_name(stage), ACK_TIMEOUT.as_secs())
         }
         migration::messages::ProtocolError::Frame(migration::frame::FrameError::Io(io)) if tls => {
             MigrateError::Tls(transport::stream_failure(&io))
@@ -222,9 +242,10 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     let mut buf = Vec::new();
 
     // Hello and config: the destination refuses here, before anything is paused.
-    Message::Hello(Hello::named(options.vm_name.clone())).send(&mut w)?;
+    Message::Hello(Hello::from_source(options.vm_name.clone())).send(&mut w)?;
     w.flush()?;
-    expect_ack(&mut w, &mut buf, AckStage::Hello)?;
+    // A destination of an earlier build acknowledges no rounds.
+    let round_acks = expect_ack(&mut w, &mut buf, AckStage::Hello)?.detail.is_some_and(|d| d.features & FEATURE_ROUND_ACKS != 0);
     Message::Config(describe(parts)).send(&mut w)?;
     w.flush()?;
     expect_ack(&mut w, &mut buf, AckStage::Config)?;
@@ -240,8 +261,14 @@ fn run(parts: &MachineParts, options: &Options, progress: &dyn Fn(Progress)) -> 
     loop {
         let round_start = Instant::now();
         let bytes_before = w.bytes;
+        w.restart_pace();
         let (full, zero) = send_pages(&mut w, parts, round, &pages, &mut batch)?;
         w.flush()?;
+        if round_acks {
+            // The round ends when its pages are in the destination's memory: its time
+            // is the link's real rate, and a pause after it finds nothing in flight.
+            expect_ack(&mut w, &mut buf, AckStage::Round(round))?;
+        }
         report.pages_sent += full;
         report.zero_pages += zero;
         let dirty = tracker.take()?;
@@ -362,11 +389,17 @@ fn stop_and_copy(
     let resumed = expect_ack(w, buf, AckStage::Resumed)?;
     let resumed_wait = ms(t);
     let us = |v: u32| f64::from(v) / 1000.0;
-    b.restore_ms = us(restored.restore_us);
-    b.take_over_ms = us(resumed.take_over_us);
-    b.start_ms = us(resumed.start_us);
-    b.announce_ms = us(resumed.announce_us);
-    b.transfer_ms = (restored_wait - b.restore_ms).max(0.0) + (resumed_wait - b.take_over_ms - b.start_ms - b.announce_ms).max(0.0);
+    let (restored_detail, resumed_detail) = (restored.detail.unwrap_or_default(), resumed.detail.unwrap_or_default());
+    b.decode_ms = us(restored_detail.decode_us);
+    b.restore_ms = us(restored.times.restore_us);
+    b.take_over_ms = us(resumed.times.take_over_us);
+    b.start_ms = us(resumed.times.start_us);
+    b.announce_ms = us(resumed.times.announce_us);
+    b.handoff_ms = us(restored_detail.handoff_us) + us(resumed_detail.handoff_us);
+    b.dest_last_pages_ms = us(restored_detail.pages_us);
+    b.dest_last_read_ms = us(restored_detail.read_us);
+    b.transfer_ms = (restored_wait - b.decode_ms - b.restore_ms - us(restored_detail.handoff_us)).max(0.0)
+        + (resumed_wait - b.take_over_ms - b.start_ms - b.announce_ms - us(resumed_detail.handoff_us)).max(0.0);
     report.final_pages = full + zero;
     report.pages_sent += full;
     report.zero_pages += zero;
