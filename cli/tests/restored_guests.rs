@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -301,15 +301,7 @@ fn a_received_guest_reboots_into_the_kernel_the_source_booted() {
     let source = start_source(&dir, "src.serial");
     printed_id(&dir.join("src.serial"), 1);
     let console = dir.join("dst.console");
-    let mut receiver = tern()
-        .args(["receive", "--listen", "127.0.0.1:0", "--allow-emulated-kvm", "--serial"])
-        .arg(format!("socket={}", console.display()))
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(receiver.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    let (mut receiver, stderr, port) = start_receiver(format!("socket={}", console.display()));
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["migrate", "--api-socket"])
         .arg(dir.join("api.sock"))
@@ -325,6 +317,21 @@ fn a_received_guest_reboots_into_the_kernel_the_source_booted() {
     assert!(stderr.contains(CF9_REBOOT), "{stderr}");
     assert!(out.ends_with(b"P"), "{}", String::from_utf8_lossy(&out));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `tern receive` on a free loopback port with the serial destination `serial`: the
+/// process, its stderr (past the line that names the port) and the port.
+fn start_receiver(serial: String) -> (Child, BufReader<ChildStderr>, u16) {
+    let mut receiver = tern()
+        .args(["receive", "--listen", "127.0.0.1:0", "--allow-emulated-kvm", "--serial"])
+        .arg(serial)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(receiver.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    (receiver, stderr, port)
 }
 
 /// Waits for the API socket at `sock` to answer (or `t` to end, which fails the test).
@@ -394,15 +401,7 @@ fn a_restored_guest_is_snapshotted_again_and_migrated_and_each_continues_countin
     // Migrated to a receiver on loopback: the restored source ends, the destination
     // counts on from where it was.
     let receiver_serial = dir.join("received.serial");
-    let mut receiver = tern()
-        .args(["receive", "--listen", "127.0.0.1:0", "--allow-emulated-kvm", "--serial"])
-        .arg(format!("file={}", receiver_serial.display()))
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(receiver.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    let (receiver, mut stderr, port) = start_receiver(format!("file={}", receiver_serial.display()));
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let _receiver = Tern(receiver);
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))

@@ -100,6 +100,15 @@ fn stamps(mem: &vmm::memory::GuestMemoryMmap) -> Vec<u32> {
     (STAMP_START..STAMP_END).step_by(4096).map(|a| mem.read_obj(GuestAddress(u64::from(a))).unwrap()).collect()
 }
 
+/// A source's control socket, served, in a test directory of its own (tern-migration-NAME-PID).
+fn source_api(source: &Machine, name: &str) -> (std::path::PathBuf, vmm::api::ApiSocket) {
+    let dir = std::env::temp_dir().join(format!("tern-migration-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("src.sock");
+    let socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    (api, socket)
+}
+
 fn generation(mem: &vmm::memory::GuestMemoryMmap) -> u32 {
     mem.read_obj(GuestAddress(GEN_ADDR)).unwrap()
 }
@@ -110,10 +119,7 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
     // Source: running guest with a control socket.
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
-    let dir = std::env::temp_dir().join(format!("tern-migration-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "test");
     source.start().unwrap();
     let t = Instant::now();
     while generation(&source_mem) < 3 {
@@ -228,10 +234,7 @@ fn refused_migrations_never_pause_the_guest() {
     let _serial = one_at_a_time();
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
-    let dir = std::env::temp_dir().join(format!("tern-migration-refusal-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "refusal");
     source.start().unwrap();
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(120))));
 
@@ -275,10 +278,7 @@ fn guest_outrunning_the_link_is_throttled_and_still_completes() {
     let (start, end) = (STAMP_START, STAMP_START + (12 << 20));
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest_over(start, end), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
-    let dir = std::env::temp_dir().join(format!("tern-migration-throttle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "throttle");
     source.start().unwrap();
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
     let (port, dest) = receiver(ReceiveOptions::default());
@@ -319,10 +319,7 @@ fn migrates_over_mutual_tls_and_a_source_of_another_ca_is_refused() {
     let certs = test_certs();
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
-    let dir = std::env::temp_dir().join(format!("tern-migration-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "tls");
     source.start().unwrap();
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
     let request = |port: u16, identity: &str| {
@@ -416,10 +413,7 @@ fn editing_relay(front: std::net::TcpListener, to: u16, edit: impl Fn(frame::Kin
 fn a_destination_that_gives_no_round_acks_still_receives() {
     let _serial = one_at_a_time();
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
-    let dir = std::env::temp_dir().join(format!("tern-migration-plain-acks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "plain-acks");
     source.start().unwrap();
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
     let (dest_port, dest) = receiver(ReceiveOptions::default());
@@ -457,10 +451,7 @@ fn tampered_machine_state_is_refused_and_the_source_keeps_running() {
     let _serial = one_at_a_time();
     let mut source = Machine::new(&kvm(), config(Boot::Flat32 { code: stamping_guest(), load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
-    let dir = std::env::temp_dir().join(format!("tern-migration-tamper-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "tamper");
     source.start().unwrap();
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
 
@@ -648,10 +639,7 @@ fn a_migration_after_a_guest_reboot_moves_the_new_boot() {
     code.extend(stamping_guest());
     let source = Machine::new(&kvm(), config(Boot::Flat32 { code, load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let serial = source.serial();
-    let dir = std::env::temp_dir().join(format!("tern-migration-reboot-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "reboot-test");
     let (boots_tx, boots_rx) = std::sync::mpsc::channel();
     let source_owner = std::thread::spawn(move || {
         vmm::reboot::run(&kvm(), source, vmm::OnReboot::Restart, false, Some(Duration::from_secs(300)), |next| {
@@ -691,10 +679,7 @@ fn a_reset_during_a_migration_waits_for_its_end_and_a_failed_one_then_reboots() 
     code.extend_from_slice(&[0xba, 0xf9, 0x0c, 0x00, 0x00, 0xb0, 0x02, 0xee, 0xb0, 0x06, 0xee, 0xeb, 0xfe]);
     let source = Machine::new(&kvm(), config(Boot::Flat32 { code, load_addr: LOAD_ADDR }), Instant::now()).unwrap();
     let serial = source.serial();
-    let dir = std::env::temp_dir().join(format!("tern-migration-reset-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "reset-test");
     let (boots_tx, boots_rx) = std::sync::mpsc::channel();
     let owner = std::thread::spawn(move || {
         vmm::reboot::run(&kvm(), source, vmm::OnReboot::Restart, false, Some(Duration::from_secs(120)), |next| {
@@ -769,10 +754,7 @@ fn paced_migration(tls: bool) -> String {
     let code = paced_stamping_guest(STAMP_START, end, 200);
     let mut source = Machine::new(&kvm(), MachineConfig { memory, ..config(Boot::Flat32 { code, load_addr: LOAD_ADDR }) }, Instant::now()).unwrap();
     let source_mem = source.guest_memory().clone();
-    let dir = std::env::temp_dir().join(format!("tern-migration-paced-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = dir.join("src.sock");
-    let _socket = vmm::api::serve(&api, source.event_sender()).unwrap();
+    let (api, _socket) = source_api(&source, "paced");
     source.start().unwrap();
     // One whole pass first: every page of the working set holds data.
     let t = Instant::now();
