@@ -113,6 +113,16 @@ fn generation(mem: &vmm::memory::GuestMemoryMmap) -> u32 {
     mem.read_obj(GuestAddress(GEN_ADDR)).unwrap()
 }
 
+/// Waits until the stamping guest's generation counter in `mem` reaches `at_least`;
+/// fails the test with `what` (and the generation reached) after `timeout`.
+fn wait_for_generation(mem: &vmm::memory::GuestMemoryMmap, at_least: u32, timeout: Duration, what: &str) {
+    let t = Instant::now();
+    while generation(mem) < at_least {
+        assert!(t.elapsed() < timeout, "{what} (generation {})", generation(mem));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn running_guest_migrates_and_no_page_goes_backwards() {
     let _serial = one_at_a_time();
@@ -121,11 +131,7 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
     let source_mem = source.guest_memory().clone();
     let (api, _socket) = source_api(&source, "test");
     source.start().unwrap();
-    let t = Instant::now();
-    while generation(&source_mem) < 3 {
-        assert!(t.elapsed() < Duration::from_secs(60), "guest did not start stamping");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_generation(&source_mem, 3, Duration::from_secs(60), "guest did not start stamping");
     let source_owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
 
     // Destination: listening, builds its machine from the source's description.
@@ -155,11 +161,7 @@ fn running_guest_migrates_and_no_page_goes_backwards() {
 
     let mut dest = dest.join().unwrap().expect("destination received the guest");
     let dest_mem = dest.guest_memory().clone();
-    let t = Instant::now();
-    while generation(&dest_mem) < last_gen + 2 {
-        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep counting on the destination (stuck at {})", generation(&dest_mem));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_generation(&dest_mem, last_gen + 2, Duration::from_secs(60), "guest does not keep counting on the destination");
     dest.pause().unwrap();
     let now = stamps(&dest_mem);
     for (i, (before, after)) in last_stamps.iter().zip(now.iter()).enumerate() {
@@ -254,11 +256,7 @@ fn refused_migrations_never_pause_the_guest() {
 
     // The guest was never paused: it keeps stamping.
     let before = generation(&source_mem);
-    let t = Instant::now();
-    while generation(&source_mem) <= before + 1 {
-        assert!(t.elapsed() < Duration::from_secs(30), "source guest stopped after refused migrations");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_generation(&source_mem, before + 2, Duration::from_secs(30), "source guest stopped after refused migrations");
     let info = {
         let conn = UnixStream::connect(&api).unwrap();
         (&conn).write_all(b"{\"command\":\"info\"}\n{\"command\":\"shutdown\"}\n").unwrap();
@@ -290,11 +288,7 @@ fn guest_outrunning_the_link_is_throttled_and_still_completes() {
     let last_gen = generation(&source_mem);
     let mut dest = dest.join().unwrap().expect("destination received the guest");
     let dest_mem = dest.guest_memory().clone();
-    let t = Instant::now();
-    while generation(&dest_mem) < last_gen + 2 {
-        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep counting on the destination");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_generation(&dest_mem, last_gen + 2, Duration::from_secs(60), "guest does not keep counting on the destination");
     dest.stop_vcpus();
     eprintln!("throttled migration report: {reply}");
 }
@@ -336,11 +330,7 @@ fn migrates_over_mutual_tls_and_a_source_of_another_ca_is_refused() {
     let dest_err = dest.join().unwrap().err().expect("the destination refused the rogue source");
     assert!(dest_err.to_string().contains("TLS handshake"), "{dest_err}");
     let before = generation(&source_mem);
-    let t = Instant::now();
-    while generation(&source_mem) <= before + 1 {
-        assert!(t.elapsed() < Duration::from_secs(30), "source guest stopped after a refused TLS migration");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_generation(&source_mem, before + 2, Duration::from_secs(30), "source guest stopped after a refused TLS migration");
 
     // 2. A plaintext source to a TLS destination: refused too.
     let (port, dest) = tls_receiver(&certs);
@@ -356,11 +346,7 @@ fn migrates_over_mutual_tls_and_a_source_of_another_ca_is_refused() {
     let last_gen = generation(&source_mem);
     let mut dest = dest.join().unwrap().expect("destination received the guest over TLS");
     let dest_mem = dest.guest_memory().clone();
-    let t = Instant::now();
-    while generation(&dest_mem) < last_gen + 2 {
-        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep counting on the destination");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_generation(&dest_mem, last_gen + 2, Duration::from_secs(60), "guest does not keep counting on the destination");
     dest.stop_vcpus();
     eprintln!("TLS migration report: {reply}");
 }
@@ -473,11 +459,7 @@ fn tampered_machine_state_is_refused_and_the_source_keeps_running() {
 
         // The source resumed its guest: it keeps stamping.
         let before = generation(&source_mem);
-        let t = Instant::now();
-        while generation(&source_mem) <= before + 1 {
-            assert!(t.elapsed() < Duration::from_secs(30), "source guest stopped after a refused state ({reason})");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_generation(&source_mem, before + 2, Duration::from_secs(30), &format!("source guest stopped after a refused state ({reason})"));
     }
     let conn = UnixStream::connect(&api).unwrap();
     (&conn).write_all(b"{\"command\":\"shutdown\"}\n").unwrap();
@@ -662,11 +644,7 @@ fn a_migration_after_a_guest_reboot_moves_the_new_boot() {
     let dest_mem = dest.guest_memory().clone();
     let arrived = generation(&dest_mem);
     assert!(arrived >= 1, "the destination holds boot 1's memory");
-    let t = Instant::now();
-    while generation(&dest_mem) < arrived + 2 {
-        assert!(t.elapsed() < Duration::from_secs(60), "guest does not keep stamping on the destination");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_generation(&dest_mem, arrived + 2, Duration::from_secs(60), "guest does not keep stamping on the destination");
     dest.stop_vcpus();
 }
 
@@ -757,11 +735,7 @@ fn paced_migration(tls: bool) -> String {
     let (api, _socket) = source_api(&source, "paced");
     source.start().unwrap();
     // One whole pass first: every page of the working set holds data.
-    let t = Instant::now();
-    while generation(&source_mem) < 2 {
-        assert!(t.elapsed() < Duration::from_secs(120), "guest did not start stamping");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_generation(&source_mem, 2, Duration::from_secs(120), "guest did not start stamping");
     let owner = std::thread::spawn(move || source.wait_for_exit(Some(Duration::from_secs(300))));
     let (port, dest, tls_dir) = if tls {
         let certs = test_certs();
