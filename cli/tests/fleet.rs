@@ -23,15 +23,7 @@ fn tern() -> Command {
 
 /// A fresh directory holding the spinning guest.
 fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tern-fleet-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("guest.elf"),
-        tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', SPIN)),
-    )
-    .unwrap();
-    dir
+    tiny_kernel::guest_dir("fleet", name, &tiny_kernel::marking(b'R', SPIN))
 }
 
 /// A unique VM name for this test process.

@@ -48,15 +48,7 @@ fn require_environment() {
 /// A directory readable by nobody (ocf-tester's meta-data check runs as nobody) with
 /// the guest.
 fn test_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tern-ocf-{}-{what}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("guest.elf"),
-        tiny_kernel::pvh_elf(&tiny_kernel::marking(b'R', SPIN)),
-    )
-    .unwrap();
-    dir
+    tiny_kernel::guest_dir("ocf", what, &tiny_kernel::marking(b'R', SPIN))
 }
 
 /// A definition of VM `name` at `file`, with a TLS directory when given.

@@ -58,11 +58,7 @@ fn id_printing_guest() -> Vec<u8> {
 }
 
 fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tern-restored-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("guest.elf"), tiny_kernel::pvh_elf(&id_printing_guest())).unwrap();
-    dir
+    tiny_kernel::guest_dir("restored", name, &id_printing_guest())
 }
 
 /// A tern process, killed when dropped.

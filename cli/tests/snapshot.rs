@@ -23,10 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const DISK_CONTENT: &[u8] = b"DISK at the snapshot";
 
 fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tern-snapshot-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("guest.elf"), tiny_kernel::pvh_elf(COUNTING_GUEST)).unwrap();
+    let dir = tiny_kernel::guest_dir("snapshot-e2e", name, COUNTING_GUEST);
     let disk = std::fs::File::create(dir.join("disk.img")).unwrap();
     disk.set_len(1 << 20).unwrap();
     disk.write_all_at(DISK_CONTENT, 0).unwrap();

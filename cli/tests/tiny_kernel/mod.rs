@@ -3,8 +3,18 @@
 //! reset the machine or power it off; and a guest that counts ticks in its memory.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// A fresh directory `tern-PREFIX-PID-NAME` in the temporary directory holding
+/// `guest.elf`: the PVH ELF of `code`.
+pub fn guest_dir(prefix: &str, name: &str, code: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("guest.elf"), pvh_elf(code)).unwrap();
+    dir
+}
 
 /// Where the tiny kernels load and start.
 pub const ENTRY: u32 = 0x10_0000;
