@@ -35,6 +35,10 @@
 #                             guest kernel messages never look like the L1 kernel's own
 #   need_tern / need_kvm      fail clearly when the tern binary or /dev/kvm is missing
 #
+# Pings (a `ping -i 0.01` log):
+#   ping_gap LOG              prints the largest gap between answered pings in ms and
+#                             where it began (ms after the first ping sent)
+#
 # Time (milliseconds, wall clock):
 #   now_ms                    prints the current time in ms
 #   since_ms T0               prints now_ms - T0
@@ -179,6 +183,11 @@ _end() {
 }
 
 bench() { echo "TERN-BENCH name=$SCENARIO $*"; }
+
+ping_gap() {
+    sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$1" |
+        awk 'NR > 1 { g = $1 - p; if (g > m) { m = g; at = p } } { p = $1 } END { print m * 10, at * 10 }'
+}
 
 need_kvm() { [ -c /dev/kvm ] || fail "no /dev/kvm here"; }
 need_tern() {

@@ -54,7 +54,7 @@ down=$(echo "$info" | sed -n 's/^downtime: *\([0-9]*\) ms.*/\1/p' | head -n 1)
 sleep 2
 kill -INT $ping_pid 2>/dev/null
 sleep 0.5
-gap=$(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping.log" | awk 'NR > 1 { g = $1 - p; if (g > m) m = g } { p = $1 } END { print m * 10 }')
+gap=$(ping_gap "$WORK/ping.log" | cut -d' ' -f1)
 answered=$(grep -c 'seq=' "$WORK/ping.log")
 
 st=$(hmp 5551 "info status")

@@ -143,9 +143,8 @@ grep -q "migrate_to" "$CL/node1/var/log/pacemaker/pacemaker.log" ||
     fail "Pacemaker did not live-migrate vm1 (no migrate_to)" "$CL/node1/var/log/pacemaker/pacemaker.log"
 # The largest gap, and where it began: ms after the move command (pings every 10 ms
 # from 2 s before it).
-set -- $(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping-migrate.log" |
-    awk 'NR > 1 { g = $1 - p; if (g > m) { m = g; at = p } } { p = $1 } END { print m * 10, at * 10 - 2000 }')
-gap=$1 gap_at=$2
+set -- $(ping_gap "$WORK/ping-migrate.log")
+gap=$1 gap_at=$(($2 - 2000))
 answered=$(grep -c 'seq=' "$WORK/ping-migrate.log")
 # The agent logs tern migrate's JSON report; Pacemaker logs each operation's result.
 report=$(grep -a 'migrated to node2: {' "$CL/node1/var/log/pacemaker/pacemaker.log" | tail -n 1)

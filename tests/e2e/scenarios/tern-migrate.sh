@@ -114,7 +114,7 @@ step "report: $(cat "$WORK/report.json")"
 sleep 2
 kill -INT $ping_pid 2>/dev/null
 sleep 0.5
-gap=$(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping.log" | awk 'NR > 1 { g = $1 - p; if (g > m) m = g } { p = $1 } END { print m * 10 }')
+gap=$(ping_gap "$WORK/ping.log" | cut -d' ' -f1)
 answered=$(grep -c 'seq=' "$WORK/ping.log")
 last_seq=$(sed -n 's/.*seq=\([0-9]*\).*/\1/p' "$WORK/ping.log" | tail -n 1)
 ping -c 3 -W 2 $ip >/dev/null 2>&1 || fail "the guest does not answer pings on the destination" "$WORK/ping.log" "$WORK/dst.log"
