@@ -422,6 +422,11 @@ MARK_RESULT = re.compile(r'TERN-SCENARIO name=(\S+) result=(pass|fail|rig-fault)
 MARK_BENCH = re.compile(r"TERN-BENCH name=(\S+) (.*)")
 
 
+# Lines of each shown log repeated under a failure in the tally (the end of a CI log is
+# often all that is left of a run).
+EVIDENCE_LINES = 4
+
+
 class Outcome:
     def __init__(self, name):
         self.name = name
@@ -430,12 +435,30 @@ class Outcome:
         self.results = []       # (result, reason) markers seen
         self.bench_lines = []   # one list of (key, value) per TERN-BENCH line
         self.lines = collections.deque(maxlen=50)
+        self.shown_logs = []    # (header, last lines) of each log a failing scenario showed
         self.faults = []        # L1 kernel fault lines seen while it ran
         self.timed_out = False
         self.timeout = scenario_meta(name)["timeout"]
         self.rc = None
         self.start = self.end = None
         self.retried = []       # reasons of earlier attempts that rig-faulted it (run_group)
+
+    def add_line(self, line):
+        """Keeps a console line: the last 50, and the tail of each log that lib.sh's
+        show_log printed (a failure's evidence, repeated in the tally)."""
+        self.lines.append(line)
+        if line.startswith("  --- "):
+            self.shown_logs.append((line.strip("- "), collections.deque(maxlen=EVIDENCE_LINES)))
+        elif line.startswith("  | ") and self.shown_logs:
+            self.shown_logs[-1][1].append(line[4:])
+
+    def evidence(self):
+        """The last lines of each log the scenario showed when it failed, for the tally."""
+        out = []
+        for header, tail in self.shown_logs[-4:]:
+            out.append(f"      {header}:")
+            out.extend(f"      | {ln[:160]}" for ln in tail)
+        return out
 
     def figures(self):
         """{name: float} from the TERN-BENCH lines. Non-numeric fields of a line (vmm=qemu,
@@ -686,7 +709,7 @@ class L1Boot:
 
     def on_line(self, line, t, cur):
         if cur is not None:
-            self.outcomes[cur].lines.append(line)
+            self.outcomes[cur].add_line(line)
         if KERNEL_FAULT.search(line):
             msg = line.strip()
             self.kernel_faults.append(msg)
@@ -768,7 +791,7 @@ class HostRun:
                 if raw:
                     line = raw.decode("utf-8", "replace").rstrip("\r\n")
                     log.write(f"[{time.monotonic() - t0:8.3f}] {line}\n")
-                    oc.lines.append(line)
+                    oc.add_line(line)
                     print("  " + line, flush=True) if self.o.verbose else None
                     m = MARK_RESULT.search(line)
                     if m and m.group(1) == n:
@@ -1066,7 +1089,7 @@ def main():
         say(line)
         for oc in ocs:
             if oc.kind != "pass":
-                say(f"    {oc.kind}: {oc.reason}")
+                say(f"    {oc.kind}: {oc.reason}", *oc.evidence())
             elif oc.retried:
                 say("    pass-after-retry: retried after " + " ; ".join(oc.retried))
     say(f"summary: {say.path}")

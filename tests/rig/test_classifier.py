@@ -323,5 +323,28 @@ class ShellClassifiers(unittest.TestCase):
                    "fail", "no TCP_RR result")
 
 
+class FailureEvidence(unittest.TestCase):
+    """A failure's tally line carries the tail of each log the scenario showed."""
+
+    def test_evidence_keeps_the_tail_of_each_shown_log(self):
+        oc = rig.Outcome("tern-smoke")
+        oc.add_line("[    3.1] guest booting")
+        oc.add_line("  --- last 50 lines of /tmp/w/dst.out")
+        for i in range(60):
+            oc.add_line(f"  | out line {i}")
+        oc.add_line("  --- last 50 lines of /tmp/w/dst.log")
+        oc.add_line("  | TERN-DIRTY counter=7")
+        lines = oc.evidence()
+        self.assertIn("      last 50 lines of /tmp/w/dst.out:", lines)
+        self.assertIn("      | out line 59", lines)
+        self.assertNotIn(f"      | out line {59 - rig.EVIDENCE_LINES}", lines)
+        self.assertEqual(lines[-1], "      | TERN-DIRTY counter=7")
+
+    def test_no_shown_log_no_evidence(self):
+        oc = rig.Outcome("tern-smoke")
+        oc.add_line("  | a line before any shown log")
+        self.assertEqual(oc.evidence(), [])
+
+
 if __name__ == "__main__":
     unittest.main()
