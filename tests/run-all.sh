@@ -6,7 +6,8 @@
 #      cargo test --workspace --release   (unit tests and host-KVM tests)
 #   3. cargo build --release              (target/release/tern, used by the e2e scenarios);
 #      tests/fuzz.sh 12                   (every cargo-fuzz target for 12 s: fuzz/README.md)
-#   4. resources/guest/build.sh           (guest kernel, initramfs, rootfs; cached)
+#   4. resources/guest/build.sh, resources/cluster/build.sh (guest kernel, initramfs,
+#      rootfs; the cluster hosts' root; cached), started in the background at step 2
 #   5. tests/rig/rig.py --suite tests/e2e/suite.txt   (e2e scenarios: nested rig, or
 #      directly on a host whose /dev/kvm can boot Linux)
 # Prints a summary; exits non-zero if any step failed. Every step runs even after an
@@ -67,18 +68,36 @@ if [ ${#missing[@]} -gt 0 ]; then
     finish
 fi
 
+# The guest and cluster artifacts are mostly downloads and packing: they build in the
+# background while cargo compiles, and the "guest artifacts" step waits for them.
+artifacts_log=target/run-all-artifacts.log
+build_artifacts() {
+    resources/guest/build.sh && resources/cluster/build.sh
+}
+wait_artifacts() { # waits for the background build, shows its log, returns its status
+    local rc=0
+    wait "$artifacts_pid" || rc=$?
+    cat "$artifacts_log"
+    return $rc
+}
+if [ $do_e2e -eq 1 ]; then
+    mkdir -p target
+    build_artifacts >"$artifacts_log" 2>&1 &
+    artifacts_pid=$!
+fi
+
 run_step "rig classifier tests" env PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tests/rig -p 'test_*.py'
 
 no_tern=()
 if [ $do_cargo -eq 1 ]; then
-    run_step "cargo test --workspace --release" cargo test --workspace --release
+    run_step "cargo test --workspace --release" cargo test --workspace --release --no-fail-fast
     run_step "cargo build --release" cargo build --release ||
         no_tern=(--no-tern "cargo build --release failed")
     run_step "fuzz targets, 12 s each (tests/fuzz.sh)" bash tests/fuzz.sh 12
 fi
 
 if [ $do_e2e -eq 1 ]; then
-    if run_step "guest artifacts" resources/guest/build.sh; then
+    if run_step "guest artifacts (built beside cargo)" wait_artifacts; then
         run_step "e2e suite (tests/e2e/suite.txt)" \
             python3 tests/rig/rig.py --suite tests/e2e/suite.txt --no-install "${no_tern[@]}" "${rig_args[@]}"
     fi

@@ -34,7 +34,6 @@ impl OutputRing {
     }
 
     /// Position just past the newest byte.
-    #[cfg(test)]
     pub fn end(&self) -> u64 {
         self.end
     }

@@ -19,9 +19,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devices::legacy::Serial;
 use devices::sync::lock;
@@ -52,6 +52,8 @@ struct Hub {
     attached: AtomicBool,
     /// Readable when there is new output for the attached client.
     wake: OwnedFd,
+    /// Ring position up to which the attached client has been sent everything.
+    sent: AtomicU64,
 }
 
 impl Hub {
@@ -63,7 +65,7 @@ impl Hub {
         }
         // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
         let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { ring: Mutex::new(OutputRing::new(RING_BYTES)), attached: AtomicBool::new(false), wake })
+        Ok(Self { ring: Mutex::new(OutputRing::new(RING_BYTES)), attached: AtomicBool::new(false), wake, sent: AtomicU64::new(0) })
     }
 
     fn signal(&self) {
@@ -120,15 +122,37 @@ impl ConsoleSocket {
     }
 
     /// Starts the socket thread, forwarding client input into `serial`. The returned
-    /// file guard removes the socket file when dropped (if it is still ours).
-    pub fn serve(self, serial: Arc<Mutex<Serial>>) -> Result<OwnedSocketFile, ConsoleSocketError> {
+    /// guard removes the socket file when dropped (if it is still ours).
+    pub fn serve(self, serial: Arc<Mutex<Serial>>) -> Result<ServedConsole, ConsoleSocketError> {
         let Self { listener, file, hub } = self;
-        let server = Server { listener, hub, serial, own_uid: peer::own_uid(), client: None };
+        let server = Server { listener, hub: hub.clone(), serial, own_uid: peer::own_uid(), client: None };
         std::thread::Builder::new()
             .name("console-socket".into())
             .spawn(move || server.run())
             .map_err(|source| ConsoleSocketError::Setup { path: file.path().display().to_string(), source })?;
-        Ok(file)
+        Ok(ServedConsole { _file: file, hub })
+    }
+}
+
+/// A console socket being served: removes its file when dropped.
+pub struct ServedConsole {
+    _file: OwnedSocketFile,
+    hub: Arc<Hub>,
+}
+
+impl ServedConsole {
+    /// Waits (at most `limit`) until the attached client, if any, has been sent the
+    /// guest's last output: tern calls it before it exits, so the lines a guest printed
+    /// just before it powered off or reset reach the person watching.
+    pub fn finish_output(&self, limit: Duration) {
+        let started = Instant::now();
+        self.hub.signal();
+        while self.hub.attached.load(Ordering::Acquire)
+            && self.hub.sent.load(Ordering::Acquire) < lock(&self.hub.ring).end()
+            && started.elapsed() < limit
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
@@ -232,6 +256,7 @@ impl Server {
         }
         tracing::info!("console client attached");
         let pos = lock(&self.hub.ring).start();
+        self.hub.sent.store(pos, Ordering::Release);
         self.client = Some(Client { stream, pos, out: Vec::new(), out_sent: 0, out_blocked: false, input: Vec::new() });
         self.hub.attached.store(true, Ordering::Release);
         // The recent output goes out on this pass: the wake-up signal is not needed.
@@ -306,11 +331,13 @@ impl Client {
                 if read.skipped > 0 {
                     tracing::debug!(bytes = read.skipped, "console client fell behind; its oldest output was dropped");
                 }
-                self.pos = read.next;
                 if self.out.is_empty() {
                     self.out_blocked = false;
+                    hub.sent.store(read.next, Ordering::Release);
+                    self.pos = read.next;
                     return true;
                 }
+                self.pos = read.next;
             }
             match (&self.stream).write(&self.out[self.out_sent..]) {
                 Ok(0) => return false,
@@ -406,6 +433,44 @@ mod tests {
         assert_eq!(guest_reads(&serial, 3), b"ls\r");
         drop(file);
         assert!(!path.exists(), "the socket file is removed with its guard");
+    }
+
+    #[test]
+    fn the_last_output_reaches_the_attached_client_before_tern_exits() {
+        let path = socket_path("last");
+        let (socket, mut out) = ConsoleSocket::create(&path).unwrap();
+        let served = socket.serve(uart()).unwrap();
+        let mut conn = UnixStream::connect(&path).unwrap();
+        out.write_all(b"attached\n").unwrap();
+        read_until(&mut conn, "attached\n");
+        // The guest's last words, then tern ends at once: the socket thread dies with it.
+        let last = vec![b'x'; 48 * 1024];
+        out.write_all(&last).unwrap();
+        out.write_all(b"powering off\n").unwrap();
+        served.finish_output(DEADLINE);
+        drop(served);
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        // What the client holds now is all it will get from a process that exited.
+        let mut got = Vec::new();
+        conn.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.ends_with(b"powering off\n"), "{} bytes, ending {:?}", got.len(), String::from_utf8_lossy(&got[got.len().saturating_sub(20)..]));
+        assert_eq!(got.len(), last.len() + b"powering off\n".len());
+
+        // Without a client there is nobody to wait for.
+        let path = socket_path("last-alone");
+        let (socket, mut out) = ConsoleSocket::create(&path).unwrap();
+        let served = socket.serve(uart()).unwrap();
+        out.write_all(b"nobody listens\n").unwrap();
+        let started = Instant::now();
+        served.finish_output(DEADLINE);
+        assert!(started.elapsed() < Duration::from_secs(1), "waited {:?} for no client", started.elapsed());
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub fn serve(
             .context("cannot start the console input thread")?;
     }
     // Removed at exit (if still ours), like the API socket.
-    let _console_socket = match console_socket {
+    let console_socket = match console_socket {
         Some(socket) => Some(socket.serve(machine.serial())?),
         None => None,
     };
@@ -142,6 +142,9 @@ pub fn serve(
         eprint!("{}{end}", reboot_message(next));
     });
     drop(raw_guard);
+    if let Some(console) = &console_socket {
+        console.finish_output(CONSOLE_FINISH_LIMIT);
+    }
     let exit = exit?;
     let mut result = outcome(exit, started.elapsed().as_millis());
     if let Reboots::NotBootedAgain(why) = &reboots {
@@ -152,6 +155,9 @@ pub fn serve(
     eprintln!("{message}");
     Ok(ExitCode::from(status))
 }
+
+/// Longest wait at exit for an attached console client to take the guest's last output.
+const CONSOLE_FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The line tern prints at a guest reboot.
 fn reboot_message(next: &Rebooted) -> String {

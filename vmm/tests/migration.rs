@@ -599,6 +599,10 @@ fn a_destination_reset_mid_transfer_leaves_a_source_that_migrates_again() {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The source released its disk with the state (before the destination's
+        // "restored"): it has it back, so nothing else can write it.
+        let second = Block::new(BlockConfig::new(&image)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(second.contains("is locked by another process"), "attempt {attempt}: the source's disk is not locked again: {second:?}");
     }
     let (port, dest) = receiver_with_disk(image.clone());
     let reply = migrate_via_api(&api, &format!("127.0.0.1:{port}"));
