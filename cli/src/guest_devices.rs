@@ -40,8 +40,8 @@ pub fn open(disks: &[BlockConfig], nets: &[NetConfig], locking: Locking) -> Resu
         taps.push(config.tap.clone());
         let net = match locking {
             Locking::Now => Net::new(config.clone())?,
-            // The source holds the TAP until the hand-over.
-            Locking::AtHandOver => Net::new_unattached(config.clone())?,
+            // A free TAP opens now; the source's own at the hand-over.
+            Locking::AtHandOver => Net::new_at_hand_over(config.clone())?,
         };
         devices.push(Box::new(net));
     }

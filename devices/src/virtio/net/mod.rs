@@ -168,6 +168,18 @@ impl Net {
         Ok(Self::with_opener(config.tap, mac, open))
     }
 
+    /// For a migration destination: opens the TAP now when it is free (a TAP of its
+    /// own, on another host or here), so the hand-over does not wait for it; frames
+    /// that reach it meanwhile wait in its queue until the guest runs, as in QEMU's
+    /// destination. The source's own TAP is busy until the source hands it over:
+    /// then the device is left unattached ([`Net::new_unattached`]).
+    pub fn new_at_hand_over(config: NetConfig) -> Result<Self, NetError> {
+        match Self::new(config.clone()) {
+            Err(NetError::Busy { .. }) => Self::new_unattached(config),
+            other => other,
+        }
+    }
+
     /// A device on any backend (tests use a socket pair), not yet attached.
     pub(crate) fn with_opener(tap: String, mac: [u8; 6], open: Opener) -> Self {
         Self {

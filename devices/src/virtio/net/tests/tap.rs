@@ -120,6 +120,20 @@ fn net_real_tap_create_busy_offloads_and_cleanup() {
 }
 
 #[test]
+fn a_destination_opens_a_free_tap_at_once_and_the_sources_at_the_hand_over() {
+    let Some((source_tap, held)) = try_create() else { return };
+    let waiting = Net::new_at_hand_over(NetConfig::new(&held)).expect("a busy TAP waits for the hand-over");
+    assert!(!waiting.link_up(), "{held} is the source's until it hands it over");
+    drop(waiting);
+    let free = unique_name();
+    let own = Net::new_at_hand_over(NetConfig::new(&free)).expect("a free TAP");
+    assert!(own.link_up(), "{free} is free: attached before the hand-over");
+    drop(own);
+    drop(source_tap);
+    assert!(!exists(&free) && !exists(&held));
+}
+
+#[test]
 fn net_real_tap_refuses_an_interface_that_is_not_a_tap() {
     let Some((tap, _)) = try_create() else { return };
     drop(tap);
