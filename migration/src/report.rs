@@ -54,10 +54,16 @@ pub struct Report {
 pub struct DowntimeBreakdown {
     /// Parking the vCPUs and the device workers.
     pub pause_ms: f64,
+    /// Of `pause_ms`: parking the device workers.
+    #[serde(default)]
+    pub pause_devices_ms: f64,
     /// Harvesting the dirty log and sending the last pages.
     pub last_pages_ms: f64,
     /// Capturing, encoding and sending the machine state.
     pub state_ms: f64,
+    /// Of `state_ms`: reading it from KVM and the devices.
+    #[serde(default)]
+    pub state_capture_ms: f64,
     /// Flushing the disks (fdatasync of every image).
     pub disk_flush_ms: f64,
     /// Destination: decoding the machine state.
@@ -88,10 +94,12 @@ impl DowntimeBreakdown {
     /// One line: each step's share.
     pub fn render(&self) -> String {
         format!(
-            "pause {:.1}, last pages {:.1}, state {:.1}, disk flush {:.1}, decode (dest) {:.1}, restore (dest) {:.1}, release {:.1}, take-over (dest) {:.1}, vCPU start (dest) {:.1}, announce (dest) {:.1}, hand-off (dest) {:.1}, transfer {:.1} ms (the destination wrote the last pages in {:.1} ms, read them in {:.1})",
+            "pause {:.1} (devices {:.1}), last pages {:.1}, state {:.1} (capture {:.1}), disk flush {:.1}, decode (dest) {:.1}, restore (dest) {:.1}, release {:.1}, take-over (dest) {:.1}, vCPU start (dest) {:.1}, announce (dest) {:.1}, hand-off (dest) {:.1}, transfer {:.1} ms (the destination wrote the last pages in {:.1} ms, read them in {:.1})",
             self.pause_ms,
+            self.pause_devices_ms,
             self.last_pages_ms,
             self.state_ms,
+            self.state_capture_ms,
             self.disk_flush_ms,
             self.decode_ms,
             self.restore_ms,

@@ -358,7 +358,8 @@ fn stop_and_copy(
     let b = &mut report.downtime_breakdown;
     let t = Instant::now();
     parts.pause_devices().map_err(MigrateError::Device)?;
-    b.pause_ms += ms(t);
+    b.pause_devices_ms = ms(t);
+    b.pause_ms += b.pause_devices_ms;
     // Everything written until the pause, by vCPUs and device workers alike.
     let t = Instant::now();
     pages.extend(tracker.take()?);
@@ -368,6 +369,7 @@ fn stop_and_copy(
     b.last_pages_ms = ms(t);
     let t = Instant::now();
     let machine_state = state::capture(parts, &parts.msr_indices)?;
+    b.state_capture_ms = ms(t);
     Message::State(machine_state.encode()).send(w)?;
     w.flush()?;
     b.state_ms = ms(t);
