@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ for rig.py in the source tree
@@ -321,6 +322,34 @@ class ShellClassifiers(unittest.TestCase):
     def test_net_vmm_error_without_reset_is_fail(self):
         self.check("net_guest_ended", ["no TCP_RR result", data("l2-net-silent-reset.console"), data("tern-error.out")],
                    "fail", "no TCP_RR result")
+
+
+class WaitForMarker(unittest.TestCase):
+    """lib.sh's wait_for_marker gives up at once on a guest kernel that panicked."""
+
+    def wait(self, console_text, regex):
+        with tempfile.TemporaryDirectory(prefix="tern-lib-test.") as work:
+            con = os.path.join(work, "guest.console")
+            with open(con, "w") as f:
+                f.write(console_text)
+            env = dict(os.environ, SCENARIO="unit", WORK=os.path.join(work, "w"), E2E_DIR=rig.E2E)
+            script = '. "$E2E_DIR/lib.sh"; if wait_for_marker "$1" "$2" 20; then echo found; else echo gone; fi'
+            t = time.monotonic()
+            p = subprocess.run(["sh", "-c", script, "sh", con, regex], env=env, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=60)
+            return p.stdout.strip(), time.monotonic() - t
+
+    PANIC = ("[    1.186995] Kernel panic - not syncing: Fatal exception in interrupt\n"
+             "[    1.186995] ---[ end Kernel panic - not syncing: Fatal exception in interrupt ]---\n")
+
+    def test_a_panicked_guest_ends_the_wait_at_once(self):
+        got, secs = self.wait(self.PANIC, "^TERN-DIRTY counter=")
+        self.assertEqual(got, "gone")
+        self.assertLess(secs, 10, "waited out the time limit")
+
+    def test_a_marker_that_names_the_panic_still_matches(self):
+        got, _ = self.wait(self.PANIC, "TERN-GUEST-INIT|Kernel panic")
+        self.assertEqual(got, "found")
 
 
 class FailureEvidence(unittest.TestCase):
