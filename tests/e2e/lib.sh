@@ -295,6 +295,40 @@ wait_for_marker() {
     done
 }
 
+# clones_counting WHAT SNAP_COUNTER PID...: the clone with the i-th PID (1, 2, ...)
+# logs to $WORK/clone<i>.log; each must print a TERN-DIRTY counter at least the
+# snapshot's within 300 s.
+clones_counting() {
+    _what=$1 _snap=$2
+    shift 2
+    _i=1
+    for _pid in "$@"; do
+        wait_for_marker "$WORK/clone$_i.log" '^TERN-DIRTY counter=' 300 "$_pid" ||
+            fail "$_what $_i does not count" "$WORK/clone$_i.log" "$WORK/clone$_i.out"
+        _c=$(echo "$MARKER_LINE" | sed -n 's/.*counter=\([0-9]*\).*/\1/p')
+        [ "$_c" -ge "$_snap" ] || fail "$_what $_i counts from $_c, before the snapshot's $_snap" "$WORK/clone$_i.log"
+        _i=$((_i + 1))
+    done
+}
+# clones_advancing WHAT PID...: then each clone's counter must go past its first
+# (within 120 s) and its VMM still run.
+clones_advancing() {
+    _what=$1
+    shift
+    _i=1
+    for _pid in "$@"; do
+        _first=$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | head -n 1 | sed -n 's/.*counter=\([0-9]*\).*/\1/p')
+        _j=0
+        while [ "$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | tail -n 1 | sed -n 's/.*counter=\([0-9]*\).*/\1/p')" -le "$_first" ]; do
+            _j=$((_j + 1))
+            [ $_j -lt 120 ] || fail "$_what $_i's counter stays at $_first" "$WORK/clone$_i.log" "$WORK/clone$_i.out"
+            sleep 1
+        done
+        alive "$_pid" || fail "$_what $_i ended" "$WORK/clone$_i.log" "$WORK/clone$_i.out"
+        _i=$((_i + 1))
+    done
+}
+
 wait_exit() {
     _deadline=$(($(now_ms) + $2 * 1000))
     while alive "$1"; do

@@ -52,14 +52,7 @@ while [ $i -le $n ]; do
     pids="$pids $VMM_PID"
     i=$((i + 1))
 done
-i=1
-for pid in $pids; do
-    wait_for_marker "$WORK/clone$i.log" '^TERN-DIRTY counter=' 300 "$pid" ||
-        fail "clone $i does not count" "$WORK/clone$i.log" "$WORK/clone$i.out"
-    c=$(echo "$MARKER_LINE" | counter)
-    [ "$c" -ge "$c_snap" ] || fail "clone $i counts from $c, before the snapshot's $c_snap" "$WORK/clone$i.log"
-    i=$((i + 1))
-done
+clones_counting clone "$c_snap" $pids
 all_ms=$(since_ms "$t0")
 step "all $n clones counting after $all_ms ms"
 # PSS of the clones (kB), while all run.
@@ -69,15 +62,8 @@ for pid in $pids; do
     [ -n "$p" ] || fail "cannot read the PSS of tern $pid"
     pss=$((pss + p))
 done
-i=1
-for pid in $pids; do
-    first=$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$i.log" | head -n 1 | counter)
-    j=0
-    while [ "$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$i.log" | counter)" -le "$first" ]; do
-        j=$((j + 1))
-        [ $j -lt 120 ] || fail "clone $i's counter stays at $first" "$WORK/clone$i.log"
-        sleep 1
-    done
+clones_advancing clone $pids
+for i in $(seq 1 "$n"); do
     if [ -n "$clone_arg" ]; then
         grep -a -q 'crng reseeded due to virtual machine fork' "$WORK/clone$i.log" ||
             fail "clone $i's kernel did not report the VM generation change" "$WORK/clone$i.log" "$WORK/clone$i.out"
@@ -85,7 +71,6 @@ for pid in $pids; do
         grep -a -q 'crng reseeded due to virtual machine fork' "$WORK/clone$i.log" &&
             fail "plain restore $i's kernel saw a VM generation change" "$WORK/clone$i.log"
     fi
-    i=$((i + 1))
 done
 step "every clone's counter advances and its kernel reseeded its RNG on the new VM generation ID"
 for i in $(seq 1 $n); do
