@@ -295,6 +295,19 @@ wait_for_marker() {
     done
 }
 
+# clone_ended WHAT I: clone I's VMM ended. A restored guest that triple-faulted (tern
+# says so; QEMU under -no-reboot ends silently) is the rig's: with 8 restores at once
+# QEMU's clones (qemu-clones) die so at the same rate as tern's (tests/rig/README.md,
+# "Snapshots, restores and clones"). Anything else is a failure.
+clone_ended() {
+    _o="$WORK/clone$2.out"
+    if grep -a -q -E 'guest crashed: vCPU [0-9]+ triple fault' "$_o" 2>/dev/null ||
+        { [ "$1" = "QEMU clone" ] && ! grep -a -q . "$_o" 2>/dev/null; }; then
+        rig_fault "$1 $2 triple-faulted after its restore (8 restores at once)" "$WORK/clone$2.log" "$_o"
+    fi
+    fail "$1 $2 ended" "$WORK/clone$2.log" "$_o"
+}
+
 # clones_counting WHAT SNAP_COUNTER PID...: the clone with the i-th PID (1, 2, ...)
 # logs to $WORK/clone<i>.log; each must print a TERN-DIRTY counter at least the
 # snapshot's within 300 s.
@@ -303,8 +316,10 @@ clones_counting() {
     shift 2
     _i=1
     for _pid in "$@"; do
-        wait_for_marker "$WORK/clone$_i.log" '^TERN-DIRTY counter=' 300 "$_pid" ||
+        if ! wait_for_marker "$WORK/clone$_i.log" '^TERN-DIRTY counter=' 300 "$_pid"; then
+            alive "$_pid" || clone_ended "$_what" "$_i"
             fail "$_what $_i does not count" "$WORK/clone$_i.log" "$WORK/clone$_i.out"
+        fi
         _c=$(echo "$MARKER_LINE" | sed -n 's/.*counter=\([0-9]*\).*/\1/p')
         [ "$_c" -ge "$_snap" ] || fail "$_what $_i counts from $_c, before the snapshot's $_snap" "$WORK/clone$_i.log"
         _i=$((_i + 1))
@@ -320,11 +335,12 @@ clones_advancing() {
         _first=$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | head -n 1 | sed -n 's/.*counter=\([0-9]*\).*/\1/p')
         _j=0
         while [ "$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | tail -n 1 | sed -n 's/.*counter=\([0-9]*\).*/\1/p')" -le "$_first" ]; do
+            alive "$_pid" || clone_ended "$_what" "$_i"
             _j=$((_j + 1))
             [ $_j -lt 120 ] || fail "$_what $_i's counter stays at $_first" "$WORK/clone$_i.log" "$WORK/clone$_i.out"
             sleep 1
         done
-        alive "$_pid" || fail "$_what $_i ended" "$WORK/clone$_i.log" "$WORK/clone$_i.out"
+        alive "$_pid" || clone_ended "$_what" "$_i"
         _i=$((_i + 1))
     done
 }

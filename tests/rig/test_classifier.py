@@ -352,6 +352,38 @@ class WaitForMarker(unittest.TestCase):
         self.assertEqual(got, "found")
 
 
+class CloneEnded(unittest.TestCase):
+    """lib.sh's clone_ended: a restored clone that triple-faulted is the rig's (QEMU's
+    clones die so at the same rate); any other end is a failure."""
+
+    def ended(self, what, out_text):
+        with tempfile.TemporaryDirectory(prefix="tern-lib-test.") as work:
+            w = os.path.join(work, "w")
+            os.makedirs(w)
+            with open(os.path.join(w, "clone3.out"), "w") as f:
+                f.write(out_text)
+            open(os.path.join(w, "clone3.log"), "w").close()
+            env = dict(os.environ, SCENARIO="unit", WORK=w, E2E_DIR=rig.E2E)
+            p = subprocess.run(["sh", "-c", '. "$E2E_DIR/lib.sh"; clone_ended "$1" 3', "sh", what], env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+            marks = [m for m in map(MARKER.match, p.stdout.splitlines()) if m]
+            self.assertEqual(len(marks), 1, p.stdout + p.stderr)
+            return marks[0].group(2), marks[0].group(3)
+
+    def test_a_tern_clone_that_triple_faulted_is_a_rig_fault(self):
+        kind, reason = self.ended("clone", "tern: guest restored from /tmp/snap and running after 111 ms\n"
+                                  "tern: guest crashed: vCPU 0 triple fault (KVM_EXIT_SHUTDOWN) [registers lost]\n")
+        self.assertEqual((kind, reason), ("rig-fault", "clone 3 triple-faulted after its restore (8 restores at once)"))
+
+    def test_a_tern_clone_that_failed_otherwise_is_a_failure(self):
+        kind, reason = self.ended("clone", "tern: error: vCPU 0 stopped: KVM_RUN failed: Bad address\n")
+        self.assertEqual((kind, reason), ("fail", "clone 3 ended"))
+
+    def test_a_qemu_clone_that_ended_silently_is_a_rig_fault_and_one_that_said_why_fails(self):
+        self.assertEqual(self.ended("QEMU clone", "")[0], "rig-fault")
+        self.assertEqual(self.ended("QEMU clone", "qemu-system-x86_64: load of migration failed\n")[0], "fail")
+
+
 class FailureEvidence(unittest.TestCase):
     """A failure's tally line carries the tail of each log the scenario showed."""
 

@@ -21,11 +21,12 @@ counter() { sed -n 's/.*counter=\([0-9]*\).*/\1/p' | tail -n 1; }
 
 # One TAP per QEMU (the source's is reused by clone 1), all on br0, removed at exit.
 taps=
-cleanup_taps() { for t in $taps; do ip link del "$t" 2>/dev/null; done; }
+# (iproute2's tuntap on a host, busybox's tunctl in the rig's L1.)
+cleanup_taps() { for t in $taps; do ip link del "$t" 2>/dev/null || tunctl -d "$t" >/dev/null 2>&1; done; }
 trap cleanup_taps EXIT
 for i in $(seq 0 "$n"); do
     t=qcl$i
-    ip tuntap add dev "$t" mode tap 2>/dev/null || fail "cannot create TAP $t"
+    ip tuntap add dev "$t" mode tap 2>/dev/null || tunctl -t "$t" >/dev/null 2>&1 || fail "cannot create TAP $t"
     ip link set "$t" master br0 up || fail "cannot put $t on br0"
     taps="$taps $t"
 done

@@ -57,10 +57,15 @@ all_ms=$(since_ms "$t0")
 step "all $n clones counting after $all_ms ms"
 # PSS of the clones (kB), while all run.
 pss=0
+i=1
 for pid in $pids; do
     p=$(awk '/^Pss:/ { print $2; exit }' "/proc/$pid/smaps_rollup" 2>/dev/null)
-    [ -n "$p" ] || fail "cannot read the PSS of tern $pid"
+    if [ -z "$p" ]; then
+        alive "$pid" || clone_ended clone "$i"
+        fail "cannot read the PSS of tern $pid"
+    fi
     pss=$((pss + p))
+    i=$((i + 1))
 done
 clones_advancing clone $pids
 for i in $(seq 1 "$n"); do
