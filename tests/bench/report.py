@@ -135,6 +135,17 @@ def migrate_section(rows, out):
         t, q = median(col("tern-migrate", key)), median(col("qemu-migrate", key))
         out.append(f"| {label} | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
     out.append(f"\nruns: tern {len(col('tern-migrate', 'total_ms'))}, QEMU {len(col('qemu-migrate', 'total_ms'))}\n")
+    out.append("### tern plaintext (tern-migrate-plain) vs QEMU (plaintext), same L1s (medians)\n")
+    out.append("| figure | tern plaintext | QEMU | tern/QEMU |")
+    out.append("|---|---|---|---|")
+    for key, label in (("total_ms", "total time (ms)"), ("downtime_ms", "downtime, VMM figure (ms)"),
+                       ("ping_max_gap_ms", "largest ping gap (ms)")):
+        t, q = median(col("tern-migrate-plain", key)), median(col("qemu-migrate", key))
+        out.append(f"| {label} | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
+    out.append("")
+    out.append("Where tern's downtime goes (medians, ms; TLS / plaintext): " + ", ".join(
+        f"{k} {fmt(median(col('tern-migrate', 'downtime_' + k + '_ms')))} / {fmt(median(col('tern-migrate-plain', 'downtime_' + k + '_ms')))}"
+        for k in ("pause", "last_pages", "state", "capture", "decode", "restore", "release", "take_over", "handoff", "transfer")) + "\n")
     out.append("### tern: mutual TLS (tern-migrate) vs plaintext (tern-migrate-plain), same L1s (medians)\n")
     out.append("| figure | TLS | plaintext | TLS/plaintext |")
     out.append("|---|---|---|---|")
@@ -143,6 +154,35 @@ def migrate_section(rows, out):
         t, p = median(col("tern-migrate", key)), median(col("tern-migrate-plain", key))
         out.append(f"| {label} | {fmt(t,0)} | {fmt(p,0)} | {fmt(ratio(t,p),2)} |")
     out.append(f"\nruns: TLS {len(col('tern-migrate', 'total_ms'))}, plaintext {len(col('tern-migrate-plain', 'total_ms'))}\n")
+
+
+def snapshot_section(rows, out):
+    """tern-snapshot against qemu-snapshot (the same dirty-job guest saved to a file and
+    restored from it), and tern-clones against qemu-clones (8 restores at once)."""
+    def col(name, key):
+        return [num(r.get(key)) for r in rows if r["name"] == name]
+
+    if col("tern-snapshot", "snapshot_total_ms") or col("qemu-snapshot", "snapshot_total_ms"):
+        out.append("## Snapshot and restore: 512 MiB dirty-job guest, to a file and back (medians)\n")
+        out.append("| figure | tern | QEMU | tern/QEMU |")
+        out.append("|---|---|---|---|")
+        for key, label in (("snapshot_paused_ms", "guest paused by the snapshot (ms)"),
+                           ("snapshot_total_ms", "snapshot total (ms)"), ("snapshot_mib", "snapshot size (MiB)"),
+                           ("restore_first_line_ms", "restore: start to the guest's first line (ms)"),
+                           ("cold_boot_first_line_ms", "cold boot to that line (ms)")):
+            t, q = median(col("tern-snapshot", key)), median(col("qemu-snapshot", key))
+            out.append(f"| {label} | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
+        out.append(f"\nruns: tern {len(col('tern-snapshot', 'snapshot_total_ms'))}, QEMU {len(col('qemu-snapshot', 'snapshot_total_ms'))}\n")
+    if col("tern-clones", "all_running_ms") or col("qemu-clones", "all_running_ms"):
+        out.append("## 8 clones of one snapshot restored at once: 256 MiB guests (medians)\n")
+        t, q = median(col("tern-clones", "all_running_ms")), median(col("qemu-clones", "all_running_ms"))
+        out.append("| figure | tern | QEMU | tern/QEMU |")
+        out.append("|---|---|---|---|")
+        out.append(f"| first restore to all 8 counting (ms) | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
+        pss, ram = median(col("tern-clones", "pss_total_mib")), median(col("tern-clones", "guest_ram_total_mib"))
+        out.append(f"\ntern's 8 processes' PSS: {fmt(pss,0)} MiB against {fmt(ram,0)} MiB of guest RAM "
+                   f"({fmt(ratio(pss, ram), 3)}); runs: tern {len(col('tern-clones', 'all_running_ms'))}, "
+                   f"QEMU {len(col('qemu-clones', 'all_running_ms'))}\n")
 
 
 def venv_python():
@@ -198,6 +238,7 @@ def main():
     blk_section(rows, out)
     data = net_section(rows, out)
     migrate_section(rows, out)
+    snapshot_section(rows, out)
     png = os.path.join(a.out, f"{a.label}-netperf.png")
     where = plot(data, png)
     if where == "venv":
