@@ -1,33 +1,7 @@
-//! The `tern` command line.
+//! The `tern` command line: parses the subcommand and runs it (the commands
+//! themselves live in the `tern` library, `lib.rs`).
 
-mod api_client;
-mod boot_entries;
-mod bridge_tap;
-mod console;
-mod console_attach;
-mod console_ring;
-mod console_socket;
-mod control;
-mod definition;
-mod device_args;
-mod disk_boot;
-mod guest_devices;
-mod listen;
-mod migrate;
-mod next_boot;
-mod panic_report;
-mod receive;
-mod restore;
-mod restore_disks;
-mod receive_spec;
-mod run;
-mod run_spec;
-mod sd_notify;
-mod runtime_dir;
-mod session;
-mod size;
-mod snapshot;
-mod vm_name;
+use tern::{boot_entries, console, console_attach, control, listen, migrate, panic_report, receive, restore, run, snapshot};
 
 use std::process::ExitCode;
 
