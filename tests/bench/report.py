@@ -123,36 +123,36 @@ def blk_section(rows, out):
     out.append("")
 
 
+def comparison(out, col, a, b, heads, figures):
+    """A table of `figures` ((key, label), ...): the medians of scenario `a` and of `b`
+    (`heads`: their column names) and a/b."""
+    out.append(f"| figure | {heads[0]} | {heads[1]} | {heads[0]}/{heads[1]} |")
+    out.append("|---|---|---|---|")
+    for key, label in figures:
+        x, y = median(col(a, key)), median(col(b, key))
+        out.append(f"| {label} | {fmt(x,0)} | {fmt(y,0)} | {fmt(ratio(x,y),2)} |")
+
+
+MIGRATION_FIGURES = (("total_ms", "total time (ms)"), ("downtime_ms", "downtime, VMM figure (ms)"),
+                     ("ping_max_gap_ms", "largest ping gap (ms)"))
+
+
 def migrate_section(rows, out):
     def col(name, key):
         return [num(r.get(key)) for r in rows if r["name"] == name]
 
     out.append("## Live migration: 512 MiB guest running the dirty job, loopback TCP (medians)\n")
-    out.append("| figure | tern | QEMU | tern/QEMU |")
-    out.append("|---|---|---|---|")
-    for key, label in (("total_ms", "total time (ms)"), ("downtime_ms", "downtime, VMM figure (ms)"),
-                       ("ping_max_gap_ms", "largest ping gap (ms)"), ("bytes_sent", "bytes on the wire")):
-        t, q = median(col("tern-migrate", key)), median(col("qemu-migrate", key))
-        out.append(f"| {label} | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
+    comparison(out, col, "tern-migrate", "qemu-migrate", ("tern", "QEMU"),
+               MIGRATION_FIGURES + (("bytes_sent", "bytes on the wire"),))
     out.append(f"\nruns: tern {len(col('tern-migrate', 'total_ms'))}, QEMU {len(col('qemu-migrate', 'total_ms'))}\n")
     out.append("### tern plaintext (tern-migrate-plain) vs QEMU (plaintext), same L1s (medians)\n")
-    out.append("| figure | tern plaintext | QEMU | tern/QEMU |")
-    out.append("|---|---|---|---|")
-    for key, label in (("total_ms", "total time (ms)"), ("downtime_ms", "downtime, VMM figure (ms)"),
-                       ("ping_max_gap_ms", "largest ping gap (ms)")):
-        t, q = median(col("tern-migrate-plain", key)), median(col("qemu-migrate", key))
-        out.append(f"| {label} | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
+    comparison(out, col, "tern-migrate-plain", "qemu-migrate", ("tern plaintext", "QEMU"), MIGRATION_FIGURES)
     out.append("")
     out.append("Where tern's downtime goes (medians, ms; TLS / plaintext): " + ", ".join(
         f"{k} {fmt(median(col('tern-migrate', 'downtime_' + k + '_ms')))} / {fmt(median(col('tern-migrate-plain', 'downtime_' + k + '_ms')))}"
         for k in ("pause", "last_pages", "state", "capture", "decode", "restore", "release", "take_over", "handoff", "transfer")) + "\n")
     out.append("### tern: mutual TLS (tern-migrate) vs plaintext (tern-migrate-plain), same L1s (medians)\n")
-    out.append("| figure | TLS | plaintext | TLS/plaintext |")
-    out.append("|---|---|---|---|")
-    for key, label in (("total_ms", "total time (ms)"), ("downtime_ms", "downtime (ms)"),
-                       ("ping_max_gap_ms", "largest ping gap (ms)")):
-        t, p = median(col("tern-migrate", key)), median(col("tern-migrate-plain", key))
-        out.append(f"| {label} | {fmt(t,0)} | {fmt(p,0)} | {fmt(ratio(t,p),2)} |")
+    comparison(out, col, "tern-migrate", "tern-migrate-plain", ("TLS", "plaintext"), MIGRATION_FIGURES)
     out.append(f"\nruns: TLS {len(col('tern-migrate', 'total_ms'))}, plaintext {len(col('tern-migrate-plain', 'total_ms'))}\n")
 
 
@@ -164,14 +164,11 @@ def snapshot_section(rows, out):
 
     if col("tern-snapshot", "snapshot_total_ms") or col("qemu-snapshot", "snapshot_total_ms"):
         out.append("## Snapshot and restore: 512 MiB dirty-job guest, to a file and back (medians)\n")
-        out.append("| figure | tern | QEMU | tern/QEMU |")
-        out.append("|---|---|---|---|")
-        for key, label in (("snapshot_paused_ms", "guest paused by the snapshot (ms)"),
-                           ("snapshot_total_ms", "snapshot total (ms)"), ("snapshot_mib", "snapshot size (MiB)"),
-                           ("restore_first_line_ms", "restore: start to the guest's first line (ms)"),
-                           ("cold_boot_first_line_ms", "cold boot to that line (ms)")):
-            t, q = median(col("tern-snapshot", key)), median(col("qemu-snapshot", key))
-            out.append(f"| {label} | {fmt(t,0)} | {fmt(q,0)} | {fmt(ratio(t,q),2)} |")
+        comparison(out, col, "tern-snapshot", "qemu-snapshot", ("tern", "QEMU"),
+                   (("snapshot_paused_ms", "guest paused by the snapshot (ms)"),
+                    ("snapshot_total_ms", "snapshot total (ms)"), ("snapshot_mib", "snapshot size (MiB)"),
+                    ("restore_first_line_ms", "restore: start to the guest's first line (ms)"),
+                    ("cold_boot_first_line_ms", "cold boot to that line (ms)")))
         out.append(f"\nruns: tern {len(col('tern-snapshot', 'snapshot_total_ms'))}, QEMU {len(col('qemu-snapshot', 'snapshot_total_ms'))}\n")
     if col("tern-clones", "all_running_ms") or col("qemu-clones", "all_running_ms"):
         out.append("## 8 clones of one snapshot restored at once: 256 MiB guests (medians)\n")

@@ -202,6 +202,15 @@ need_tls() {
     done
 }
 
+# need_generic_guest: the guest with Debian's generic kernel (VMGENID driver built in),
+# target/guest/generic, made by resources/guest/build-generic.sh; sets G to it.
+need_generic_guest() {
+    G=$GUEST/generic
+    for _f in bzImage initramfs.cpio.gz; do
+        [ -s "$G/$_f" ] || fail "missing $G/$_f (resources/guest/build-generic.sh, run by build.sh, failed?)"
+    done
+}
+
 alive() {
     [ -e "/proc/$1/stat" ] || return 1
     _st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)

@@ -11,10 +11,7 @@
 # Figures: time from the first restore to all 8 counting.
 . "$E2E_DIR/lib.sh"
 need_kvm
-G=$GUEST/generic
-for f in bzImage initramfs.cpio.gz; do
-    [ -s "$G/$f" ] || fail "missing $G/$f (resources/guest/build-generic.sh, run by build.sh, failed?)"
-done
+need_generic_guest
 n=${CLONES:-8}
 mem=256
 counter() { sed -n 's/.*counter=\([0-9]*\).*/\1/p' | tail -n 1; }

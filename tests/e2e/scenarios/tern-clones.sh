@@ -17,10 +17,7 @@
 . "$E2E_DIR/lib.sh"
 need_kvm
 need_tern
-G=$GUEST/generic
-for f in bzImage initramfs.cpio.gz; do
-    [ -s "$G/$f" ] || fail "missing $G/$f (resources/guest/build-generic.sh, run by build.sh, failed?)"
-done
+need_generic_guest
 n=${CLONES:-8}
 # tern-clones-plain sets CLONES_PLAIN=1: plain restores (no --clone), no generation change.
 clone_arg=--clone
