@@ -299,16 +299,22 @@ pub fn used_elem(mem: &GuestMemoryMmap, rings: Rings, size: u16, i: u16) -> (u32
     (id, len)
 }
 
+/// The available ring's index as it stands in guest memory.
+pub fn avail_idx(mem: &GuestMemoryMmap, rings: Rings) -> u16 {
+    mem.read_obj(GuestAddress(rings.avail() + 2)).expect("avail idx")
+}
+
 /// Checks how many chains the device returned (its own `next_used`, which guest
 /// buffers cannot overwrite, unlike the used ring itself: a guest may legally point
-/// a receive buffer at its own rings): no more than were made available.
-pub fn check_returned(next_used: u16, image: &QueueImage) {
-    let size = image.size();
-    assert!(
-        next_used <= image.published() && next_used <= size,
-        "device returned {next_used} chains, driver made {} available (queue size {size})",
-        image.published()
-    );
+/// a receive buffer at its own rings): never more than the queue's size, and no more
+/// than `available` when the caller knows what the device could have seen (the
+/// available index in the driver's final memory, when no device write into a guest
+/// buffer can have changed it since).
+pub fn check_returned(next_used: u16, available: Option<u16>, size: u16) {
+    assert!(next_used <= size, "device returned {next_used} chains from a queue of size {size}");
+    if let Some(available) = available {
+        assert!(next_used <= available, "device returned {next_used} chains, driver made {available} available (queue size {size})");
+    }
 }
 
 /// The used ring entries `0..count`: (descriptor id, length). Only meaningful when
