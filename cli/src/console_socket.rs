@@ -331,13 +331,12 @@ impl Client {
                 if read.skipped > 0 {
                     tracing::debug!(bytes = read.skipped, "console client fell behind; its oldest output was dropped");
                 }
+                self.pos = read.next;
                 if self.out.is_empty() {
                     self.out_blocked = false;
-                    hub.sent.store(read.next, Ordering::Release);
-                    self.pos = read.next;
+                    hub.sent.store(self.pos, Ordering::Release);
                     return true;
                 }
-                self.pos = read.next;
             }
             match (&self.stream).write(&self.out[self.out_sent..]) {
                 Ok(0) => return false,

@@ -317,6 +317,9 @@ clone_ended() {
     fail "$1 $2 ended" "$WORK/clone$2.log" "$_o"
 }
 
+# last_counter: the counter of the last "counter=N" line on stdin.
+last_counter() { sed -n 's/.*counter=\([0-9]*\).*/\1/p' | tail -n 1; }
+
 # clones_counting WHAT SNAP_COUNTER PID...: the clone with the i-th PID (1, 2, ...)
 # logs to $WORK/clone<i>.log; each must print a TERN-DIRTY counter at least the
 # snapshot's within 300 s.
@@ -329,7 +332,7 @@ clones_counting() {
             alive "$_pid" || clone_ended "$_what" "$_i"
             fail "$_what $_i does not count" "$WORK/clone$_i.log" "$WORK/clone$_i.out"
         fi
-        _c=$(echo "$MARKER_LINE" | sed -n 's/.*counter=\([0-9]*\).*/\1/p')
+        _c=$(echo "$MARKER_LINE" | last_counter)
         [ "$_c" -ge "$_snap" ] || fail "$_what $_i counts from $_c, before the snapshot's $_snap" "$WORK/clone$_i.log"
         _i=$((_i + 1))
     done
@@ -341,9 +344,9 @@ clones_advancing() {
     shift
     _i=1
     for _pid in "$@"; do
-        _first=$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | head -n 1 | sed -n 's/.*counter=\([0-9]*\).*/\1/p')
+        _first=$(grep -a -m 1 '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | last_counter)
         _j=0
-        while [ "$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | tail -n 1 | sed -n 's/.*counter=\([0-9]*\).*/\1/p')" -le "$_first" ]; do
+        while [ "$(grep -a '^TERN-DIRTY counter=' "$WORK/clone$_i.log" | last_counter)" -le "$_first" ]; do
             alive "$_pid" || clone_ended "$_what" "$_i"
             _j=$((_j + 1))
             [ $_j -lt 120 ] || fail "$_what $_i's counter stays at $_first" "$WORK/clone$_i.log" "$WORK/clone$_i.out"

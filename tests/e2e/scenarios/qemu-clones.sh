@@ -14,7 +14,6 @@ need_kvm
 need_generic_guest
 n=${CLONES:-8}
 mem=256
-counter() { sed -n 's/.*counter=\([0-9]*\).*/\1/p' | tail -n 1; }
 
 # One TAP per QEMU (the source's is reused by clone 1), all on br0, removed at exit.
 taps=
@@ -54,7 +53,7 @@ while :; do
     sleep 0.3
 done
 [ "$status" = completed ] || fail "QEMU's save $status" "$WORK/src.out"
-c_snap=$(grep -a '^TERN-DIRTY counter=' "$WORK/src.log" | counter)
+c_snap=$(grep -a '^TERN-DIRTY counter=' "$WORK/src.log" | last_counter)
 hmp 5570 quit >/dev/null
 wait_exit "$src" 10 || stop_pid "$src"
 step "saved: $(($(du -k "$WORK/qemu.snap" | cut -f1) / 1024)) MiB at counter ~$c_snap"
